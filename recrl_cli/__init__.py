@@ -1,0 +1,3 @@
+"""recrl: reinforcement-learning multi-task recommendation experiments from the command line."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""The registry: one explicit line per algorithm. No lookup by naming convention, no import-time magic."""
+
+from __future__ import annotations
+
+from recrl_cli.algorithms.base import AlgoSpec
+from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
+from recrl_cli.errors import RegistryError
+from recrl_cli.nets.mtl.config import MTLConfig
+
+_MTL = "mtl base"
+
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "singletask": AlgoSpec("singletask", MTLConfig, supervised_builder("singletask"), load_mtl_predictor,
+                           "One independent network per task (no sharing).", _MTL),
+    "sharedbottom": AlgoSpec("sharedbottom", MTLConfig, supervised_builder("sharedbottom"), load_mtl_predictor,
+                             "Shared bottom MLP, one tower per task.", _MTL),
+    "omoe": AlgoSpec("omoe", MTLConfig, supervised_builder("omoe"), load_mtl_predictor,
+                     "Mixture of experts with one gate shared by all tasks.", _MTL),
+    "mmoe": AlgoSpec("mmoe", MTLConfig, supervised_builder("mmoe"), load_mtl_predictor,
+                     "Multi-gate mixture of experts (one gate per task).", _MTL),
+    "ple": AlgoSpec("ple", MTLConfig, supervised_builder("ple"), load_mtl_predictor,
+                    "Progressive layered extraction: shared + task-specific experts per level.", _MTL),
+    "esmm": AlgoSpec("esmm", MTLConfig, supervised_builder("esmm"), load_mtl_predictor,
+                     "Entire-space model: pCTCVR = pCTR x pCVR (exactly 2 tasks).", _MTL),
+    "aitm": AlgoSpec("aitm", MTLConfig, supervised_builder("aitm"), load_mtl_predictor,
+                     "Adaptive information transfer between sequential tasks.", _MTL),
+}  # fmt: skip
+
+
+def get_algorithm(name: str) -> AlgoSpec:
+    """Look a name up, with a one-line error listing the valid names."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise RegistryError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}") from None

@@ -1,0 +1,132 @@
+"""Supervised multi-task training of one MTL base (``recrl train mmoe`` and friends).
+
+The loss is the mean over tasks of the per-task mean BCE, as in the RMTL reference's SL stage:
+``L = (1/T) Σ_t mean_i BCE(σ(z_{i,t}), y_{i,t})`` computed from logits for stability. Adam with weight
+decay, early stopping on the validation ``train.monitor`` metric with the best epoch restored.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from recrl_cli.config.schema import RunConfig
+from recrl_cli.data.tensors import PreparedData
+from recrl_cli.evaluation.evaluator import evaluate_split
+from recrl_cli.nets.mtl import build_base
+from recrl_cli.nets.mtl.config import MTLConfig
+from recrl_cli.training.trainer import Stage
+
+
+def multitask_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over tasks and rows of BCE-with-logits. logits, labels: [B, T] → scalar."""
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+class SupervisedMTL:
+    """One MTL base trained with plain BCE.
+
+    Args:
+        base: registry name of the MTL base (``mmoe`` ...).
+        cfg: the resolved run configuration (``cfg.model`` is an :class:`MTLConfig`).
+        data: prepared splits on ``device`` (``train`` required, ``val`` for early stopping).
+        device: where the model lives.
+    """
+
+    def __init__(self, base: str, cfg: RunConfig, data: PreparedData, device: torch.device) -> None:
+        self.base = base
+        self.cfg = cfg
+        self.data = data
+        self.tasks = data.tasks
+        self.model = build_base(base, data.cardinalities, len(self.tasks), cfg.model).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+
+    # -- training ----------------------------------------------------------------
+    def update(self, idx: torch.Tensor) -> dict[str, float]:
+        """One Adam step on rows ``idx`` [B] of the train split."""
+        split = self.data.splits["train"]
+        self.model.train()
+        loss = multitask_bce(self.model(split.features[idx]), split.labels[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def stages(self) -> list[Stage]:
+        train = self.cfg.train
+        has_val = "val" in self.data.splits
+        return [
+            Stage(
+                name="train",
+                num_rows=self.data.splits["train"].num_rows,
+                update=self.update,
+                batch_size=train.batch_size,
+                max_epochs=train.epochs,
+                max_steps=train.max_steps,
+                shuffle=train.shuffle,
+                validate=(lambda: self.evaluate("val")) if has_val else None,
+                monitor=train.monitor if has_val else None,
+                patience=train.patience,
+                snapshot=lambda: copy.deepcopy(self.model.state_dict()),
+                restore=self.model.load_state_dict,
+            )
+        ]
+
+    # -- scoring -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N, T] for features [N, F]."""
+        self.model.eval()
+        return torch.sigmoid(self.model(features))
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return evaluate_split(
+            self.predict, self.data.splits[split], self.tasks, self.cfg.train.eval_batch_size
+        )
+
+    # -- persistence ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "model_config": self.cfg.to_dict()["model"],
+            "cardinalities": self.data.cardinalities,
+            "tasks": self.tasks,
+            "weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+
+
+def load_mtl_predictor(exported: dict[str, Any], device: torch.device):
+    """Rebuild an exported base and return ``features [N, F] -> probabilities [N, T]``."""
+    from recrl_cli.config.loading import build_section
+
+    cfg = build_section(MTLConfig, exported["model_config"], "model")
+    model = build_base(exported["base"], exported["cardinalities"], len(exported["tasks"]), cfg).to(device)
+    model.load_state_dict(exported["weights"])
+    model.eval()
+
+    @torch.no_grad()
+    def predict(features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(model(features))
+
+    return predict
+
+
+def supervised_builder(base: str):
+    """``build`` callable of the registry for a given base name."""
+
+    def build(cfg: RunConfig, data: PreparedData, device: torch.device) -> SupervisedMTL:
+        return SupervisedMTL(base, cfg, data, device)
+
+    return build

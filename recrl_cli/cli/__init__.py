@@ -1,0 +1,1 @@
+"""recrl_cli.cli."""

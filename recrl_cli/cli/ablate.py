@@ -1,0 +1,117 @@
+"""``recrl ablate``: a study over a grid of config values × seeds, as nested MLflow runs."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from recrl_cli.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    ExperimentOpt,
+    SeedOpt,
+    SetOpt,
+    TrackingUriOpt,
+    console,
+    friendly_errors,
+    parse_extra_options,
+    progress_bar,
+)
+from recrl_cli.cli.resolve import default_experiment, dotted_key, make_tracker, run_config_from_cli
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.training.trainer import TrainingInterrupted
+
+
+def _is_tuple_field(cfg: RunConfig, dotted: str) -> bool:
+    section, _, name = dotted.partition(".")
+    cls = {"model": type(cfg.model), "train": TrainConfig, "data": DataConfig}[section]
+    return typing.get_origin(typing.get_type_hints(cls).get(name)) is tuple
+
+
+def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """``--expert-num 4,8`` → ``("model.expert_num", ["4", "8"])``; tuple fields split on ';'."""
+    axes = []
+    for name, raw in pairs:
+        key = dotted_key(name, type(cfg.model))
+        sep = ";" if _is_tuple_field(cfg, key) else ","
+        axes.append((key, [v.strip() for v in raw.split(sep) if v.strip()]))
+    return axes
+
+
+def _fmt(mean: float, ci: float) -> str:
+    if mean != mean:
+        return "nan"
+    return f"{mean:.4f}" if ci != ci else f"{mean:.4f} ± {ci:.4f}"
+
+
+def ablate(
+    ctx: typer.Context,
+    algo: Annotated[str, typer.Argument(help="Registered algorithm to study (see `recrl algos`).")],
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant (train.seed + 0..N-1).")] = 1,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Metric names shown in the table (all are in the CSV).")
+    ] = "auc,s_logloss",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Prepared dataset directory.")] = None,
+    experiment: ExperimentOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the parent MLflow run.")] = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where checkpoints and study tables go.")
+    ] = Path("runs"),
+) -> None:
+    """Run a study: every combination of `--<option> v1,v2,...` values × `--seeds N`.
+
+    Each variant × seed is a nested MLflow run under one parent run; the table shows mean ± 95 % CI
+    over seeds and the paired difference to the first (reference) variant. The table (CSV) and a bar
+    chart (PNG) are saved on the parent run. Re-running the same command after an interruption skips
+    the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
+    """
+    from recrl_cli.pipeline import train_run
+    from recrl_cli.study import run_study
+
+    cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
+    axes = study_axes(cfg, parse_extra_options(ctx.args))
+    tracker = make_tracker(tracking_uri)
+    exp = default_experiment(cfg, experiment)
+
+    def announce(variant: str, s: int, skipped: bool) -> None:
+        verb = "[dim]skip (finished)[/]" if skipped else "[bold]run[/]"
+        console.print(f"{verb} {variant} seed={s}")
+
+    try:
+        with progress_bar() as progress:
+            result = run_study(
+                cfg, axes, seeds=seeds, tracker=tracker, experiment=exp, train_fn=train_run,
+                out_dir=runs_dir / "studies", study_name=name, on_run=announce,
+                train_kwargs={"runs_root": runs_dir, "progress": progress},
+            )  # fmt: skip
+    except TrainingInterrupted:
+        console.print("[yellow]study interrupted; run the same command again to finish it.[/]")
+        raise typer.Exit(code=130) from None
+    wanted = {m.strip() for m in metrics.split(",")}
+    table = Table(title=f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
+    for column in ("metric", "variant", "mean ± CI", "Δ vs ref ± CI", "p"):
+        table.add_column(column, justify="left" if column in ("metric", "variant") else "right")
+    for row in result.rows:
+        if row["metric"].rpartition("/")[2] not in wanted:
+            continue
+        diff = "ref" if row["diff"] != row["diff"] else _fmt(row["diff"], row["diff_ci"])
+        p = "" if row["p_value"] != row["p_value"] else f"{row['p_value']:.3f}"
+        table.add_row(
+            row["metric"].removeprefix("test/"), row["variant"], _fmt(row["mean"], row["ci"]), diff, p
+        )
+    console.print(table)
+    console.print(
+        f"parent run [bold]{result.parent_run_id}[/] ({result.skipped} finished run(s) reused); table: {result.table_csv}"
+    )
+
+
+ablate_command = friendly_errors(ablate)

@@ -1,0 +1,142 @@
+"""Pieces every command shares: the console, one-line errors, option aliases, progress, overrides."""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from recrl_cli.errors import RecrlError
+from recrl_cli.training.trainer import StopSignal
+
+console = Console()
+err_console = Console(stderr=True)
+
+# --- option aliases (one definition, same help everywhere) -------------------------------------
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML file with [data], [train] and [model] tables.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=0.003 (repeatable)."),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: train.seed = 2022).")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto (CUDA when available), cpu or cuda. Default: auto.")
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option("--experiment", "-e", help="MLflow experiment name (default: recrl/<dataset>).")
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current directory.",
+    ),
+]
+
+
+def fail(message: str) -> None:
+    """Print one red error line and exit with code 1."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures (:class:`RecrlError`) into one line and exit code 1, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RecrlError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display; yields the ``progress(description, done, total)`` callback."""
+    columns = (
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=total)
+            progress.update(tasks[description], completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[StopSignal]:
+    """First Ctrl-C asks the trainer to checkpoint and stop; a second one aborts at once."""
+    stop = StopSignal()
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:  # not the main thread (tests): no handler
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        err_console.print(
+            "[yellow]stopping after this step and writing a checkpoint (Ctrl-C again to abort)[/]"
+        )
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def parse_extra_options(args: list[str]) -> list[tuple[str, str]]:
+    """Parse leftover ``--name value`` / ``--name=value`` pairs (model options like ``--base mmoe``).
+
+    A bare ``--flag`` (followed by another option or nothing) means ``true``.
+    """
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--") or token == "--":
+            raise RecrlError(f"unexpected argument '{token}'")
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                value = "true"
+            else:
+                value = args[i + 1]
+                i += 1
+        pairs.append((name.replace("-", "_"), value))
+        i += 1
+    return pairs

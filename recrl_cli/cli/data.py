@@ -1,0 +1,120 @@
+"""``recrl synth`` and ``recrl prepare``: raw files in the public formats, then prepared parquet."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from recrl_cli.cli.common import SetOpt, console, friendly_errors, progress_bar
+from recrl_cli.errors import ConfigError, RegistryError
+
+DATASETS = ("retailrocket",)
+
+
+def _check_dataset(name: str) -> None:
+    if name not in DATASETS:
+        raise RegistryError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+
+
+def synth(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose raw format to write: retailrocket.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default datasets/raw/<dataset>).")
+    ] = None,
+    events: Annotated[
+        int, typer.Option("--events", help="Number of events (real RetailRocket: 2756101).", min=100)
+    ] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed → identical files).")] = 0,
+) -> None:
+    """Write synthetic raw files in the exact public format, with planted ground truth beside them.
+
+    The true per-item-session probabilities go to ground_truth.csv so that benchmarks can report the
+    oracle (Bayes) AUC and logloss next to each model.
+    """
+    from recrl_cli.data.synth.retailrocket import write_retailrocket
+
+    _check_dataset(dataset)
+    out = out or Path("datasets/raw") / dataset
+    with progress_bar() as progress:
+        summary = write_retailrocket(out, num_events=events, seed=seed, progress=progress)
+    table = Table(title=f"synthetic {dataset} raw files in {out}")
+    table.add_column("item", style="cyan")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if not isinstance(value, (dict, list)):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: retailrocket.")],
+    raw: Annotated[
+        Path | None, typer.Option("--raw", help="Raw files (default datasets/raw/<dataset>).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default datasets/prepared/<dataset>).")
+    ] = None,
+    session_gap: Annotated[
+        int | None,
+        typer.Option("--session-gap", help="Inactivity gap in minutes that starts a new session (30)."),
+    ] = None,
+    session_key: Annotated[
+        str | None,
+        typer.Option("--session-key", help="gap (inactivity sessions) or visitor (one per visitor)."),
+    ] = None,
+    min_count: Annotated[
+        int | None,
+        typer.Option("--min-count", help="Train count below which a value goes to the rare bucket (5)."),
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Turn raw files into chronological train/val/test parquet splits plus manifest.json.
+
+    Written atomically: on any error nothing is left at --out. Other parameters (split, price_buckets,
+    min_session_items) can be set with --set name=value.
+    """
+    from recrl_cli.config.loading import build_section
+    from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
+
+    _check_dataset(dataset)
+    values: dict[str, object] = {}
+    for name, value in (
+        ("session_gap_minutes", session_gap),
+        ("session_key", session_key),
+        ("min_count", min_count),
+    ):
+        if value is not None:
+            values[name] = value
+    for text in sets or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects name=value (e.g. split=0.7,0.15,0.15), got '{text}'")
+        values[key.strip().removeprefix("prepare.")] = value.strip()
+    params = build_section(RetailRocketPrepareParams, values, "prepare")
+    raw = raw or Path("datasets/raw") / dataset
+    out = out or Path("datasets/prepared") / dataset
+    with progress_bar() as progress:
+        manifest = prepare_retailrocket(raw, out, params, progress=progress)
+    console.print(manifest_table(manifest, out))
+    console.print(f"parameters: {dataclasses.asdict(params)}")
+
+
+def manifest_table(manifest: dict, out: Path) -> Table:
+    table = Table(title=f"prepared {manifest.get('dataset')} → {out}")
+    tasks = manifest["tasks"]
+    for column in ("split", "rows", "sessions", "users", *(f"{t} rate" for t in tasks)):
+        table.add_column(column, justify="right")
+    for split, info in manifest["splits"].items():
+        rates = [f"{info['positive_rate'][t]:.4f}" for t in tasks]
+        table.add_row(
+            split, f"{info['rows']:,}", f"{info['sessions']:,}", f"{info.get('users', 0):,}", *rates
+        )
+    return table
+
+
+synth_command = friendly_errors(synth)
+prepare_command = friendly_errors(prepare)

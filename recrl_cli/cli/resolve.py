@@ -1,0 +1,70 @@
+"""Turn command-line options into a resolved :class:`RunConfig` and a tracker."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recrl_cli.algorithms.registry import get_algorithm
+from recrl_cli.config.loading import resolve_config
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.errors import ConfigError
+from recrl_cli.tracking.base import Tracker, resolve_tracking_uri
+
+
+def section_of(name: str, model_cls: type) -> str:
+    """Which section a bare option name belongs to: model first, then train, then data."""
+    for section, cls in (("model", model_cls), ("train", TrainConfig), ("data", DataConfig)):
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{section}.{name}"
+    raise ConfigError(
+        f"unknown option --{name.replace('_', '-')}; see `recrl algos <algorithm>` for the options"
+    )
+
+
+def dotted_key(name: str, model_cls: type) -> str:
+    """``train.lr`` stays as is; a bare ``lr`` is looked up with :func:`section_of`."""
+    if "." in name:
+        section, _, field = name.partition(".")
+        classes = {"model": model_cls, "train": TrainConfig, "data": DataConfig}
+        if section not in classes or field not in {f.name for f in dataclasses.fields(classes[section])}:
+            raise ConfigError(f"unknown option --{name}")
+        return name
+    return section_of(name, model_cls)
+
+
+def run_config_from_cli(
+    algo: str,
+    *,
+    config: Path | None,
+    sets: Sequence[str] | None,
+    extra: Sequence[tuple[str, str]] = (),
+    seed: int | None = None,
+    device: str | None = None,
+    data_dir: Path | None = None,
+) -> RunConfig:
+    """Resolve defaults < file < dedicated options < ``--<model option>`` < ``--set``."""
+    spec = get_algorithm(algo)
+    options: dict[str, Any] = {}
+    if seed is not None:
+        options["train.seed"] = seed
+    if device is not None:
+        options["train.device"] = device
+    if data_dir is not None:
+        options["data.prepared_dir"] = str(data_dir)
+    for name, value in extra:
+        options[dotted_key(name, spec.config_cls)] = value
+    return resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or ())
+
+
+def make_tracker(tracking_uri: str | None) -> Tracker:
+    """The MLflow tracker for ``--tracking-uri`` / ``$MLFLOW_TRACKING_URI`` / the project default."""
+    from recrl_cli.tracking.mlflow_tracker import make_mlflow_tracker
+
+    return make_mlflow_tracker(resolve_tracking_uri(tracking_uri))
+
+
+def default_experiment(cfg: RunConfig, experiment: str | None) -> str:
+    return experiment or f"recrl/{cfg.data.dataset}"

@@ -1,0 +1,142 @@
+"""``recrl train`` and ``recrl evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from recrl_cli.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    ExperimentOpt,
+    SeedOpt,
+    SetOpt,
+    TrackingUriOpt,
+    console,
+    friendly_errors,
+    graceful_interrupt,
+    parse_extra_options,
+    progress_bar,
+)
+from recrl_cli.cli.resolve import default_experiment, make_tracker, run_config_from_cli
+from recrl_cli.config.schema import RunConfig
+from recrl_cli.training.trainer import TrainingInterrupted
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def config_table(cfg: RunConfig) -> Table:
+    table = Table(title=f"resolved config: {cfg.algo}", show_lines=False)
+    table.add_column("key", style="cyan")
+    table.add_column("value")
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                table.add_row(f"{section}.{key}", str(value))
+    return table
+
+
+def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Table:
+    """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        if prefix and not key.startswith(prefix):
+            continue
+        task, _, metric = key[len(prefix) :].rpartition("/")
+        rows.setdefault(task, {})[metric] = value
+    columns = sorted({m for r in rows.values() for m in r}, key=["auc", "gauc", "logloss", "s_logloss"].index)
+    table = Table(title=title)
+    table.add_column("task", style="cyan")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for task, values in rows.items():
+        table.add_row(task, *(f"{values.get(c, float('nan')):.4f}" for c in columns))
+    return table
+
+
+def train(
+    ctx: typer.Context,
+    algo: Annotated[str, typer.Argument(help="Registered algorithm, e.g. mmoe (see `recrl algos`).")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Prepared dataset directory (default data.prepared_dir).")
+    ] = None,
+    experiment: ExperimentOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run of this exact configuration.")
+    ] = False,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
+    ] = Path("runs"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train an algorithm on a prepared dataset, evaluate it on val and test, and log it to MLflow.
+
+    Any option of the algorithm's config can be given directly, e.g. `--expert-num 4` or `--lr 0.003`
+    (see `recrl algos ALGO`); `--set section.key=value` does the same with an explicit section.
+    """
+    from recrl_cli.pipeline import train_run
+
+    cfg = run_config_from_cli(
+        algo,
+        config=config,
+        sets=sets,
+        extra=parse_extra_options(ctx.args),
+        seed=seed,
+        device=device,
+        data_dir=data,
+    )
+    if dry_run:
+        console.print(config_table(cfg))
+        return
+    tracker = make_tracker(tracking_uri)
+    exp = default_experiment(cfg, experiment)
+    try:
+        with graceful_interrupt() as stop, progress_bar() as progress:
+            result = train_run(
+                cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume, progress=progress, stop=stop
+            )
+    except TrainingInterrupted as exc:
+        console.print(
+            f"[yellow]interrupted at step {exc.global_step}; checkpoint saved. "
+            f"Continue with the same command plus --resume.[/]"
+        )
+        raise typer.Exit(code=130) from None
+    console.print(metrics_table(result.metrics, f"{algo}: test metrics (best validation epoch)", "test/"))
+    console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
+    console.print(
+        f"MLflow run [bold]{result.run_id}[/] in experiment '{exp}' ({tracker.uri}); files in {result.run_dir}"
+    )
+
+
+def evaluate(
+    source: Annotated[str, typer.Argument(help="An MLflow run id, a run directory, or a model.pt file.")],
+    split: Annotated[str, typer.Option("--split", help="Split to score: train, val or test.")] = "test",
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory to score.")] = Path(
+        "datasets/prepared/retailrocket"
+    ),
+    device: DeviceOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Score a trained model on a split of a prepared dataset and print AUC, GAUC, logloss and s-logloss."""
+    from recrl_cli.errors import ConfigError
+    from recrl_cli.pipeline import evaluate_saved, load_saved_model
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split must be train, val or test, got '{split}'")
+    looks_local = Path(source).exists()
+    tracker = None if looks_local else make_tracker(tracking_uri)
+    saved = load_saved_model(source, tracker)
+    metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device or "auto")
+    console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
+
+
+train_command = friendly_errors(train)
+evaluate_command = friendly_errors(evaluate)

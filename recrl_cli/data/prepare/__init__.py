@@ -1,0 +1,1 @@
+"""Raw files -> parquet splits + manifest (``recrl prepare <dataset>``); ``encoding`` is shared."""

@@ -1,0 +1,1 @@
+"""Raw-format data generators with planted ground truth (``recrl synth <dataset>``)."""

@@ -1,0 +1,138 @@
+"""Prepared splits as whole tensors on the device.
+
+Training never goes through a per-row ``Dataset.__getitem__``: a split is loaded once into a few
+dense tensors and batches are index slices of them (see :func:`batch_indices`). On RetailRocket
+this is what makes a step cost the model's arithmetic and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from recrl_cli.data.manifest import read_manifest
+from recrl_cli.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitTensors:
+    """One split, row-aligned tensors on one device.
+
+    Attributes:
+        features: LongTensor [N, F], encoded categorical ids (0 = missing/unknown).
+        labels: FloatTensor [N, T], 0/1 per task.
+        session_ids: LongTensor [N], session of each row (for s-logloss and the MDP).
+        user_ids: LongTensor [N], raw visitor/user id (for GAUC).
+        positions: LongTensor [N], 0-based position of the row in its session.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    session_ids: torch.Tensor
+    user_ids: torch.Tensor
+    positions: torch.Tensor
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.features.shape[0])
+
+    def to(self, device: torch.device) -> SplitTensors:
+        return SplitTensors(*(t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.features, self.labels, self.session_ids, self.user_ids, self.positions)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared dataset: its manifest and the requested splits as tensors."""
+
+    manifest: dict[str, Any]
+    splits: dict[str, SplitTensors]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.manifest["tasks"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.manifest["features"]]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [int(f["cardinality"]) for f in self.manifest["features"]]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest.get("fingerprint", "unknown"))
+
+
+def load_split(directory: Path, manifest: dict[str, Any], split: str) -> SplitTensors:
+    """Read one parquet split into CPU tensors, checking it against the manifest."""
+    info = manifest.get("splits", {}).get(split)
+    if info is None:
+        raise DataError(f"split '{split}' is not in {directory / 'manifest.json'}")
+    path = directory / info["file"]
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `recrl prepare` again")
+    features = [f["name"] for f in manifest["features"]]
+    tasks = list(manifest["tasks"])
+    columns = ["session_id", "visitorid", "position", *features, *tasks]
+    try:
+        table = pq.read_table(path, columns=columns)
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if table.num_rows != int(info["rows"]):
+        raise DataError(
+            f"{path} has {table.num_rows} rows, manifest says {info['rows']}; run `recrl prepare`"
+        )
+
+    def column(name: str, dtype: Any) -> np.ndarray:
+        return table.column(name).to_numpy().astype(dtype, copy=False)
+
+    feats = np.stack([column(n, np.int64) for n in features], axis=1) if features else np.zeros((0, 0))
+    labels = np.stack([column(t, np.float32) for t in tasks], axis=1)
+    return SplitTensors(
+        features=torch.from_numpy(np.ascontiguousarray(feats)),
+        labels=torch.from_numpy(np.ascontiguousarray(labels)),
+        session_ids=torch.from_numpy(column("session_id", np.int64)),
+        user_ids=torch.from_numpy(column("visitorid", np.int64)),
+        positions=torch.from_numpy(column("position", np.int64)),
+    )
+
+
+def load_prepared(directory: Path, device: torch.device, splits: tuple[str, ...] = SPLITS) -> PreparedData:
+    """Load the manifest and the given splits of a prepared dataset onto ``device``."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    loaded = {name: load_split(directory, manifest, name).to(device) for name in splits}
+    return PreparedData(manifest=manifest, splits=loaded)
+
+
+def batch_indices(
+    num_rows: int, batch_size: int, generator: torch.Generator | None, device: torch.device, start: int = 0
+) -> Iterator[torch.Tensor]:
+    """Yield index tensors [B] covering ``num_rows`` once, from batch number ``start`` on.
+
+    A permutation is drawn from ``generator`` (shuffled epoch) or rows are taken in order
+    (``generator=None``). Passing the generator state saved at the epoch start and ``start``
+    reproduces the remainder of an interrupted epoch exactly.
+    """
+    if generator is not None:
+        order = torch.randperm(num_rows, generator=generator).to(device)
+    else:
+        order = torch.arange(num_rows, device=device)
+    for begin in range(start * batch_size, num_rows, batch_size):
+        yield order[begin : begin + batch_size]
+
+
+def num_batches(num_rows: int, batch_size: int) -> int:
+    return (num_rows + batch_size - 1) // batch_size

@@ -1,0 +1,252 @@
+"""One function per user action: train a configured run end to end, or evaluate a saved model.
+
+``train_run`` is what ``recrl train``, ``recrl ablate`` and the tests all call: load the prepared
+splits onto the device, build the algorithm from the registry, run the trainer (with resume),
+evaluate on validation and test, and log everything through the injected tracker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recrl_cli import __version__
+from recrl_cli.algorithms.registry import get_algorithm
+from recrl_cli.config.schema import RunConfig
+from recrl_cli.data.tensors import load_prepared, load_split
+from recrl_cli.errors import ConfigError, DataError
+from recrl_cli.evaluation.evaluator import evaluate_split
+from recrl_cli.reporting import plot_learning_curve, write_history_csv
+from recrl_cli.tracking.base import Tracker, flatten_params
+from recrl_cli.training.checkpoint import load_checkpoint, save_checkpoint
+from recrl_cli.training.device import resolve_device, seed_everything
+from recrl_cli.training.trainer import ProgressFn, StopSignal, Trainer
+
+EVAL_SPLITS = ("val", "test")
+MODEL_ARTIFACT = "model/model.pt"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished training run produced."""
+
+    run_id: str
+    run_dir: Path
+    metrics: dict[str, float]  # "<split>/<task>/<metric>" on the best model
+    history: list[dict[str, Any]]
+    resumed: bool
+
+
+def run_key(cfg: RunConfig, dataset_fingerprint: str) -> str:
+    """Stable directory name of a configuration: same config + data → same key (so --resume finds it).
+
+    The device and thread count are left out: a run may be resumed on other hardware.
+    """
+    content = cfg.to_dict()
+    content["train"] = {k: v for k, v in content["train"].items() if k not in ("device", "threads")}
+    blob = json.dumps({"cfg": content, "data": dataset_fingerprint}, sort_keys=True, default=str)
+    return f"{cfg.algo}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def git_info() -> dict[str, str]:
+    """Commit SHA and dirty flag of the working directory ("unknown" outside a git checkout)."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return {"recrl.git_sha": sha, "recrl.git_dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"recrl.git_sha": "unknown", "recrl.git_dirty": "unknown"}
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(run_dir: Path, state: Mapping[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(run_dir / "run.json")
+
+
+def train_run(
+    cfg: RunConfig,
+    tracker: Tracker,
+    *,
+    experiment: str,
+    runs_root: Path = Path("runs"),
+    resume: bool | str = False,
+    run_name: str | None = None,
+    nested: bool = False,
+    extra_tags: Mapping[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    stop: StopSignal | None = None,
+) -> RunResult:
+    """Train ``cfg`` end to end and log it as one MLflow run; see the module docstring.
+
+    ``resume=True`` continues the interrupted run of the same configuration (an error if there is
+    none); ``"auto"`` does so only when one exists.
+    """
+    spec = get_algorithm(cfg.algo)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.threads)
+    data = load_prepared(Path(cfg.data.prepared_dir), device)
+    key = run_key(cfg, data.fingerprint)
+    run_dir = runs_root / key
+    checkpoint = run_dir / "checkpoint.pt"
+    state = _read_state(run_dir)
+    if resume == "auto":  # studies: pick up a half-done run, otherwise start fresh
+        resume = checkpoint.is_file() and state.get("status") == "running" and "mlflow_run_id" in state
+    if resume:
+        if not checkpoint.is_file() or "mlflow_run_id" not in state:
+            raise ConfigError(f"nothing to resume: no interrupted run of this configuration in {run_dir}")
+        if state.get("status") == "finished":
+            raise ConfigError(f"run {state['mlflow_run_id']} already finished; nothing to resume")
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
+
+    algorithm = spec.build(cfg, data, device)
+    tracker_log = {}
+    trainer = Trainer(
+        algorithm,
+        algorithm.stages(),
+        device=device,
+        seed=cfg.train.seed,
+        checkpoint_path=checkpoint,
+        checkpoint_every=cfg.train.checkpoint_every,
+        log_metrics=lambda metrics, step: tracker_log["fn"](metrics, step),
+        progress=progress,
+        stop=stop,
+    )
+    if resume:
+        trainer.resume(checkpoint)
+
+    tags = {
+        "recrl.version": __version__,
+        "recrl.algo": cfg.algo,
+        "recrl.dataset": cfg.data.dataset,
+        "recrl.dataset_fingerprint": data.fingerprint,
+        "recrl.device": str(device),
+        "recrl.run_key": key,
+        **git_info(),
+        **(extra_tags or {}),
+    }
+    with tracker.start_run(
+        experiment=experiment,
+        run_name=run_name or key,
+        tags=tags,
+        resume_run_id=state.get("mlflow_run_id") if resume else None,
+        nested=nested,
+    ) as run_id:
+        tracker_log["fn"] = tracker.log_metrics
+        _write_state(run_dir, {"mlflow_run_id": run_id, "status": "running", "experiment": experiment})
+        tracker.log_params(flatten_params(cfg.to_dict()))
+        history = trainer.fit()
+        metrics: dict[str, float] = {}
+        for split in EVAL_SPLITS:
+            for name, value in algorithm.evaluate(split).items():
+                metrics[f"{split}/{name}"] = value
+        # Algorithms that change a pretrained model (RMTL) also report the model before the change.
+        extra = getattr(algorithm, "extra_metrics", None)
+        if extra is not None:
+            metrics.update(extra())
+        tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.state.global_step)
+        _save_artifacts(run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker)
+        _write_state(run_dir, {"mlflow_run_id": run_id, "status": "finished", "experiment": experiment})
+    checkpoint.unlink(missing_ok=True)  # the final model is kept; the resumable state is no longer needed
+    return RunResult(run_id=run_id, run_dir=run_dir, metrics=metrics, history=history, resumed=bool(resume))
+
+
+def _save_artifacts(
+    run_dir: Path,
+    cfg: RunConfig,
+    manifest: Mapping[str, Any],
+    exported: dict[str, Any],
+    history: list[dict[str, Any]],
+    metrics: Mapping[str, float],
+    tracker: Tracker,
+) -> None:
+    model_path = run_dir / "model.pt"
+    save_checkpoint(
+        model_path,
+        {
+            "recrl_version": __version__,
+            "algo": cfg.algo,
+            "config": cfg.to_dict(),
+            "dataset_fingerprint": manifest.get("fingerprint"),
+            "exported": exported,
+        },
+    )
+    (run_dir / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_history_csv(history, run_dir / "history.csv")
+    plot_learning_curve(history, run_dir / "learning_curve.png", title=f"{cfg.algo} on {cfg.data.dataset}")
+    tracker.log_artifact(model_path, "model")
+    for name in (
+        "config.resolved.json",
+        "manifest.json",
+        "metrics.json",
+        "history.csv",
+        "learning_curve.png",
+    ):
+        tracker.log_artifact(run_dir / name)
+
+
+def load_saved_model(source: str, tracker: Tracker) -> dict[str, Any]:
+    """Read ``model.pt`` from a file, a run directory, or an MLflow run id."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.pt"
+    if path.is_file():
+        return load_checkpoint(path)
+    if path.suffix or "/" in source:
+        raise DataError(f"no saved model at {source}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.download_artifact(source, MODEL_ARTIFACT, Path(tmp))
+        return load_checkpoint(local)
+
+
+def evaluate_saved(
+    saved: Mapping[str, Any],
+    *,
+    prepared_dir: Path,
+    split: str,
+    device_name: str = "auto",
+    batch_size: int = 65536,
+) -> dict[str, float]:
+    """Score a saved model on one split of a prepared dataset; returns ``<task>/<metric>`` metrics."""
+    from recrl_cli.data.manifest import read_manifest
+
+    spec = get_algorithm(saved["algo"])
+    device = resolve_device(device_name)
+    manifest = read_manifest(prepared_dir)
+    exported = saved["exported"]
+    if list(manifest["tasks"]) != list(exported["tasks"]):
+        raise DataError(
+            f"the model predicts {exported['tasks']} but {prepared_dir} has tasks {manifest['tasks']}"
+        )
+    cards = [int(f["cardinality"]) for f in manifest["features"]]
+    if "cardinalities" in exported and cards != list(exported["cardinalities"]):
+        raise DataError(f"{prepared_dir} was prepared with other feature vocabularies than this model's data")
+    data = load_split(prepared_dir, manifest, split).to(device)
+    predict = spec.load_predictor(exported, device)
+    with torch.no_grad():
+        return evaluate_split(predict, data, manifest["tasks"], batch_size)

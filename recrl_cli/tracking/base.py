@@ -1,0 +1,337 @@
+"""The Tracker protocol, the run record it returns, and the trackers that need no MLflow.
+
+Everything here is pure Python: importing it must stay fast and must not pull in mlflow, which
+costs seconds. `mlflow_tracker.py` holds the one real implementation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from recrl_cli.errors import TrackingError
+
+PARENT_TAG = "mlflow.parentRunId"  # the tag MLflow's UI uses to draw parent/child trees
+RUN_NAME_TAG = "mlflow.runName"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as read back from a tracker; `metrics` holds each key's latest value."""
+
+    run_id: str
+    name: str
+    status: str  # "RUNNING" | "FINISHED" | "FAILED" | "KILLED"
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    parent_run_id: str | None
+    artifact_uri: str
+    experiment: str
+
+
+class Tracker(Protocol):
+    """What the training loop and the CLI log through; see `MlflowTracker` for the semantics."""
+
+    uri: str
+
+    def start_run(
+        self,
+        *,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        resume_run_id: str | None = None,
+        nested: bool = False,
+    ) -> AbstractContextManager[str]: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]: ...
+    def get_run(self, run_id: str) -> RunInfo: ...
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path: ...
+
+
+def resolve_tracking_uri(cli_value: str | None) -> str:
+    """--tracking-uri wins, then $MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db`.
+
+    The default is absolute so that `recrl ui` started from the same directory sees the same store.
+    """
+    if cli_value:
+        return cli_value
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return ",".join(_format_value(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return ",".join(sorted(_format_value(v) for v in value))
+    if isinstance(value, Path):
+        return value.as_posix()
+    return str(value)
+
+
+def _is_record(obj: Any) -> bool:
+    return isinstance(obj, Mapping) or (dataclasses.is_dataclass(obj) and not isinstance(obj, type))
+
+
+def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings/dataclass instances to dotted keys with string values.
+
+    {"train": {"lr": 0.001}} -> {"train.lr": "0.001"}; tuples -> "512,256"; None -> "None";
+    bools -> "true"/"false". An empty nested record keeps its key with the value "{}".
+    """
+    if not _is_record(obj):
+        raise TypeError(f"flatten_params needs a mapping or a dataclass instance, not {type(obj).__name__}")
+    items = (
+        obj.items()
+        if isinstance(obj, Mapping)
+        else ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    )
+    out: dict[str, str] = {}
+    for key, value in items:
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if _is_record(value):
+            flat = flatten_params(value, full) or {full: "{}"}
+        else:
+            flat = {full: _format_value(value)}
+        for k, v in flat.items():
+            if k in out:
+                raise TrackingError(f"parameter key '{k}' occurs twice after flattening")
+            out[k] = v
+    return out
+
+
+def new_params(logged: Mapping[str, str], params: Mapping[str, str], run_id: str) -> dict[str, str]:
+    """The params not yet logged; identical re-logs (a resumed run) are dropped, changes refused."""
+    fresh: dict[str, str] = {}
+    for key, value in params.items():
+        old = logged.get(key)
+        if old is None:
+            fresh[key] = value
+        elif old != value:
+            raise TrackingError(
+                f"param '{key}' of run {run_id} is already '{_clip(old)}'; MLflow params cannot change "
+                f"(new value '{_clip(value)}')"
+            )
+    return fresh
+
+
+def metric_value(key: str, value: Any) -> float:
+    """A metric as a float (0-d tensors and numpy scalars included); anything else is refused."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TrackingError(f"metric '{key}' is not a number: {_clip(repr(value))}") from None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def terminal_status(exc: BaseException | None) -> str:
+    """The status a run ends with when its `with` block exits with `exc` (None: normal exit)."""
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def check_can_open(stack: list[str], nested: bool) -> None:
+    """Runs nest only on request, and only under an open parent (programming errors, not user errors)."""
+    if stack and not nested:
+        raise ValueError(f"run {stack[-1]} is still open; pass nested=True to open a child run")
+    if nested and not stack:
+        raise ValueError("nested=True needs an open parent run")
+
+
+class NullTracker:
+    """Logs nothing (for `--no-track` and unit tests that do not care about tracking)."""
+
+    uri = "null:"
+
+    @contextmanager
+    def start_run(self, *, experiment: str, run_name: str, tags=None, resume_run_id=None, nested=False):
+        yield resume_run_id or uuid.uuid4().hex  # a resumed run keeps its id
+
+    def _ignore(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    log_params = log_metrics = set_tags = log_artifact = log_dict = _ignore
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
+        return []
+
+    def get_run(self, run_id: str) -> RunInfo:
+        raise TrackingError(f"no MLflow run '{run_id}' in {self.uri} (tracking is off)")
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path:
+        raise TrackingError(f"no MLflow run '{run_id}' in {self.uri} (tracking is off)")
+
+
+@dataclass
+class RecordedRun:
+    """Everything logged to one run of a RecordingTracker; metrics keep (step, value) history."""
+
+    run_id: str
+    name: str
+    experiment: str
+    parent_run_id: str | None
+    status: str = "RUNNING"
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # artifact path -> file content
+
+    def info(self) -> RunInfo:
+        latest = {key: _latest(history) for key, history in self.metrics.items()}
+        return RunInfo(
+            run_id=self.run_id,
+            name=self.name,
+            status=self.status,
+            params=dict(self.params),
+            metrics=latest,
+            tags=dict(self.tags),
+            parent_run_id=self.parent_run_id,
+            artifact_uri=f"memory://{self.run_id}",
+            experiment=self.experiment,
+        )
+
+
+def _latest(history: list[tuple[int, float]]) -> float:
+    """MLflow's "latest" value: the one at the highest step; ties go to the last logged."""
+    best_step, best = history[0]
+    for step, value in history:
+        if step >= best_step:
+            best_step, best = step, value
+    return best
+
+
+class RecordingTracker:
+    """Keeps every run in memory, with the same run rules as MlflowTracker (tests use it).
+
+    Param values are kept whole (no truncation); artifact contents are copied at log time.
+    """
+
+    uri = "memory:"
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RecordedRun] = {}  # insertion order = creation order
+        self._stack: list[str] = []
+
+    @contextmanager
+    def start_run(
+        self,
+        *,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        resume_run_id: str | None = None,
+        nested: bool = False,
+    ) -> Iterator[str]:
+        check_can_open(self._stack, nested)
+        if resume_run_id is not None:
+            run = self._run(resume_run_id)
+            if run.experiment != experiment:
+                raise TrackingError(
+                    f"run {resume_run_id} belongs to experiment '{run.experiment}', not '{experiment}'"
+                )
+            run.status = "RUNNING"
+        else:
+            parent = self._stack[-1] if nested else None
+            run = RecordedRun(uuid.uuid4().hex, run_name, experiment, parent)
+            run.tags[RUN_NAME_TAG] = run_name
+            if parent:
+                run.tags[PARENT_TAG] = parent
+            self.runs[run.run_id] = run
+        run.tags.update({k: str(v) for k, v in (tags or {}).items()})
+        self._stack.append(run.run_id)
+        try:
+            yield run.run_id
+        except BaseException as exc:
+            run.status = terminal_status(exc)
+            raise
+        else:
+            run.status = "FINISHED"
+        finally:
+            self._stack.pop()
+
+    def _run(self, run_id: str) -> RecordedRun:
+        if run_id not in self.runs:
+            raise TrackingError(f"no MLflow run '{run_id}' in {self.uri}")
+        return self.runs[run_id]
+
+    def _active(self) -> RecordedRun:
+        if not self._stack:
+            raise ValueError("no run is open; log inside `with tracker.start_run(...)`")
+        return self.runs[self._stack[-1]]
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        run = self._active()
+        run.params.update(new_params(run.params, flatten_params(params), run.run_id))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        run = self._active()
+        for key, value in metrics.items():
+            run.metrics.setdefault(key, []).append((step or 0, metric_value(key, value)))
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs in logging order."""
+        return list(self._run(run_id).metrics.get(key, []))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._active().tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        run, path = self._active(), Path(path)
+        if not path.exists():
+            raise TrackingError(f"cannot log artifact {path}: no such file or directory")
+        base = f"{artifact_path.strip('/')}/" if artifact_path else ""
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            rel = f.relative_to(path.parent).as_posix()
+            run.artifacts[base + rel] = f.read_bytes()
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        text = json.dumps(data, indent=2, default=str)
+        self._active().artifacts[artifact_file.strip("/")] = text.encode()
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
+        hits = [
+            r
+            for r in self.runs.values()
+            if r.experiment == experiment and all(r.tags.get(k) == str(v) for k, v in tags.items())
+        ]
+        return [r.info() for r in reversed(hits)]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self._run(run_id).info()
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path:
+        """Like MLflow: the file or directory lands at `dst_dir / <last part of artifact_path>`."""
+        run, want = self._run(run_id), artifact_path.strip("/")
+        found = {k: v for k, v in run.artifacts.items() if k == want or k.startswith(want + "/")}
+        if not found:
+            raise TrackingError(f"run {run_id} has no artifact '{artifact_path}'")
+        target = Path(dst_dir) / want.rsplit("/", 1)[-1]
+        for key, content in found.items():
+            out = Path(str(target) + key[len(want) :])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(content)
+        return target
