@@ -12,6 +12,7 @@ the table.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def oracle_metrics(raw: Path, prepared: Path) -> dict[str, float]:
     joined = joined.drop_nulls("p_click")
     out = {"coverage": float(coverage)}
     for task, col in (("click", "p_click"), ("pay", "p_pay")):
-        probs = torch.from_numpy(joined[col].to_numpy())
-        labels = torch.from_numpy(joined[task].to_numpy().astype("float64"))
+        probs = torch.tensor(joined[col].to_numpy(), dtype=torch.float64)
+        labels = torch.tensor(joined[task].to_numpy(), dtype=torch.float64)
         out[f"{task}/auc"] = auc(probs, labels)
         out[f"{task}/logloss"] = logloss(probs, labels)
     return out
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bases", default=",".join(BASES))
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/out/accuracy"))
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     raw, prepared = args.workdir / "raw", args.workdir / "prepared"
@@ -72,6 +76,14 @@ def main() -> None:
         f"{'oracle':<13}{oracle['click/auc']:>10.4f}{oracle['pay/auc']:>9.4f}"
         f"{oracle['click/logloss']:>10.4f}{oracle['pay/logloss']:>9.4f}"
     )
+    report = {
+        "events": args.events,
+        "rows": {k: v["rows"] for k, v in rows.items()},
+        "oracle": oracle,
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "bases": {},
+    }
     for base in args.bases.split(","):
         spec = get_algorithm(base)
         cfg = resolve_config(
@@ -81,6 +93,8 @@ def main() -> None:
                 "data.prepared_dir": str(prepared),
                 "train.epochs": args.epochs,
                 "train.seed": args.seed,
+                "train.device": args.device,
+                "train.threads": args.threads,
             },
         )
         start = time.perf_counter()
@@ -93,6 +107,9 @@ def main() -> None:
             f"{oracle['pay/auc'] - m['test/pay/auc']:>10.4f}{len(result.history):>7}{seconds:>8.1f}",
             flush=True,
         )
+        report["bases"][base] = {"metrics": m, "epochs": len(result.history), "seconds": seconds}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
