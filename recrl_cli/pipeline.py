@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,13 +58,19 @@ def run_key(cfg: RunConfig, dataset_fingerprint: str) -> str:
 
 
 def git_info() -> dict[str, str]:
-    """Commit SHA and dirty flag of the working directory ("unknown" outside a git checkout)."""
+    """Commit SHA and dirty flag of the recrl code that runs ("unknown" outside a git checkout).
+
+    Asked of the package's own directory, not the current one: a run started from anywhere else
+    (a scratch directory, a test) must still record which code produced it.
+    """
+    code_dir = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"], cwd=code_dir, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=code_dir,
             capture_output=True,
             text=True,
             timeout=5,
@@ -115,14 +121,17 @@ def train_run(
     if resume == "auto":  # studies: pick up a half-done run, otherwise start fresh
         resume = checkpoint.is_file() and state.get("status") == "running" and "mlflow_run_id" in state
     if resume:
+        if state.get("status") == "finished" and "mlflow_run_id" in state:
+            raise ConfigError(
+                f"run {state['mlflow_run_id']} of this configuration already finished; nothing to resume"
+            )
         if not checkpoint.is_file() or "mlflow_run_id" not in state:
             raise ConfigError(f"nothing to resume: no interrupted run of this configuration in {run_dir}")
-        if state.get("status") == "finished":
-            raise ConfigError(f"run {state['mlflow_run_id']} already finished; nothing to resume")
-    elif run_dir.exists():
-        shutil.rmtree(run_dir)
 
     algorithm = spec.build(cfg, data, device)
+    if not resume and run_dir.exists():  # only once the new run is known to start
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --runs-dir fails before the MLflow run
     tracker_log = {}
     trainer = Trainer(
         algorithm,
@@ -210,15 +219,21 @@ def _save_artifacts(
         tracker.log_artifact(run_dir / name)
 
 
-def load_saved_model(source: str, tracker: Tracker) -> dict[str, Any]:
-    """Read ``model.pt`` from a file, a run directory, or an MLflow run id."""
+def load_saved_model(source: str, tracker: Tracker | Callable[[], Tracker]) -> dict[str, Any]:
+    """Read ``model.pt`` from a file, a run directory, or an MLflow run id.
+
+    ``tracker`` may be a function that makes one: it is then called only for a run id, so that
+    scoring a local file never opens (or creates) a tracking store.
+    """
     path = Path(source)
     if path.is_dir():
         path = path / "model.pt"
     if path.is_file():
         return load_checkpoint(path)
-    if path.suffix or "/" in source:
+    if path.suffix or "/" in source or "\\" in source:
         raise DataError(f"no saved model at {source}")
+    if not hasattr(tracker, "download_artifact"):
+        tracker = tracker()
     with tempfile.TemporaryDirectory() as tmp:
         local = tracker.download_artifact(source, MODEL_ARTIFACT, Path(tmp))
         return load_checkpoint(local)

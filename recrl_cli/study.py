@@ -14,6 +14,7 @@ import csv
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,24 @@ def study_key(base: RunConfig, axes: Sequence[tuple[str, Sequence[str]]], seeds:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def plan_study(
+    base: RunConfig, axes: Sequence[tuple[str, Sequence[str]]], seeds: int
+) -> tuple[list[Variant], dict[tuple[str, int], RunConfig]]:
+    """The variants and the config of every (variant, seed) run; ConfigError on any invalid one.
+
+    Cheap, and called before anything is tracked, so a bad value fails before any compute is spent.
+    """
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    variants = expand_grid(axes)
+    configs = {
+        (v.name, s): replace_in(base, {**v.overrides, "train.seed": base.train.seed + s})
+        for v in variants
+        for s in range(seeds)
+    }
+    return variants, configs
+
+
 def run_study(
     base: RunConfig,
     axes: Sequence[tuple[str, Sequence[str]]],
@@ -86,15 +105,7 @@ def run_study(
     train_kwargs: Mapping[str, Any] | None = None,
 ) -> StudyResult:
     """Run (or finish) a study; see the module docstring. ``train_fn`` is :func:`pipeline.train_run`."""
-    if seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
-    variants = expand_grid(axes)
-    # Validate every variant's config before spending any compute on the first one.
-    configs = {
-        (v.name, s): replace_in(base, {**v.overrides, "train.seed": base.train.seed + s})
-        for v in variants
-        for s in range(seeds)
-    }
+    variants, configs = plan_study(base, axes, seeds)
     key = study_key(base, axes, seeds)
     previous = tracker.find_runs(experiment, {PARENT_TAG: key})
     per_run: dict[tuple[str, int], dict[str, float]] = {}
@@ -139,6 +150,7 @@ def run_study(
                 )
                 per_run[(variant.name, s)] = dict(result.metrics)
         rows = summarise(per_run, [v.name for v in variants], seeds)
+        out_dir = out_dir / key  # one directory per study: another study never overwrites this table
         out_dir.mkdir(parents=True, exist_ok=True)
         table_csv = out_dir / "study.csv"
         write_rows(rows, table_csv)
@@ -148,9 +160,20 @@ def run_study(
             plot_study_bars([r for r in rows if r["metric"] == metric], metric, png, name)
             tracker.log_artifact(png)
         tracker.log_metrics(
-            {f"study/{r['variant']}/{r['metric']}": r["mean"] for r in rows if r["mean"] == r["mean"]}
+            {
+                f"study/{metric_safe(r['variant'])}/{r['metric']}": r["mean"]
+                for r in rows
+                if r["mean"] == r["mean"]
+            }
         )
     return StudyResult(parent_id, rows, per_run, skipped, table_csv)
+
+
+def metric_safe(variant: str) -> str:
+    """A variant name as MLflow accepts it in a metric key: "dropout=0.1,expert_num=4" ->
+    "dropout:0.1 expert_num:4" (MLflow allows only alphanumerics and _ - . space : /)."""
+    text = variant.replace("=", ":").replace(",", " ")
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", text)
 
 
 def summarise(

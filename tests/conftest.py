@@ -1,10 +1,12 @@
 """Shared pytest fixtures."""
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 # ---- MLflow tracking fixtures (recrl_cli.tracking) -------------------------------------------
 # A new MLflow sqlite DB runs Alembic migrations (seconds); every test copies one migrated
@@ -29,6 +31,19 @@ def mlflow_sqlite_uri(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def new_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], str]:
+    """`new_mlflow_db(directory)` copies a migrated MLflow DB to `directory/mlflow.db` and returns
+    its `sqlite:///` URI: for module- or session-scoped fixtures, where `mlflow_sqlite_uri` cannot go."""
+
+    def make(directory: Path) -> str:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_migrated_template(tmp_path_factory), directory / "mlflow.db")
+        return f"sqlite:///{directory / 'mlflow.db'}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The http URI of a real `mlflow server` on a free loopback port (tmp sqlite + artifacts)."""
     from recrl_cli.tracking.server import free_port, start_server, stop_server, wait_until_healthy
@@ -46,3 +61,47 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # ---- end of MLflow tracking fixtures ----------------------------------------------------------
+
+
+# ---- CLI fixtures (tests/test_cli*.py) ------------------------------------------------------------
+# One small synthetic RetailRocket dataset per session, made through the CLI itself (synth, then
+# prepare), so that every CLI test trains on the same files in a second or two.
+
+CLI_EVENTS = 5000
+
+
+@dataclass(frozen=True)
+class CliDataset:
+    raw: Path  # the raw Kaggle-format files written by `recrl synth`
+    prepared: Path  # the splits + manifest written by `recrl prepare`
+    synth_output: str  # what `recrl synth` printed
+    prepare_output: str  # what `recrl prepare` printed
+
+
+def invoke_cli(*args: object, env: dict[str, str] | None = None) -> Result:
+    """Run `recrl ARGS` in-process as a user would; a wide terminal so rich never truncates."""
+    from typer.testing import CliRunner
+
+    from recrl_cli.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250", **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., Result]:
+    """`cli("train", "mmoe", ...)`: see invoke_cli."""
+    return invoke_cli
+
+
+@pytest.fixture(scope="session")
+def cli_dataset(tmp_path_factory: pytest.TempPathFactory) -> CliDataset:
+    root = tmp_path_factory.mktemp("cli-data")
+    raw, prepared = root / "raw", root / "prepared"
+    synth = invoke_cli("synth", "retailrocket", "--events", CLI_EVENTS, "--seed", 3, "--out", raw)
+    assert synth.exit_code == 0, synth.output
+    prep = invoke_cli("prepare", "retailrocket", "--raw", raw, "--out", prepared)
+    assert prep.exit_code == 0, prep.output
+    return CliDataset(raw, prepared, synth.stdout, prep.stdout)
+
+
+# ---- end of CLI fixtures ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from recrl_cli.cli.common import (
@@ -18,10 +19,17 @@ from recrl_cli.cli.common import (
     TrackingUriOpt,
     console,
     friendly_errors,
+    graceful_interrupt,
     parse_extra_options,
     progress_bar,
 )
-from recrl_cli.cli.resolve import default_experiment, dotted_key, make_tracker, run_config_from_cli
+from recrl_cli.cli.resolve import (
+    default_experiment,
+    dotted_key,
+    make_tracker,
+    preflight,
+    run_config_from_cli,
+)
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.training.trainer import TrainingInterrupted
 
@@ -75,29 +83,33 @@ def ablate(
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
     from recrl_cli.pipeline import train_run
-    from recrl_cli.study import run_study
+    from recrl_cli.study import plan_study, run_study
 
     cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
     axes = study_axes(cfg, parse_extra_options(ctx.args))
+    plan_study(cfg, axes, seeds)  # every variant's config is valid ...
+    preflight(cfg)  # ... and device and data are there, before anything is tracked
     tracker = make_tracker(tracking_uri)
     exp = default_experiment(cfg, experiment)
 
     def announce(variant: str, s: int, skipped: bool) -> None:
         verb = "[dim]skip (finished)[/]" if skipped else "[bold]run[/]"
-        console.print(f"{verb} {variant} seed={s}")
+        console.print(f"{verb} {escape(variant)} seed={s}")
 
     try:
-        with progress_bar() as progress:
+        with graceful_interrupt() as stop, progress_bar() as progress:
             result = run_study(
                 cfg, axes, seeds=seeds, tracker=tracker, experiment=exp, train_fn=train_run,
                 out_dir=runs_dir / "studies", study_name=name, on_run=announce,
-                train_kwargs={"runs_root": runs_dir, "progress": progress},
+                train_kwargs={"runs_root": runs_dir, "progress": progress, "stop": stop},
             )  # fmt: skip
     except TrainingInterrupted:
         console.print("[yellow]study interrupted; run the same command again to finish it.[/]")
         raise typer.Exit(code=130) from None
     wanted = {m.strip() for m in metrics.split(",")}
-    table = Table(title=f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
+    table = Table(
+        title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
+    )
     for column in ("metric", "variant", "mean ± CI", "Δ vs ref ± CI", "p"):
         table.add_column(column, justify="left" if column in ("metric", "variant") else "right")
     for row in result.rows:
@@ -106,11 +118,15 @@ def ablate(
         diff = "ref" if row["diff"] != row["diff"] else _fmt(row["diff"], row["diff_ci"])
         p = "" if row["p_value"] != row["p_value"] else f"{row['p_value']:.3f}"
         table.add_row(
-            row["metric"].removeprefix("test/"), row["variant"], _fmt(row["mean"], row["ci"]), diff, p
+            escape(row["metric"].removeprefix("test/")),
+            escape(row["variant"]),
+            _fmt(row["mean"], row["ci"]),
+            diff,
+            p,
         )
     console.print(table)
     console.print(
-        f"parent run [bold]{result.parent_run_id}[/] ({result.skipped} finished run(s) reused); table: {result.table_csv}"
+        f"parent run [bold]{result.parent_run_id}[/] ({result.skipped} finished run(s) reused); table: {escape(str(result.table_csv))}"
     )
 
 

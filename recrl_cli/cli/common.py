@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,7 +29,9 @@ err_console = Console(stderr=True)
 
 # --- option aliases (one definition, same help everywhere) -------------------------------------
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML file with [data], [train] and [model] tables.")
+    Path | None,
+    # Typer renders help as rich markup: unescaped, "[data]" would vanish from --help.
+    typer.Option("--config", "-c", help=escape("TOML file with [data], [train] and [model] tables.")),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -51,20 +54,31 @@ TrackingUriOpt = Annotated[
 
 
 def fail(message: str) -> None:
-    """Print one red error line and exit with code 1."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one red error line and exit with code 1.
+
+    The message is escaped: it often quotes user input ("unknown section [x]"), which rich would
+    otherwise take for markup and drop.
+    """
+    line = " ".join(message.split()) or "unexpected error"
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures (:class:`RecrlError`) into one line and exit code 1, no traceback."""
+    """Turn expected failures into one line and exit code 1, no traceback: every
+    :class:`RecrlError`, and the operating system refusing a file operation (a permission, a full
+    disk, a file where a directory should be), which is the user's machine, not a bug."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except RecrlError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            text = str(exc).strip()
+            fail(text.splitlines()[0] if text else type(exc).__name__)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}")
 
     return wrapper
 
@@ -87,7 +101,13 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
                 tasks[description] = progress.add_task(description, total=total)
             progress.update(tasks[description], completed=done, total=total)
 
-        yield update
+        try:
+            yield update
+        except Exception:
+            # On an error the half-done bars are noise: erase them (a terminal) or never print
+            # them (a pipe, a log file), so the one error line is all the user sees.
+            progress.live.transient = True
+            raise
 
 
 @contextmanager

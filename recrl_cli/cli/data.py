@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from recrl_cli.cli.common import SetOpt, console, friendly_errors, progress_bar
@@ -41,13 +42,37 @@ def synth(
     out = out or Path("datasets/raw") / dataset
     with progress_bar() as progress:
         summary = write_retailrocket(out, num_events=events, seed=seed, progress=progress)
-    table = Table(title=f"synthetic {dataset} raw files in {out}")
+    console.print(synth_table(summary, title=f"synthetic {dataset} raw files in {out}"))
+
+
+# How each nested entry of write_retailrocket's summary is labelled and formatted.
+_NESTED = {
+    "rows": ("rows of {}", lambda v: f"{v:,}"),
+    "event_mix": ("event mix: {}", lambda v: f"{100 * v:.2f} %"),
+    "oracle_auc": ("oracle AUC: {}", lambda v: f"{v:.4f}"),
+}
+
+
+def synth_table(summary: dict, title: str) -> Table:
+    """Every entry of the synth summary: scalars as they are, nested ones (rows per file, event
+    mix, oracle AUC per task) one row per key."""
+    table = Table(title=escape(title))
     table.add_column("item", style="cyan")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        if not isinstance(value, (dict, list)):
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
+        if key == "out_dir":
+            continue  # already in the title
+        if isinstance(value, dict):
+            label, fmt = _NESTED.get(key, (f"{key}: {{}}", str))
+            for name, item in value.items():
+                table.add_row(escape(label.format(name)), escape(fmt(item)))
+        elif isinstance(value, float):
+            table.add_row(escape(key), f"{value:.4f}")
+        elif isinstance(value, int):
+            table.add_row(escape(key.replace("_", " ")), f"{value:,}")
+        else:
+            table.add_row(escape(key.replace("_", " ")), escape(str(value)))
+    return table
 
 
 def prepare(
@@ -100,11 +125,11 @@ def prepare(
     with progress_bar() as progress:
         manifest = prepare_retailrocket(raw, out, params, progress=progress)
     console.print(manifest_table(manifest, out))
-    console.print(f"parameters: {dataclasses.asdict(params)}")
+    console.print(escape(f"parameters: {dataclasses.asdict(params)}"))
 
 
 def manifest_table(manifest: dict, out: Path) -> Table:
-    table = Table(title=f"prepared {manifest.get('dataset')} → {out}")
+    table = Table(title=escape(f"prepared {manifest.get('dataset')} → {out}"))
     tasks = manifest["tasks"]
     for column in ("split", "rows", "sessions", "users", *(f"{t} rate" for t in tasks)):
         table.add_column(column, justify="right")

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from recrl_cli.algorithms.registry import ALGORITHMS, get_algorithm
@@ -15,7 +16,7 @@ from recrl_cli.config.schema import DataConfig, TrainConfig
 
 
 def options_table(cls: type, section: str) -> Table:
-    table = Table(title=f"[{section}] options", title_justify="left")
+    table = Table(title=escape(f"[{section}] options"), title_justify="left")
     table.add_column("option", style="cyan", no_wrap=True)
     table.add_column("default")
     table.add_column("meaning")
@@ -24,7 +25,7 @@ def options_table(cls: type, section: str) -> Table:
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         meaning = helps[f.name] + (f" ({' | '.join(choices[f.name])})" if choices.get(f.name) else "")
-        table.add_row(f"--{f.name.replace('_', '-')}", shown, meaning)
+        table.add_row(f"--{f.name.replace('_', '-')}", escape(shown), escape(meaning))
     return table
 
 

@@ -68,3 +68,13 @@ def make_tracker(tracking_uri: str | None) -> Tracker:
 
 def default_experiment(cfg: RunConfig, experiment: str | None) -> str:
     return experiment or f"recrl/{cfg.data.dataset}"
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Checks that cost nothing and must fail before a tracking store, MLflow run or run directory
+    is created: the device exists and the prepared dataset is there."""
+    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.training.device import resolve_device
+
+    resolve_device(cfg.train.device)
+    read_manifest(Path(cfg.data.prepared_dir))

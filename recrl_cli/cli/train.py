@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from recrl_cli.cli.common import (
@@ -21,21 +22,22 @@ from recrl_cli.cli.common import (
     parse_extra_options,
     progress_bar,
 )
-from recrl_cli.cli.resolve import default_experiment, make_tracker, run_config_from_cli
+from recrl_cli.cli.resolve import default_experiment, make_tracker, preflight, run_config_from_cli
 from recrl_cli.config.schema import RunConfig
+from recrl_cli.tracking.server import redact
 from recrl_cli.training.trainer import TrainingInterrupted
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def config_table(cfg: RunConfig) -> Table:
-    table = Table(title=f"resolved config: {cfg.algo}", show_lines=False)
+    table = Table(title=escape(f"resolved config: {cfg.algo}"), show_lines=False)
     table.add_column("key", style="cyan")
     table.add_column("value")
     for section, values in cfg.to_dict().items():
         if isinstance(values, dict):
             for key, value in values.items():
-                table.add_row(f"{section}.{key}", str(value))
+                table.add_row(f"{section}.{key}", escape(str(value)))
     return table
 
 
@@ -48,12 +50,12 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
         task, _, metric = key[len(prefix) :].rpartition("/")
         rows.setdefault(task, {})[metric] = value
     columns = sorted({m for r in rows.values() for m in r}, key=["auc", "gauc", "logloss", "s_logloss"].index)
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("task", style="cyan")
     for column in columns:
         table.add_column(column, justify="right")
     for task, values in rows.items():
-        table.add_row(task, *(f"{values.get(c, float('nan')):.4f}" for c in columns))
+        table.add_row(escape(task), *(f"{values.get(c, float('nan')):.4f}" for c in columns))
     return table
 
 
@@ -96,6 +98,7 @@ def train(
     if dry_run:
         console.print(config_table(cfg))
         return
+    preflight(cfg)
     tracker = make_tracker(tracking_uri)
     exp = default_experiment(cfg, experiment)
     try:
@@ -112,7 +115,8 @@ def train(
     console.print(metrics_table(result.metrics, f"{algo}: test metrics (best validation epoch)", "test/"))
     console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     console.print(
-        f"MLflow run [bold]{result.run_id}[/] in experiment '{exp}' ({tracker.uri}); files in {result.run_dir}"
+        f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
+        f"files in {escape(str(result.run_dir))}"
     )
 
 
@@ -126,15 +130,19 @@ def evaluate(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Score a trained model on a split of a prepared dataset and print AUC, GAUC, logloss and s-logloss."""
+    from recrl_cli.data.manifest import read_manifest
     from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import evaluate_saved, load_saved_model
+    from recrl_cli.training.device import resolve_device
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
-    looks_local = Path(source).exists()
-    tracker = None if looks_local else make_tracker(tracking_uri)
-    saved = load_saved_model(source, tracker)
-    metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device or "auto")
+    device_name = device or "auto"
+    resolve_device(device_name)
+    read_manifest(data)  # a missing dataset fails before anything is downloaded
+    # A path is read directly; only a run id needs (and may create) the tracking store.
+    saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
+    metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
 
 

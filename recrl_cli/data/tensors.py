@@ -95,17 +95,36 @@ def load_split(directory: Path, manifest: dict[str, Any], split: str) -> SplitTe
             f"{path} has {table.num_rows} rows, manifest says {info['rows']}; run `recrl prepare`"
         )
 
-    def column(name: str, dtype: Any) -> np.ndarray:
-        return table.column(name).to_numpy().astype(dtype, copy=False)
+    # Each column is converted once, straight into a writable array that torch then shares
+    # (torch.from_numpy keeps no copy). Arrow's zero-copy views are read-only: torch warns about
+    # them, and a tensor over a read-only buffer must never be written to.
+    n = table.num_rows
 
-    feats = np.stack([column(n, np.int64) for n in features], axis=1) if features else np.zeros((0, 0))
-    labels = np.stack([column(t, np.float32) for t in tasks], axis=1)
+    def values(name: str) -> np.ndarray:
+        col = table.column(name)
+        if col.null_count:
+            raise DataError(
+                f"{path} has {col.null_count} missing values in '{name}'; run `recrl prepare` again"
+            )
+        return col.to_numpy()
+
+    def filled(out: np.ndarray, names: list[str]) -> torch.Tensor:
+        try:
+            if out.ndim == 1:
+                out[:] = values(names[0])
+            else:
+                for j, name in enumerate(names):
+                    out[:, j] = values(name)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path} has a column of the wrong type: {str(exc).splitlines()[0]}") from None
+        return torch.from_numpy(out)
+
     return SplitTensors(
-        features=torch.from_numpy(np.ascontiguousarray(feats)),
-        labels=torch.from_numpy(np.ascontiguousarray(labels)),
-        session_ids=torch.from_numpy(column("session_id", np.int64)),
-        user_ids=torch.from_numpy(column("visitorid", np.int64)),
-        positions=torch.from_numpy(column("position", np.int64)),
+        features=filled(np.empty((n, len(features)), np.int64), features),
+        labels=filled(np.empty((n, len(tasks)), np.float32), tasks),
+        session_ids=filled(np.empty(n, np.int64), ["session_id"]),
+        user_ids=filled(np.empty(n, np.int64), ["visitorid"]),
+        positions=filled(np.empty(n, np.int64), ["position"]),
     )
 
 
