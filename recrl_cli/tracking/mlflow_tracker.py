@@ -46,6 +46,9 @@ _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # Usage telemetry is opt-in for recrl's users (set MLFLOW_DISABLE_TELEMETRY=false to send it); it
+    # would otherwise run a network call beside every logging call, even on machines with no network.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 _log = logging.getLogger(__name__)
 
