@@ -1,14 +1,16 @@
 """RMTL critic TD throughput against this machine's fp32 matmul bound (and the official code's ≈1.4 s/step).
 
-Times the exact code path of ``recrl train rmtl``'s critic stage: a batch of transition ids is sliced from a
-shuffled permutation of a tensorised buffer, states / next states / actions / rewards are gathered, and
-:meth:`CriticLearner.step` runs the target forward (no grad), the online forward, the backward, Adam and the
-soft target update (every 2nd step). Sizes are the reference's (embed 128, bottom (512, 256), tower (128, 64),
-dropout 0.2, 2 critics) on F = 9 RetailRocket-like fields.
+Times the exact code path of ``recrl train rmtl``'s critic stage, :meth:`RMTL.critic_update`, on RetailRocket-shaped
+synthetic sessions: the batch is a slice of one per-epoch permutation (as the trainer's ``batch_indices``), states,
+next states, actions and rewards are gathered from device tensors built once, and :meth:`CriticLearner.step` runs
+the target forward (no grad), the online forward, the backward, Adam (dense MLPs, row-wise tables) and the soft
+target update (every 2nd step). Sizes are the reference's (critic embed 128, bottom (512, 256), tower (128, 64),
+dropout 0.2, 2 critics) on the default state: 9 prepared RetailRocket fields + 2 session-context fields.
 
-Bound: critic FLOPs per step = 2 critics × B × (online forward on (s, a) + target forward on (s', a') + backward
-≈ 2 forwards) = 8·B·MACs_per_critic_sample, divided by the measured fp32 rate of the dominant matmul
-[B × (F+1)·D] @ [(F+1)·D × 512]. Every timing is the best of ``--repeats`` (the machine is shared).
+Bound: critic FLOPs per step = B × (online forward + target forward + backward ≈ 2 forwards) = 8·B·MACs, with MACs
+of all T critics per sample as :meth:`TaskCritics.macs_per_sample` counts them, divided by the measured fp32 rate
+of the dominant matmul [B × F·D] @ [F·D × 512]. Timings are the best of ``--repeats`` (the machine is shared: other
+jobs only ever add time), with the matmul rate and the steps measured interleaved.
 
     python benchmarks/bench_rmtl_critic.py --steps 5 --repeats 3
 """
@@ -23,11 +25,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from recrl_cli.algorithms.rmtl.critics import CriticLearner, TaskCritics
-from recrl_cli.algorithms.rmtl.mdp import build_session_mdp
+from recrl_cli.algorithms.rmtl import RMTL, RMTLConfig
+from recrl_cli.config.loading import resolve_config
+from recrl_cli.data.tensors import PreparedData, SplitTensors
 
-CARDINALITIES = (100_000, 1_000, 10, 20, 30, 50, 60, 80, 100)  # item, category, 7 small properties (F = 9)
-NUM_TASKS = 2
+# RetailRocket at full size (≈ prepared vocabularies): item, category, parent_category, available, price_bucket,
+# prop_888, prop_364, prop_776, position_bucket.
+FIELDS = {"item": 120_000, "category": 1_100, "parent_category": 360, "available": 4, "price_bucket": 22,
+          "prop_888": 5_000, "prop_364": 300, "prop_776": 60, "position_bucket": 10}  # fmt: skip
+TASKS = ("click", "pay")
 OFFICIAL_S_PER_STEP = 1.4  # rmtl.md §7.1, the official TD3_ESMMBC update on 2 CPU cores
 
 
@@ -43,30 +49,49 @@ def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return best
 
 
-def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
-    """fp32 GFLOP/s of [m×k] @ [k×n] (10 products per timing)."""
+def matmul_gflops(m: int, k: int, n: int) -> float:
+    """fp32 GFLOP/s of [m×k] @ [k×n] (5 products per timing, best of 2)."""
     a, b = torch.randn(m, k), torch.randn(k, n)
 
     def run() -> None:
-        for _ in range(10):
+        for _ in range(5):
             torch.matmul(a, b)
 
-    return 10 * 2 * m * k * n / best_time(run, repeats) / 1e9
+    return 5 * 2 * m * k * n / best_time(run, 2) / 1e9
 
 
-def critic_macs_per_sample(critics: TaskCritics) -> int:
-    """Multiply-adds of ONE critic's forward for one sample: the action Linear(1→D) plus every MLP layer."""
-    macs = critics.action.in_features * critics.action.out_features
-    return macs + sum(layer.weight.shape[1] * layer.weight.shape[2] for layer in critics.mlp.layers)
+def synthetic_train_split(rows: int, gen: torch.Generator) -> SplitTensors:
+    """Sessions of mean length 5 with Zipf-like item ids and ~5 % / ~1 % click / pay rates."""
+    starts = torch.rand(rows, generator=gen) < 0.2
+    starts[0] = True
+    sessions = torch.cumsum(starts.long(), 0) - 1
+    first = torch.nonzero(starts).squeeze(1)
+    positions = torch.arange(rows) - first[sessions]
+    cols = []
+    for name, card in FIELDS.items():
+        if name == "position_bucket":
+            cols.append(positions.clamp(max=card - 1))
+        else:  # heavy head, long tail
+            cols.append((torch.rand(rows, generator=gen).pow(3) * card).long().clamp(max=card - 1))
+    labels = torch.stack([torch.rand(rows, generator=gen) < p for p in (0.05, 0.01)], dim=1).float()
+    return SplitTensors(torch.stack(cols, 1), labels, sessions, sessions.clone(), positions)
 
 
-def make_buffer(rows: int, gen: torch.Generator):
-    """A synthetic session buffer of ``rows`` transitions (sessions of 1..8 rows) and its state ids [N, F]."""
-    ids = torch.stack([torch.randint(0, c, (rows,), generator=gen) for c in CARDINALITIES], dim=1)
-    sessions = torch.cumsum(torch.rand(rows, generator=gen) < 0.2, 0)
-    labels = (torch.rand(rows, NUM_TASKS, generator=gen) < 0.1).float()
-    probs = torch.rand(rows, NUM_TASKS, generator=gen)
-    return ids, build_session_mdp(sessions, labels, probs)
+def build_algorithm(rows: int, batch_size: int, threads: int) -> tuple[RMTL, float]:
+    """An RMTL with the reference critic sizes on synthetic data; returns it and the one-off MDP build time."""
+    manifest = {"tasks": list(TASKS), "features": [{"name": n, "cardinality": c} for n, c in FIELDS.items()]}
+    data = PreparedData(
+        manifest=manifest, splits={"train": synthetic_train_split(rows, torch.Generator().manual_seed(0))}
+    )
+    options = {  # a small actor: only its predictions enter the buffer, the critics keep the reference sizes
+        "train.threads": threads, "model.embed_dim": 16, "model.bottom_dims": (32,), "model.tower_dims": (16,),
+        "model.critic_batch_size": batch_size, "model.critic_init_from_actor": False,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    algo = RMTL(resolve_config("rmtl", RMTLConfig, options=options), data, torch.device("cpu"))
+    start = time.perf_counter()
+    algo._prepare_critics()  # actor probabilities for every row + the session MDP, once
+    return algo, time.perf_counter() - start
 
 
 def main() -> None:
@@ -80,41 +105,35 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    ids, mdp = make_buffer(args.rows, gen)
-    critics = TaskCritics(CARDINALITIES, NUM_TASKS)
-    learner = CriticLearner(critics, lr=1e-3, gamma=0.95, tau=0.2, target_update_every=2)
-    order = torch.randperm(mdp.num_transitions, generator=gen)
+    algo, build_s = build_algorithm(args.rows, args.batch_size, args.threads)
+    critics = algo.critics
+    order = torch.randperm(args.rows, generator=torch.Generator().manual_seed(1))  # one epoch's permutation
     cursor = [0]
 
     def td_steps() -> None:
         for _ in range(args.steps):
-            start = cursor[0] % (mdp.num_transitions - args.batch_size)
+            start = cursor[0] % (args.rows - args.batch_size)
             cursor[0] += args.batch_size
-            idx = order[start : start + args.batch_size]
-            nxt = mdp.next_index[idx]
-            learner.step(ids[idx], mdp.actions[idx], mdp.rewards[idx], mdp.done[idx], ids[nxt],
-                         mdp.policy_actions[nxt])  # fmt: skip
+            algo.critic_update(order[start : start + args.batch_size])
 
-    in_dim = (len(CARDINALITIES) + 1) * critics.arch["embed_dim"]
-    step_flops = 2 * critic_macs_per_sample(critics) * NUM_TASKS * args.batch_size * 4
-    td_steps()  # warm-up (allocations, Adam state)
+    state_dims = critics.num_fields * critics.arch["embed_dim"]
+    step_flops = 2 * critics.macs_per_sample() * args.batch_size * 4  # fwd online + fwd target + bwd (2 fwds)
+    td_steps()  # warm-up (allocations, Adam state, the fused kernel's first call)
     # Interleave the matmul rate and the step timing so a burst of load from other jobs hits both alike.
     rate, seconds = 0.0, float("inf")
     for _ in range(args.repeats):
-        rate = max(rate, matmul_gflops(args.batch_size, in_dim, critics.arch["bottom_dims"][0], 1))
+        rate = max(rate, matmul_gflops(args.batch_size, state_dims, critics.arch["bottom_dims"][0]))
         seconds = min(seconds, best_time(td_steps, 1, warmup=0) / args.steps)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             td_steps()
-        Console().print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+        Console(width=200).print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
     bound = step_flops / (rate * 1e9)
     table = Table(
-        title=f"RMTL critic TD step, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-        f"F={len(CARDINALITIES)}, T={NUM_TASKS}, D={critics.arch['embed_dim']}, fp32"
+        title=f"RMTL critic TD step (RMTL.critic_update), batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"state fields {critics.num_fields}, T={len(TASKS)}, D={critics.arch['embed_dim']}, fp32"
     )
     for col in ("matmul GFLOP/s", "GFLOP/step", "steps/s", "ms/step", "bound ms/step", "% of bound",
                 "vs official 1.4 s/step"):  # fmt: skip
@@ -123,7 +142,9 @@ def main() -> None:
         f"{rate:.0f}", f"{step_flops / 1e9:.1f}", f"{1 / seconds:.2f}", f"{1e3 * seconds:.0f}",
         f"{1e3 * bound:.0f}", f"{100 * bound / seconds:.0f} %", f"{OFFICIAL_S_PER_STEP / seconds:.1f}×",
     )  # fmt: skip
-    Console().print(table)
+    console = Console(width=160)
+    console.print(table)
+    console.print(f"one-off: actor probabilities + session MDP for {args.rows:,} rows in {build_s:.2f} s")
 
 
 if __name__ == "__main__":

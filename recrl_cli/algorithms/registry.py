@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recrl_cli.algorithms.base import AlgoSpec
+from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
 from recrl_cli.errors import RegistryError
 from recrl_cli.nets.mtl.config import MTLConfig
@@ -24,6 +25,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                      "Entire-space model: pCTCVR = pCTR x pCVR (exactly 2 tasks).", _MTL),
     "aitm": AlgoSpec("aitm", MTLConfig, supervised_builder("aitm"), load_mtl_predictor,
                      "Adaptive information transfer between sequential tasks.", _MTL),
+    "rmtl": AlgoSpec("rmtl", RMTLConfig, build_rmtl, load_mtl_predictor,
+                     "RMTL: pretrain a base, fit per-task TD critics on sessions, polish with 1 - lambda*Q.", "rl-mtl"),
 }  # fmt: skip
 
 

@@ -29,6 +29,7 @@ SWITCHES = (
     "relu_critic_output",
     "swap_val_test",
     "unshuffled",
+    "polish_forgets_pretrained",
 )
 _MTL_FIELDS = tuple(f.name for f in dataclasses.fields(MTLConfig))
 
@@ -49,7 +50,9 @@ class RMTLConfig:
     # -- stage 1: pretrain --------------------------------------------------------------------------------------
     pretrain_epochs: int = param(20, help="Pretrain (plain BCE) epochs, upper bound; early stopping on val.")
     # -- stage 2: critics -------------------------------------------------------------------------------------
-    critic_epochs: int = param(10, help="TD passes over the session MDP's transitions (one per train row).")
+    critic_epochs: int = param(
+        10, help="TD passes over the session MDP's transitions, one per train row (reference: ≈23.4k steps)."
+    )
     critic_lr: float = param(1e-3, help="Adam learning rate of the critics.")
     critic_batch_size: int = param(2048, help="Transitions per TD step.")
     critic_embed_dim: int = param(128, help="Critic: embedding width of its own feature embedding.")
@@ -58,30 +61,39 @@ class RMTLConfig:
         (128, 64), help="Critic: tower widths (a Linear(→1) is added)."
     )
     critic_dropout: float = param(0.2, help="Critic: dropout after every hidden layer, in [0, 1).")
-    gamma: float = param(0.95, help="Discount γ of the TD target (paper 0.95; official code 0.9).")
+    gamma: float = param(0.95, help="Discount γ of the TD target (default = paper 0.95; official code 0.9).")
     tau: float = param(0.2, help="Soft target update θ' ← τθ + (1−τ)θ'.")
     target_update_every: int = param(2, help="Soft-update the target critics every N TD steps.")
     context: bool = param(
-        True, help="Add the row's position in its session (clipped) to the critic state (off when faithful)."
+        True,
+        help="Critic state += session context: position in the session and the previous event's labels "
+        "(off when faithful).",
+    )
+    critic_init_from_actor: bool = param(
+        True, help="Start the critics' feature embeddings from the pretrained base's (reference L85-86)."
     )
     critics: str = param(
         "",
-        help="'' = train critics here; else model.pt or run directory of an earlier rmtl run to load them from.",
+        help="'' = fit critics here; else the model.pt (or run directory) of an earlier rmtl run whose critics "
+        "polish this base (transfer; the critic stage is skipped).",
     )
     # -- stage 3: polish --------------------------------------------------------------------------------------
     polish_epochs: int = param(20, help="Polish epochs, upper bound; early stopping vs the pretrained model.")
     polish_lr: float = param(1e-3, help="Adam learning rate of the polish stage (a fresh optimizer).")
-    lam: float = param(0.7, help="λ in the weight 1 − λ·Q (paper 0.7; official README 1.0).")
+    lam: float = param(0.7, help="λ in the weight 1 − λ·Q (default = paper 0.7; official README 1.0).")
+    cw_weight: float = param(0.5, help="The constant weight of weighting=cw (reference 0.5).")
     weighting: str = param(
         "rmtl",
-        help="Polish weight: rmtl 1−λQ, wl 1−λyQ, nlc −Q, cw 0.5, bce-continue 1, mean-weight mean(1−λQ).",
+        help="Polish weight: rmtl 1−λQ, wl 1−λyQ, nlc −Q, cw cw_weight, bce-continue 1, mean-weight mean(1−λQ).",
         choices=WEIGHTINGS,
     )
     # -- faithful switches (False = fixed) ------------------------------------------------------------------
-    faithful: bool = param(False, help="Preset: turn every faithful switch on and the position context off.")
+    faithful: bool = param(
+        False, help="Preset: every faithful switch on and the session context off (γ, λ unchanged: set them)."
+    )
     normalize_state_ids: bool = param(False, help="Bug 3: z-score ids per TD batch, truncate to int.")
     action_affine_mismatch: bool = param(False, help="Bug 4: buffer stores a, reward computed at 0.5a+0.5.")
-    random_actions: bool = param(False, help="Buffer actions uniform in [0,1] instead of the actor's.")
+    random_actions: bool = param(False, help="§2.2: buffer actions uniform in [0,1] instead of the actor's.")
     critic_dropout_at_polish: bool = param(False, help="Bug 6: critics in dropout mode when weighting.")
     identical_critic_init: bool = param(False, help="Bug 13: every critic starts as a copy of the first.")
     twin_min_same_critic: bool = param(False, help="Bug 14: target min over target and online copy.")
@@ -89,6 +101,9 @@ class RMTLConfig:
     relu_critic_output: bool = param(False, help="Q = −relu(z) like the reference (default −softplus(z)).")
     swap_val_test: bool = param(False, help="Bug 2: early stop on test; reported test/ numbers are val.")
     unshuffled: bool = param(False, help="Bug 8: pretrain/polish batches in stored order.")
+    polish_forgets_pretrained: bool = param(
+        False, help="Bug 16: polish early stopping starts from scratch, never keeping the pretrained model."
+    )
 
     def __post_init__(self) -> None:
         if self.base not in BASES:
@@ -119,6 +134,8 @@ class RMTLConfig:
             raise ConfigError(f"model.critic_dropout must be in [0, 1), got {self.critic_dropout!r}")
         if not self.lam >= 0.0:
             raise ConfigError(f"model.lam must be >= 0, got {self.lam!r}")
+        if not self.cw_weight > 0.0:
+            raise ConfigError(f"model.cw_weight must be positive, got {self.cw_weight!r}")
 
     def mtl_config(self) -> MTLConfig:
         """The base network's sizes as an :class:`MTLConfig` (what ``build_base`` takes)."""

@@ -3,7 +3,8 @@
 One transition per row i of the split (rows of a session are contiguous and in time order, see
 :class:`recrl_cli.data.tensors.SplitTensors`):
 
-* state s_i = the row's feature ids [F] (plus its clipped session position when the context is on);
+* state s_i = the row's feature ids [F] (plus two session-context ids when the context is on, see
+  :func:`critic_states`);
 * action a_i = [T] per-task probabilities (the frozen pretrained actor's, or uniform random ones);
 * reward r_{i,k} = y_k·log(clip(a_k)) + (1−y_k)·log(clip(1−a_k)), clip to [1e-4, 1]: minus the BCE (§2.1);
 * next state = row i+1 when it belongs to the same session, else the row itself with done = 1 (§2.1, ``env.py``).
@@ -22,7 +23,7 @@ import torch
 from recrl_cli.errors import DataError
 
 REWARD_CLIP = 1e-4  # log-probabilities are clipped here, as in the reference (env.py L31-32)
-CONTEXT_BUCKETS = 32  # session positions 0..30 get their own id, 31 stands for "31 or later"
+CONTEXT_POSITIONS = 32  # session positions 0..30 get their own context id, 31 stands for "31 or later"
 ZSCORE_EPS = 1e-3  # the reference's state_normalize: (x - mean) / (std + 1e-3)
 
 
@@ -50,21 +51,47 @@ def next_row_index(session_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.where(same_next, rows + 1, rows), (~same_next).float()
 
 
-def position_context(positions: torch.Tensor) -> torch.Tensor:
-    """Context id of each row: its 0-based session position clipped to CONTEXT_BUCKETS − 1. [N] → [N] long."""
-    return positions.clamp(0, CONTEXT_BUCKETS - 1)
+def previous_labels(labels: torch.Tensor, session_ids: torch.Tensor) -> torch.Tensor:
+    """Context id of what happened at the previous event of the session: [N, T] labels, [N] sessions → [N] long.
+
+    0 at the first row of a session, else 1 + Σ_k y_{i−1,k}·2^k (the previous row's label pattern, 2^T values).
+    """
+    n, num_tasks = labels.shape
+    powers = 2 ** torch.arange(num_tasks, device=labels.device)
+    pattern = 1 + (labels.long() * powers).sum(1)  # [N]
+    out = torch.zeros(n, dtype=torch.long, device=labels.device)
+    if n > 1:
+        continues = session_ids[1:] == session_ids[:-1]  # row i+1 is in row i's session
+        out[1:] = torch.where(continues, pattern[:-1], 0)
+    return out
 
 
-def critic_cardinalities(cardinalities: Sequence[int], context: bool) -> list[int]:
-    """Embedding sizes of the critic's state fields: the features', plus the position bucket if ``context``."""
-    return [*cardinalities, CONTEXT_BUCKETS] if context else list(cardinalities)
+def critic_cardinalities(cardinalities: Sequence[int], num_tasks: int, context: bool) -> list[int]:
+    """Embedding sizes of the critic's state fields: the features', plus the two context fields if ``context``."""
+    extra = [CONTEXT_POSITIONS, 1 + 2**num_tasks] if context else []
+    return [*cardinalities, *extra]
 
 
-def critic_state_ids(features: torch.Tensor, positions: torch.Tensor, context: bool) -> torch.Tensor:
-    """State ids the critics read: features [B, F] (+ position context) → [B, F] or [B, F+1] long."""
+def critic_states(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    session_ids: torch.Tensor,
+    positions: torch.Tensor,
+    context: bool,
+) -> torch.Tensor:
+    """State ids the critics read for every row: [N, F] or, with ``context``, [N, F + 2] long.
+
+    The reference state is the current item's features only (rmtl.md §2.1). The optional session context adds
+    two fields: the row's position in the session (clipped to CONTEXT_POSITIONS − 1; Q sums rewards over the rest
+    of the session, so where the row sits matters) and the previous event's label pattern
+    (:func:`previous_labels`). Both are known when the row is shown, so the critic never reads the future.
+    """
     if not context:
         return features
-    return torch.cat([features, position_context(positions).unsqueeze(1)], dim=1)
+    position = positions.clamp(0, CONTEXT_POSITIONS - 1)
+    return torch.cat(
+        [features, position.unsqueeze(1), previous_labels(labels, session_ids).unsqueeze(1)], dim=1
+    )
 
 
 def normalize_state_ids(ids: torch.Tensor, cardinalities: Sequence[int], num_fields: int) -> torch.Tensor:
