@@ -28,6 +28,7 @@ from recrl_cli.cli.resolve import (
     dotted_key,
     make_tracker,
     preflight,
+    resolve_references,
     run_config_from_cli,
 )
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
@@ -90,6 +91,7 @@ def ablate(
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
     tracker = make_tracker(tracking_uri)
+    cfg = resolve_references(cfg, tracker)
     exp = default_experiment(cfg, experiment)
 
     def announce(variant: str, s: int, skipped: bool) -> None:

@@ -78,3 +78,19 @@ def preflight(cfg: RunConfig) -> None:
 
     resolve_device(cfg.train.device)
     read_manifest(Path(cfg.data.prepared_dir))
+
+
+def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:
+    """Replace references to other runs in the model section by local files.
+
+    Today that is RMTL's ``critics`` (a model file, a run directory or an MLflow run id): a run id is
+    downloaded once to a fixed path, so the resolved config, and with it the run key that ``--resume``
+    looks up, is the same on every call.
+    """
+    ref = getattr(cfg.model, "critics", "")
+    if not ref:
+        return cfg
+    from recrl_cli.algorithms.rmtl.transfer import resolve_critics_source
+
+    local = str(resolve_critics_source(str(ref), tracker))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, critics=local))

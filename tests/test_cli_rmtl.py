@@ -1,0 +1,52 @@
+"""`recrl train rmtl` as a user runs it: the base-vs-RMTL table and critic transfer by MLflow run id."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.test_cli import TINY, ok, run_id_of, table_rows
+
+# Tiny critics too, and one epoch per stage: the point is the wiring, not the numbers.
+RMTL_TINY = [*TINY, "--critic-embed-dim", "8", "--critic-bottom-dims", "16", "--critic-tower-dims", "8",
+             "--pretrain-epochs", "1", "--critic-epochs", "1", "--polish-epochs", "1"]  # fmt: skip
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_rmtl_prints_base_next_to_final_and_transfers_critics_by_run_id(
+    cli, cli_dataset, mlflow_sqlite_uri, workdir
+):
+    common = ["--data", cli_dataset.prepared, "--tracking-uri", mlflow_sqlite_uri]
+    first = ok(cli("train", "rmtl", "--base", "mmoe", *RMTL_TINY, *common))
+    rows = table_rows(first, "pretrained base vs final model [test]")
+    assert set(rows) == {"click", "pay", "mean"}  # one row per task (the last metric of each wins)
+    source = run_id_of(first)
+    logged = MlflowClient(mlflow_sqlite_uri).get_run(source).data.metrics
+    assert {"eval/pretrained/test/click/auc", "eval/test/click/auc"} <= set(logged)
+    assert any(k.startswith("train/critics/") for k in logged)  # the critic stage ran here
+    # The table's final column is the logged final metric, its base column the logged pretrained one.
+    base, final = (float(c) for c in rows["mean"][1:3])
+    assert base == pytest.approx(logged["eval/pretrained/test/mean/s_logloss"], abs=1e-4)
+    assert final == pytest.approx(logged["eval/test/mean/s_logloss"], abs=1e-4)
+
+    second = ok(cli("train", "rmtl", "--base", "ple", "--critics", source, *RMTL_TINY, *common))
+    transfer = MlflowClient(mlflow_sqlite_uri).get_run(run_id_of(second))
+    critics_param = transfer.data.params["model.critics"]
+    assert re.search(rf"{source}[/\\]model\.pt$", critics_param)  # resolved to the downloaded file
+    assert not any(k.startswith("train/critics/") for k in transfer.data.metrics)  # no critic stage
+
+
+def test_rmtl_unknown_critics_run_is_one_line_error(cli, cli_dataset, mlflow_sqlite_uri, workdir):
+    result = cli("train", "rmtl", "--critics", "0" * 32, *RMTL_TINY, "--data", cli_dataset.prepared,
+                 "--tracking-uri", mlflow_sqlite_uri)  # fmt: skip
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "0" * 32 in lines[0]
+    assert not (workdir / "runs").exists() or not any((workdir / "runs").glob("rmtl-*"))
