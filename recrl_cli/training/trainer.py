@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,7 @@ class Trainer:
     ) -> None:
         self.algorithm = algorithm
         self.stages = stages
+        self._epoch_started = time.perf_counter()
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
@@ -187,6 +189,8 @@ class Trainer:
                 st.epoch_sums, st.epoch_count = {}, 0
             else:  # resuming mid-epoch: replay the same permutation
                 self.generator.set_state(st.epoch_generator_state)
+            # Wall time of the epoch in this process (after a mid-epoch resume: of the part run here).
+            self._epoch_started = time.perf_counter()
             if stage.on_epoch_start is not None:
                 stage.on_epoch_start()
             gen = self.generator if stage.shuffle else None
@@ -238,6 +242,9 @@ class Trainer:
                 else:
                     st.bad_epochs += 1
                     stop = stage.patience > 0 and st.bad_epochs >= stage.patience
+        # Timings go to their own prefix: they are the only values that differ between identical runs.
+        record["seconds"] = time.perf_counter() - self._epoch_started
+        self.log_metrics({f"time/{stage.name}/epoch_seconds": record["seconds"]}, st.global_step)
         st.history.append(record)
         st.epoch += 1
         st.batch_in_epoch = 0
