@@ -46,6 +46,17 @@ class RunResult:
     resumed: bool
 
 
+def load_data(directory: Path, device: torch.device):
+    """The prepared dataset as device tensors, by the manifest's dataset (KuaiRand keeps row indices)."""
+    from recrl_cli.data.manifest import read_manifest
+
+    if read_manifest(directory).get("dataset") == "kuairand":
+        from recrl_cli.sim.data import load_kuairand_data
+
+        return load_kuairand_data(directory, device)
+    return load_prepared(directory, device)
+
+
 def run_key(cfg: RunConfig, dataset_fingerprint: str) -> str:
     """Stable directory name of a configuration: same config + data → same key (so --resume finds it).
 
@@ -113,7 +124,7 @@ def train_run(
     spec = get_algorithm(cfg.algo)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.threads)
-    data = load_prepared(Path(cfg.data.prepared_dir), device)
+    data = load_data(Path(cfg.data.prepared_dir), device)
     key = run_key(cfg, data.fingerprint)
     run_dir = runs_root / key
     checkpoint = run_dir / "checkpoint.pt"
@@ -252,6 +263,10 @@ def evaluate_saved(
 
     spec = get_algorithm(saved["algo"])
     device = resolve_device(device_name)
+    if saved["algo"] == "simulator":  # scores row indices of the KuaiRand row table, not feature rows
+        from recrl_cli.sim.train import evaluate_saved_simulator
+
+        return evaluate_saved_simulator(saved["exported"], prepared_dir, split, device)
     manifest = read_manifest(prepared_dir)
     exported = saved["exported"]
     if list(manifest["tasks"]) != list(exported["tasks"]):

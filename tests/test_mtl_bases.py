@@ -1,19 +1,27 @@
-"""Contract tests of the MTL base networks, their layers, the registry, MTLConfig and the FLOP counter."""
+"""Contract tests of the MTL base networks, their layers, the registry and MTLConfig (FLOPs: test_flops.py)."""
 
 from __future__ import annotations
 
+import copy
 import math
+import platform
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from recrl_cli.algorithms.supervised import SupervisedMTL
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.data.tensors import PreparedData, SplitTensors
 from recrl_cli.errors import ConfigError, RegistryError
-from recrl_cli.nets.flops import forward_flops_per_sample, forward_macs_per_sample, train_flops_per_sample
+from recrl_cli.nets.allocator import retain_freed_cpu_memory
+from recrl_cli.nets.embedding_grad import DenseEmbeddingGrads
 from recrl_cli.nets.layers import FeatureEmbedding, MLPBank, dropout_mask, mix_experts, relu_dropout
 from recrl_cli.nets.mtl import MTL_BASES, BaseSpec, MTLConfig, build_base
 from recrl_cli.nets.mtl.esmm import ESMM, product_logit
 
+CPU = torch.device("cpu")
 NAMES = ("singletask", "sharedbottom", "omoe", "mmoe", "ple", "esmm", "aitm")
 CARDS = (2, 5, 11)  # includes a field with cardinality 2
 SMALL = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=4)
@@ -155,7 +163,7 @@ def naive_bank(bank: MLPBank, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("groups", "per_group", "hidden", "out_dim"),
-    [(1, 4, (8, 6), None), (3, 2, (7,), None), (2, 1, (5, 3), 1)],
+    [(1, 4, (8, 6), None), (1, 3, (7,), None), (3, 2, (7,), None), (2, 1, (5, 3), 1)],
 )
 def test_mlp_bank_equals_naive_loop(groups: int, per_group: int, hidden: tuple, out_dim: int | None) -> None:
     torch.manual_seed(4)
@@ -167,6 +175,14 @@ def test_mlp_bank_equals_naive_loop(groups: int, per_group: int, hidden: tuple, 
     torch.testing.assert_close(
         bank(shared.expand(groups, 13, 10)), naive_bank(bank, shared.repeat(groups, 1, 1))
     )
+    # The gradients agree too (the bank's output may be a strided view; autograd must undo it exactly).
+    x.requires_grad_(True)
+    probe = torch.randn(bank.num_experts, 13, bank.output_dim)
+    wrt = [x, *bank.parameters()]
+    got = torch.autograd.grad((bank(x) * probe).sum(), wrt)
+    want = torch.autograd.grad((naive_bank(bank, x) * probe).sum(), wrt)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
 
 
 def test_mix_experts_is_gate_weighted_sum() -> None:
@@ -311,37 +327,82 @@ def test_bases_reject_bad_task_counts_and_odd_ple_experts() -> None:
         build_base("mmoe", CARDS, 0, SMALL)
 
 
-# --- FLOP counter ---------------------------------------------------------------------------------
+# --- the product's train step ---------------------------------------------------------------------
 
 
-def test_flops_of_sharedbottom_match_hand_count() -> None:
-    cfg = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=2)
-    model = build_base("sharedbottom", CARDS, 2, cfg).train()
-    # input 3·4 = 12; bottom 12·8 + 8·6; two towers of 6·5 + 5·1; embeddings count 0
-    macs = 12 * 8 + 8 * 6 + 2 * (6 * 5 + 5 * 1)
-    assert forward_macs_per_sample(model) == macs
-    assert forward_flops_per_sample(model) == 2 * macs
-    assert train_flops_per_sample(model) == 6 * macs
-    assert model.training  # the counter restores the mode
-
-
-def test_flops_of_batched_bases_match_formulas() -> None:
-    i, d1, d2, tw, e, t = 12, 8, 6, 5, 4, 2
-    tower = tw * d2 + tw
-    expected = {
-        "singletask": t * (i * d1 + d1 * d2 + tower),
-        "omoe": e * (i * d1 + d1 * d2) + i * e + t * tower,
-        "mmoe": e * (i * d1 + d1 * d2) + t * i * e + t * tower,
-        # level 0: 3 groups × 2 experts, 2 task gates (→4), a shared gate (→6); level 1: no shared gate
-        "ple": 6 * i * d1 + t * i * 4 + i * 6 + 6 * d1 * d2 + t * d1 * 4 + t * tower,
-        "esmm": t * (i * d1 + d1 * d2) + t * tower,
-        # transfer g (d·d) + V, K, Q on the 2 stacked items
-        "aitm": t * (i * d1 + d1 * d2) + d2 * d2 + 3 * 2 * d2 * d2 + t * tower,
+def small_prepared(rows: int = 64, tasks: int = 2) -> PreparedData:
+    x = ids(rows, seed=9)
+    y = (torch.arange(rows)[:, None] + torch.arange(tasks)[None]) % 2
+    zeros = torch.zeros(rows, dtype=torch.long)
+    split = SplitTensors(features=x, labels=y.float(), session_ids=zeros, user_ids=zeros, positions=zeros)
+    manifest = {
+        "tasks": [f"t{i}" for i in range(tasks)],
+        "features": [{"name": f"f{i}", "cardinality": c} for i, c in enumerate(CARDS)],
     }
-    for name, macs in expected.items():
-        assert forward_macs_per_sample(build_base(name, CARDS, t, SMALL)) == macs, name
+    return PreparedData(manifest=manifest, splits={"train": split})
 
 
-def test_flops_counter_needs_fields_without_embedding() -> None:
-    with pytest.raises(ConfigError, match="num_fields"):
-        forward_flops_per_sample(torch.nn.Linear(3, 2))
+@pytest.mark.parametrize("name", ["sharedbottom", "mmoe"])
+def test_supervised_update_equals_reference_adam_step(name: str) -> None:
+    """SupervisedMTL's fused Adam is the reference update: L2 weight decay, default betas/eps, mean BCE."""
+    cfg = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.0, expert_num=4)
+    train = TrainConfig(lr=0.01, weight_decay=0.1)  # a large decay, so its semantics show in the result
+    data = small_prepared()
+    torch.manual_seed(10)
+    algo = SupervisedMTL(name, RunConfig(algo=name, data=DataConfig(), train=train, model=cfg), data, CPU)
+    assert algo.optimizer.param_groups[0]["fused"]
+    reference = copy.deepcopy(algo.model)
+    for module in reference.modules():
+        if isinstance(module, FeatureEmbedding):
+            module.sparse_grad = False  # the plain dense backward
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=0.1, foreach=False, fused=False)
+    split = data.splits["train"]
+    for step in range(3):
+        idx = torch.arange(step * 16, step * 16 + 32)
+        algo.update(idx)
+        ref_opt.zero_grad()
+        F.binary_cross_entropy_with_logits(reference(split.features[idx]), split.labels[idx]).backward()
+        ref_opt.step()
+    for (key, got), want in zip(
+        algo.model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_retain_freed_cpu_memory_is_a_safe_no_op_or_applies() -> None:
+    applied = retain_freed_cpu_memory()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied
+    x = torch.randn(1 << 20)
+    torch.testing.assert_close(torch.relu(x) - torch.relu(-x), x)  # tensors still allocate and compute
+
+
+@pytest.mark.parametrize("name", ["singletask", "ple"])
+def test_dense_embedding_grads_equal_the_dense_backward_and_reuse_one_buffer(name: str) -> None:
+    torch.manual_seed(11)
+    model = build_base(name, CARDS, 2, SMALL).eval()  # eval: no dropout, both passes see the same net
+    reference = copy.deepcopy(model)
+    grads = DenseEmbeddingGrads(model)
+    assert len(grads.embeddings) == (2 if name == "singletask" else 1)
+    x = ids(40, seed=12)
+    x[:5] = 0  # repeated ids: their row gradients must be summed
+    buffers = None
+    for _ in range(2):  # the second step reuses the first step's buffers
+        model.zero_grad(set_to_none=True)
+        model(x).square().sum().backward()
+        assert all(e.weight.grad.is_sparse for e in grads.embeddings)
+        grads.densify()
+        ptrs = [e.weight.grad.data_ptr() for e in grads.embeddings]
+        assert buffers is None or ptrs == buffers
+        buffers = ptrs
+    reference(x).square().sum().backward()
+    for (key, got), want in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert not got.grad.is_sparse
+        torch.testing.assert_close(got.grad, want.grad, msg=key)
+    # Without zero_grad the next backward accumulates into the dense buffer, as with dense gradients.
+    model(x).square().sum().backward()
+    grads.densify()
+    reference(x).square().sum().backward()
+    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad)

@@ -7,6 +7,8 @@ from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
 from recrl_cli.errors import RegistryError
 from recrl_cli.nets.mtl.config import MTLConfig
+from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.sim.train import build_simulator, load_simulator_predictor
 
 _MTL = "mtl base"
 
@@ -27,6 +29,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                      "Adaptive information transfer between sequential tasks.", _MTL),
     "rmtl": AlgoSpec("rmtl", RMTLConfig, build_rmtl, load_mtl_predictor,
                      "RMTL: pretrain a base, fit per-task TD critics on sessions, polish with 1 - lambda*Q.", "rl-mtl"),
+    "simulator": AlgoSpec("simulator", SimulatorConfig, build_simulator, load_simulator_predictor,
+                          "KuaiSim user response model (7 behaviours) for the whole-session env.", "simulator"),
 }  # fmt: skip
 
 

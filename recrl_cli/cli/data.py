@@ -13,7 +13,8 @@ from rich.table import Table
 from recrl_cli.cli.common import SetOpt, console, friendly_errors, progress_bar
 from recrl_cli.errors import ConfigError, RegistryError
 
-DATASETS = ("retailrocket",)
+DATASETS = ("retailrocket", "kuairand")
+KUAIRAND_VERSIONS = ("pure", "1k", "27k")
 
 
 def _check_dataset(name: str) -> None:
@@ -22,7 +23,9 @@ def _check_dataset(name: str) -> None:
 
 
 def synth(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose raw format to write: retailrocket.")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset whose raw format to write: retailrocket or kuairand.")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", help="Output directory (default datasets/raw/<dataset>).")
     ] = None,
@@ -30,18 +33,56 @@ def synth(
         int, typer.Option("--events", help="Number of events (real RetailRocket: 2756101).", min=100)
     ] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed → identical files).")] = 0,
+    version: Annotated[
+        str, typer.Option("--version", help="KuaiRand only: pure, 1k or 27k (file names and sizes).")
+    ] = "pure",
+    impressions: Annotated[
+        int | None,
+        typer.Option(
+            "--impressions",
+            help="KuaiRand only: standard-log rows (default: the version's real size).",
+            min=100,
+        ),
+    ] = None,
+    users: Annotated[
+        int | None,
+        typer.Option("--users", help="KuaiRand only: users (default: the version's real count).", min=10),
+    ] = None,
+    items: Annotated[
+        int | None,
+        typer.Option("--items", help="KuaiRand only: videos (default: the version's real count).", min=10),
+    ] = None,
 ) -> None:
     """Write synthetic raw files in the exact public format, with planted ground truth beside them.
 
-    The true per-item-session probabilities go to ground_truth.csv so that benchmarks can report the
-    oracle (Bayes) AUC and logloss next to each model.
+    The true per-event probabilities go to ground_truth.csv so that benchmarks can report the oracle
+    (Bayes) AUC and logloss next to each model. RetailRocket's size is --events; KuaiRand's is
+    --impressions / --users / --items for the chosen --version.
     """
-    from recrl_cli.data.synth.retailrocket import write_retailrocket
-
     _check_dataset(dataset)
     out = out or Path("datasets/raw") / dataset
-    with progress_bar() as progress:
-        summary = write_retailrocket(out, num_events=events, seed=seed, progress=progress)
+    if dataset == "kuairand":
+        from recrl_cli.data.synth.kuairand import write_kuairand
+
+        if version not in KUAIRAND_VERSIONS:
+            raise ConfigError(f"--version must be one of {', '.join(KUAIRAND_VERSIONS)}, got '{version}'")
+        if version == "27k" and impressions is None:
+            raise ConfigError(
+                "KuaiRand-27K at real size is 322 M log rows; pass --impressions N to choose a size"
+            )
+        with progress_bar() as progress:
+            summary = write_kuairand(
+                out, version=version, num_users=users, num_items=items, num_impressions=impressions,
+                seed=seed, progress=progress,
+            )  # fmt: skip
+    else:
+        from recrl_cli.data.synth.retailrocket import write_retailrocket
+
+        given = [f"--{n}" for n, v in (("impressions", impressions), ("users", users), ("items", items)) if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to kuairand; RetailRocket's size is --events")
+        with progress_bar() as progress:
+            summary = write_retailrocket(out, num_events=events, seed=seed, progress=progress)
     console.print(synth_table(summary, title=f"synthetic {dataset} raw files in {out}"))
 
 
@@ -50,6 +91,8 @@ _NESTED = {
     "rows": ("rows of {}", lambda v: f"{v:,}"),
     "event_mix": ("event mix: {}", lambda v: f"{100 * v:.2f} %"),
     "oracle_auc": ("oracle AUC: {}", lambda v: f"{v:.4f}"),
+    "positive_rate": ("positive rate: {}", lambda v: f"{v:.4f}"),
+    "true_rate": ("true rate: {}", lambda v: f"{v:.4f}"),
 }
 
 
@@ -76,20 +119,25 @@ def synth_table(summary: dict, title: str) -> Table:
 
 
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: retailrocket.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: retailrocket or kuairand.")],
     raw: Annotated[
         Path | None, typer.Option("--raw", help="Raw files (default datasets/raw/<dataset>).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output directory (default datasets/prepared/<dataset>).")
+        Path | None,
+        typer.Option("--out", help="Output directory (default datasets/prepared/<dataset>[-<version>])."),
     ] = None,
+    version: Annotated[str, typer.Option("--version", help="KuaiRand only: pure, 1k or 27k.")] = "pure",
     session_gap: Annotated[
         int | None,
         typer.Option("--session-gap", help="Inactivity gap in minutes that starts a new session (30)."),
     ] = None,
     session_key: Annotated[
         str | None,
-        typer.Option("--session-key", help="gap (inactivity sessions) or visitor (one per visitor)."),
+        typer.Option(
+            "--session-key",
+            help="RetailRocket: gap (inactivity sessions) or visitor (one per visitor); KuaiRand: day or gap.",
+        ),
     ] = None,
     min_count: Annotated[
         int | None,
@@ -99,11 +147,11 @@ def prepare(
 ) -> None:
     """Turn raw files into chronological train/val/test parquet splits plus manifest.json.
 
-    Written atomically: on any error nothing is left at --out. Other parameters (split, price_buckets,
-    min_session_items) can be set with --set name=value.
+    Written atomically: on any error nothing is left at --out. Other parameters can be set with
+    --set name=value: RetailRocket split, price_buckets, min_session_items; KuaiRand n_core,
+    history_length, val_per_user, test_per_user, min_train_share, chunk_rows.
     """
     from recrl_cli.config.loading import build_section
-    from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
 
     _check_dataset(dataset)
     values: dict[str, object] = {}
@@ -119,11 +167,21 @@ def prepare(
         if not sep or not key.strip():
             raise ConfigError(f"--set expects name=value (e.g. split=0.7,0.15,0.15), got '{text}'")
         values[key.strip().removeprefix("prepare.")] = value.strip()
-    params = build_section(RetailRocketPrepareParams, values, "prepare")
     raw = raw or Path("datasets/raw") / dataset
-    out = out or Path("datasets/prepared") / dataset
-    with progress_bar() as progress:
-        manifest = prepare_retailrocket(raw, out, params, progress=progress)
+    if dataset == "kuairand":
+        from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+
+        params = build_section(KuaiRandPrepareParams, {"version": version, **values}, "prepare")
+        out = out or Path("datasets/prepared") / f"kuairand-{params.version}"
+        with progress_bar() as progress:
+            manifest = prepare_kuairand(raw, out, params, progress=progress)
+    else:
+        from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
+
+        params = build_section(RetailRocketPrepareParams, values, "prepare")
+        out = out or Path("datasets/prepared") / dataset
+        with progress_bar() as progress:
+            manifest = prepare_retailrocket(raw, out, params, progress=progress)
     console.print(manifest_table(manifest, out))
     console.print(escape(f"parameters: {dataclasses.asdict(params)}"))
 

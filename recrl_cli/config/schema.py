@@ -18,7 +18,9 @@ from recrl_cli.errors import ConfigError
 class DataConfig:
     """Which prepared dataset a run reads."""
 
-    dataset: str = param("retailrocket", help="Dataset name (recorded in MLflow).", choices=("retailrocket",))
+    dataset: str = param(
+        "retailrocket", help="Dataset name (recorded in MLflow).", choices=("retailrocket", "kuairand")
+    )
     prepared_dir: str = param(
         "datasets/prepared/retailrocket",
         help="Directory written by `recrl prepare` (parquet splits + manifest.json).",

@@ -1,13 +1,19 @@
-"""Analytic FLOP count of a network's forward pass per sample, for throughput bounds (samples/s ≤ rate/FLOPs).
+"""Analytic matmul FLOP count of a network per sample, for throughput bounds (samples/s ≤ rate / FLOPs).
 
-Convention: every linear map contributes in·out multiply-adds (MACs) per row it is applied to; embeddings,
-bias adds, activations, dropout, softmax, gate mixing and AITM's elementwise attention count 0 (all well under
-1 % of the total for the MTL bases). FLOPs = 2·MACs; a training step ≈ 3× the forward FLOPs (the backward pass
-runs one matmul for the input gradient and one for the weight gradient per forward matmul).
+What is counted: every linear map, i.e. ``nn.Linear`` and the batched ``StackedLinear`` (all MoE/PLE experts,
+their gates, PLE's missing last shared gate, AITM's transfer and V/K/Q maps, SingleTask's T networks), as
+in·out multiply-adds (MACs) per row it is applied to; FLOPs = 2·MACs, i.e. 2·m·n·k per [m×k]@[k×n] product.
+A training step counts 3× the forward: the backward of each forward matmul is one matmul for the input
+gradient and one for the weight gradient (every matmul input of the bases descends from the learnable
+embedding, so both are needed; ``tests/test_flops.py`` checks this against torch's FlopCounterMode).
 
-The count comes from shapes, not timing: one forward pass on a single all-zero sample runs with hooks on
-``nn.Linear`` and the batched ``StackedLinear``, so exactly the maps the forward uses are counted (all MoE
-experts, gates, PLE's missing last shared gate, AITM's two attention items, SingleTask's T networks).
+What is not counted: the embedding lookup and its (dense) gradient, bias adds, activations, dropout, softmax,
+the gate-mixing bmm of MoE/PLE (M·E·d MACs per sample, < 1 % of the matmuls), AITM's elementwise attention,
+the loss and the optimizer update. These are memory-bound: their cost is bytes moved, not FLOPs, so a matmul
+bound cannot describe them and they are what separates a measured rate from the bound.
+
+The count comes from shapes, not timing: one forward pass on a single all-zero sample runs with hooks on the
+linear maps, so exactly the maps the forward uses are counted.
 """
 
 from __future__ import annotations

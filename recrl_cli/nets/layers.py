@@ -56,6 +56,10 @@ class FeatureEmbedding(nn.Module):
     Row 0 of every field is a real, learnable "missing/unknown" row: there is no ``padding_idx``. (The
     reference used ``padding_idx=0`` and then xavier-initialised it, which froze a random vector for the most
     frequent value.) Initialised with xavier-uniform, like the reference.
+
+    ``sparse_grad`` (default False) makes the backward emit a sparse COO gradient of the looked-up rows
+    instead of a dense [V, D] one; only for callers that turn it dense again before the optimizer
+    (:class:`recrl_cli.nets.embedding_grad.DenseEmbeddingGrads`). Not part of the state dict.
     """
 
     def __init__(self, cardinalities: Sequence[int], embed_dim: int) -> None:
@@ -73,6 +77,7 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("offsets", offsets, persistent=False)
         self.weight = nn.Parameter(torch.empty(sum(cards), embed_dim))
         nn.init.xavier_uniform_(self.weight)
+        self.sparse_grad = False
 
     @property
     def num_fields(self) -> int:
@@ -85,7 +90,7 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: LongTensor [B, F] of per-field ids in [0, cardinality) -> flattened embeddings [B, F·D]."""
-        return F.embedding(x + self.offsets, self.weight).flatten(1)
+        return F.embedding(x + self.offsets, self.weight, sparse=self.sparse_grad).flatten(1)
 
 
 class MLP(nn.Module):
@@ -136,7 +141,7 @@ class MLPBank(nn.Module):
     expert is ``Linear → ReLU → Dropout`` per hidden size, then an optional ``Linear(→out_dim)``.
 
     forward: x [G, B, in] (a stride-0 ``expand`` of one [B, in] input is fine) -> [E, B, out]; expert e
-    belongs to group e // per_group.
+    belongs to group e // per_group. The output may be a non-contiguous view (one group of several experts).
     """
 
     def __init__(
@@ -168,7 +173,11 @@ class MLPBank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, batch = x.shape[0], x.shape[1]
         h = self._activate(self.layers[0](x), 0)  # [G, B, per_group·d0]
-        if self.per_group > 1:  # [G, B, k·d0] -> [G·k, B, d0]: expert-major, for the per-expert matmuls
+        if self.per_group > 1 and groups == 1:
+            # [1, B, k·d0] -> [k, B, d0] as a strided view (no copy): the batched matmuls and the gate mixing
+            # read it in place, and the mixing's gradient comes back in this very layout.
+            h = h.view(batch, self.per_group, -1).transpose(0, 1)
+        elif self.per_group > 1:  # [G, B, k·d0] -> [G·k, B, d0]: groups and experts cannot share a stride
             h = h.view(groups, batch, self.per_group, -1).transpose(1, 2).reshape(self.num_experts, batch, -1)
         for i, layer in enumerate(self.layers[1:], start=1):
             h = self._activate(layer(h), i)
