@@ -50,3 +50,17 @@ def test_rmtl_unknown_critics_run_is_one_line_error(cli, cli_dataset, mlflow_sql
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "0" * 32 in lines[0]
     assert not (workdir / "runs").exists() or not any((workdir / "runs").glob("rmtl-*"))
+
+
+def test_ablate_rmtl_weightings_as_nested_runs(cli, cli_dataset, mlflow_sqlite_uri, workdir):
+    common = ["--data", cli_dataset.prepared, "--tracking-uri", mlflow_sqlite_uri, "--experiment", "study"]
+    out = ok(cli("ablate", "rmtl", "--weighting", "cw,nlc,rmtl,bce-continue", *RMTL_TINY, *common))
+    client = MlflowClient(mlflow_sqlite_uri)
+    experiment = client.get_experiment_by_name("study").experiment_id
+    children = client.search_runs([experiment], "tags.recrl.variant = 'weighting=nlc'")
+    assert len(children) == 1 and "mlflow.parentRunId" in children[0].data.tags
+    # cw and bce-continue never read the critics, so they skip the critic stage; nlc and rmtl fit them.
+    for weighting, fits_critics in (("cw", False), ("nlc", True), ("rmtl", True), ("bce-continue", False)):
+        (run,) = client.search_runs([experiment], f"tags.recrl.variant = 'weighting={weighting}'")
+        assert any(k.startswith("train/critics/") for k in run.data.metrics) == fits_critics, weighting
+    assert "weighting=bce-continue" in out and "ref" in out  # the table, with the first variant as reference

@@ -78,6 +78,8 @@ def ablate(
 ) -> None:
     """Run a study: every combination of `--<option> v1,v2,...` values × `--seeds N`.
 
+    An option given one value (`--epochs 3`) applies to every variant.
+
     Each variant × seed is a nested MLflow run under one parent run; the table shows mean ± 95 % CI
     over seeds and the paired difference to the first (reference) variant. The table (CSV) and a bar
     chart (PNG) are saved on the parent run. Re-running the same command after an interruption skips
@@ -88,6 +90,14 @@ def ablate(
 
     cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
     axes = study_axes(cfg, parse_extra_options(ctx.args))
+    # An option with one value is a setting shared by every variant, not an axis: it stays out of the
+    # variant names (`--epochs 3` does not make every variant "…,epochs=3").
+    fixed = [(key, values[0]) for key, values in axes if len(values) == 1]
+    axes = [(key, values) for key, values in axes if len(values) != 1]
+    if fixed:
+        cfg = run_config_from_cli(
+            algo, config=config, sets=sets, extra=fixed, seed=seed, device=device, data_dir=data
+        )
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
     tracker = make_tracker(tracking_uri)
