@@ -1,0 +1,313 @@
+"""The RL agents (hac_kuaisim.md §5): each target and loss against a naive per-element reference, the networks'
+scoring and inverse module, exploration, the replay buffer's ring, every agent's parameters moving, the
+train/evaluate loop end to end, and deterministic evaluation with exploration off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recrl_cli.agents import AGENTS, agent_config, make_agent
+from recrl_cli.agents.buffer import ReplayBuffer
+from recrl_cli.agents.config import AgentConfig
+from recrl_cli.agents.exploration import LinearSchedule, perturb
+from recrl_cli.agents.loop import LoopConfig, evaluate_agent, gap_fraction, train_agent
+from recrl_cli.agents.losses import (
+    a2c_losses,
+    alignment_loss,
+    behaviour_loss,
+    clipped_double_q_target,
+    gaussian_entropy,
+    gaussian_log_prob,
+    smoothed_target_action,
+    soft_update,
+    td_target,
+)
+from recrl_cli.agents.networks import InverseModule, item_scores, top_k
+from recrl_cli.sim.config import EnvConfig, SimulatorConfig
+from recrl_cli.sim.environment import Observation, WholeSessionEnv, response_weights
+from recrl_cli.sim.response_model import UserResponseModel
+from recrl_cli.sim.synthetic import POSITIVE_RATE, synthetic_feature_tables, synthetic_row_table
+
+URM = dict(user_latent=8, item_latent=8, enc_dim=16, n_layers=1, n_heads=2, ff_dim=16, state_hidden=24,
+           history_length=12)  # fmt: skip
+SMALL = dict(latent=8, enc_dim=8, n_heads=2, ff_dim=16, n_layers=1, action_hidden=(16,), critic_hidden=(16,),
+             inverse_hidden=(16,), batch_size=16, buffer_size=256)  # fmt: skip
+USERS, ITEMS = 30, 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_env(batch: int = 8, slate: int = 3, seed: int = 0) -> WholeSessionEnv:
+    torch.manual_seed(0)
+    users, items = synthetic_feature_tables(USERS, ITEMS, seed=1)
+    model = UserResponseModel(SimulatorConfig(**URM), users, items)
+    table = synthetic_row_table(USERS, ITEMS, rows_per_user=16, seed=2)
+    cfg = EnvConfig(batch_users=batch, slate_size=slate, seed=seed)
+    weights = response_weights(torch.tensor(POSITIVE_RATE), cfg.single_response)
+    return WholeSessionEnv(model, cfg, table, torch.arange(table.num_rows), weights)
+
+
+def small(name: str, **overrides) -> AgentConfig:
+    return agent_config(name, **{**SMALL, **overrides})
+
+
+# ---- targets and losses against naive references -----------------------------------------------------------------
+
+
+def test_td_target_bootstraps_only_non_terminal_transitions():
+    r, done, nxt = (
+        torch.tensor([1.0, 0.5, -2.0]),
+        torch.tensor([0.0, 1.0, 0.0]),
+        torch.tensor([3.0, 7.0, 1.5]),
+    )
+    want = [r[i].item() + (0.0 if done[i] else 0.9 * nxt[i].item()) for i in range(3)]
+    assert torch.allclose(td_target(r, done, 0.9, nxt), torch.tensor(want))
+
+
+def test_td3_target_is_clipped_double_q_with_clamped_smoothing_noise():
+    z = torch.randn(5, 4)
+    got = smoothed_target_action(z, 0.3, 0.2, torch.Generator().manual_seed(3))
+    noise = torch.randn(5, 4, generator=torch.Generator().manual_seed(3)) * 0.3
+    for i in range(5):
+        for j in range(4):
+            want = z[i, j].item() + max(-0.2, min(0.2, noise[i, j].item()))
+            assert got[i, j].item() == pytest.approx(want, abs=1e-6)
+    assert (got - z).abs().max() <= 0.2 + 1e-6
+    r, done = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.0, 0.0, 1.0])
+    q1, q2 = torch.tensor([1.0, 5.0, 2.0]), torch.tensor([2.0, 4.0, 9.0])
+    want = [0.1 + 0.9 * 1.0, 0.2 + 0.9 * 4.0, 0.3]
+    assert torch.allclose(clipped_double_q_target(r, done, 0.9, q1, q2), torch.tensor(want))
+
+
+def test_inverse_module_averages_the_per_item_map_and_alignment_is_the_mean_squared_error():
+    torch.manual_seed(0)
+    inv = InverseModule(AgentConfig(enc_dim=4, inverse_hidden=(8,))).eval()
+    kernels = torch.randn(3, 2, 4)  # 3 slates of K = 2
+    inferred = inv(kernels)
+    for b in range(3):
+        assert torch.allclose(inferred[b], (inv.net(kernels[b, 0]) + inv.net(kernels[b, 1])) / 2, atol=1e-6)
+    z = torch.randn(3, 5)
+    naive = sum((inferred[b, a] - z[b, a]).item() ** 2 for b in range(3) for a in range(5)) / 15
+    assert alignment_loss(inferred, z).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_scores_top_k_and_behaviour_loss_match_naive_dot_products():
+    hyper, table = torch.randn(2, 4), torch.randn(6, 3)  # 5 candidates (row 0 = padding), d = 3, A = 4
+    scores = item_scores(hyper, table[1:])
+    for b in range(2):
+        for n in range(5):
+            want = sum(hyper[b, j].item() * table[n + 1, j].item() for j in range(3)) + hyper[b, 3].item()
+            assert scores[b, n].item() == pytest.approx(want, abs=1e-5)
+    slate = top_k(hyper, table, 2)
+    assert [sorted(s) for s in slate.tolist()] == [sorted(s.topk(2).indices.tolist()) for s in scores]
+    per_row = item_scores(hyper, table[slate + 1])
+    assert torch.allclose(per_row, scores.gather(1, slate), atol=1e-6)
+    clicks = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    naive = (
+        -sum(
+            math.log(1 / (1 + math.exp(-x))) if y else math.log(1 - 1 / (1 + math.exp(-x)))
+            for x, y in zip(per_row.flatten().tolist(), clicks.flatten().tolist(), strict=True)
+        )
+        / 4
+    )
+    assert behaviour_loss(per_row, clicks).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_a2c_advantage_value_and_policy_losses():
+    mean, log_std = torch.randn(4, 3), torch.tensor([-1.0, 0.0, 0.5])
+    x = torch.randn(4, 3)
+    logp = gaussian_log_prob(x, mean, log_std)
+    ref = torch.distributions.Normal(mean, log_std.exp())
+    assert torch.allclose(logp, ref.log_prob(x).sum(-1), atol=1e-5)
+    assert gaussian_entropy(log_std).item() == pytest.approx(ref.entropy()[0].sum().item(), rel=1e-5)
+    value, target = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([3.0, 1.5, 0.0, 3.0])
+    out = a2c_losses(logp, value, target, torch.tensor(2.0), entropy_coef=0.1, clip=1.0, bias=0.25)
+    adv = [min(1.0, max(-1.0, t - v)) + 0.25 for t, v in zip(target.tolist(), value.tolist(), strict=True)]
+    assert out["advantage"].tolist() == pytest.approx(adv)
+    assert out["value_loss"].item() == pytest.approx(
+        sum((v - t) ** 2 for v, t in zip(value, target, strict=True)) / 4
+    )
+    want = -sum(lp * a for lp, a in zip(logp.tolist(), adv, strict=True)) / 4 - 0.1 * 2.0
+    assert out["policy_loss"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_soft_update_moves_targets_a_tau_fraction():
+    src, tgt = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in tgt.parameters()]
+    soft_update(tgt, src, 0.25)
+    for t, b, s in zip(tgt.parameters(), before, src.parameters(), strict=True):
+        assert torch.allclose(t, 0.75 * b + 0.25 * s)
+
+
+# ---- exploration -------------------------------------------------------------------------------------------------
+
+
+def test_exploration_noise_is_clipped_and_epsilon_one_ignores_the_policy():
+    z = torch.full((64, 5), 10.0)
+    near = perturb(z, 5.0, 0.5, 0.0, torch.Generator().manual_seed(0))
+    assert ((near - z).abs() <= 0.5).all() and (near != z).any()
+    rand = perturb(z, 5.0, 0.5, 1.0, torch.Generator().manual_seed(0))
+    assert (rand.abs() <= 0.5).all()  # a pure random hyper-action, nowhere near z
+    assert LinearSchedule(1.0, 0.0, 10).value(5) == pytest.approx(0.5)
+    assert LinearSchedule(1.0, 0.0, 10).value(50) == 0.0 and LinearSchedule(0.01, 0.01, 10).value(3) == 0.01
+
+
+# ---- replay buffer -----------------------------------------------------------------------------------------------
+
+
+def fake_step(start: int, b: int, h: int = 4, k: int = 2):
+    """B transitions whose every field encodes its global row number start..start+b-1."""
+    ids = torch.arange(start, start + b)
+    obs = Observation(user=ids, items=ids[:, None].expand(b, h).clone(), feedback=(ids % 2)[:, None, None].expand(b, h, 7).float(),
+                      mask=torch.ones(b, h, dtype=torch.bool))  # fmt: skip
+    nxt = Observation(user=ids + 100, items=obs.items + 100, feedback=obs.feedback, mask=obs.mask)
+    return (
+        obs,
+        ids[:, None].float().expand(b, 3),
+        ids[:, None].expand(b, k),
+        ids.float(),
+        obs.feedback[:, :k],
+        ids % 3 == 0,
+        nxt,
+    )
+
+
+def test_replay_buffer_ring_wraps_and_keeps_the_newest_rows():
+    buf = ReplayBuffer(5)
+    for s in (0, 3, 6):  # 9 rows into 5 slots: rows 4..8 survive
+        buf.add(*fake_step(s, 3))
+    assert len(buf) == 5 and buf.pointer == 4
+    assert sorted(buf._store["obs_user"].tolist()) == [4, 5, 6, 7, 8]
+    assert buf._store["obs_user"].tolist() == [5, 6, 7, 8, 4]  # slot = row mod 5
+    batch = buf.sample(200, torch.Generator().manual_seed(0))
+    rows = batch.obs.user
+    assert set(rows.tolist()) == {4, 5, 6, 7, 8}
+    assert torch.equal(batch.next_obs.user, rows + 100) and torch.equal(batch.reward, rows.float())
+    assert torch.equal(batch.slate[:, 0], rows) and torch.equal(batch.done, (rows % 3 == 0).float())
+    assert batch.obs.items.dtype == torch.long and torch.equal(batch.obs.items[:, 0], rows)
+    assert torch.equal(batch.obs.feedback[:, 0, 0], (rows % 2).float())
+    big = ReplayBuffer(4)
+    big.add(*fake_step(0, 6))  # more rows than slots: the last 4
+    assert sorted(big._store["obs_user"].tolist()) == [2, 3, 4, 5] and len(big) == 4 and big.pointer == 2
+
+
+def test_partially_filled_buffer_samples_only_filled_slots():
+    buf = ReplayBuffer(100)
+    buf.add(*fake_step(10, 3))
+    assert set(buf.sample(100, torch.Generator().manual_seed(1)).obs.user.tolist()) == {10, 11, 12}
+
+
+# ---- agents ------------------------------------------------------------------------------------------------------
+
+
+def filled_buffer(env: WholeSessionEnv, agent, steps: int = 4) -> ReplayBuffer:
+    buf = ReplayBuffer(64)
+    obs = env.reset()
+    for _ in range(steps):
+        a = agent.select(obs, explore=True, epsilon=1.0)
+        r = env.step(a.slate)
+        buf.add(obs, a.hyper, a.slate, r.reward, r.responses, r.done, r.next_observation)
+        obs = env.observation()
+    return buf
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_every_parameter_moves_after_one_update(name):
+    env = make_env()
+    agent = make_agent(name, env, small(name, actor_lr=1e-2, critic_lr=1e-2, policy_delay=1), seed=0)
+    buf = filled_buffer(env, agent)
+    params = agent.parameters()
+    before = [p.detach().clone() for p in params]
+    targets = {
+        n: [p.detach().clone() for p in m.parameters()]
+        for n, m in agent.modules().items()
+        if n.endswith("_target")
+    }
+    losses = agent.update(buf.sample(16, torch.Generator().manual_seed(0)))
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    frozen = [i for i, (p, b) in enumerate(zip(params, before, strict=True)) if torch.equal(p, b)]
+    assert not frozen, f"{name}: {len(frozen)} of {len(params)} parameter tensors did not move"
+    for n, old in targets.items():  # targets move by a tau fraction
+        assert any(
+            not torch.equal(p, o) for p, o in zip(agent.modules()[n].parameters(), old, strict=True)
+        ), n
+
+
+def test_td3_delays_its_actor_update():
+    env = make_env()
+    agent = make_agent("td3", env, small("td3", actor_lr=1e-2, policy_delay=2), seed=0)
+    buf = filled_buffer(env, agent)
+    head = agent.actor.head.out.weight.detach().clone()
+    first = agent.update(buf.sample(16, torch.Generator().manual_seed(0)))
+    assert "policy_loss" not in first and torch.equal(agent.actor.head.out.weight, head)
+    second = agent.update(buf.sample(16, torch.Generator().manual_seed(1)))
+    assert "policy_loss" in second and not torch.equal(agent.actor.head.out.weight, head)
+
+
+def test_agent_state_dict_round_trip_restores_weights_optimisers_and_generator():
+    env = make_env()
+    a = make_agent("hac", env, small("hac"), seed=0)
+    buf = filled_buffer(env, a)
+    a.update(buf.sample(16, torch.Generator().manual_seed(0)))
+    b = make_agent("hac", env, small("hac"), seed=5)
+    b.load_state_dict(a.state_dict())
+    for n, m in a.modules().items():
+        for (k, p), q in zip(m.state_dict().items(), b.modules()[n].state_dict().values(), strict=True):
+            assert torch.equal(p, q), (n, k)
+    obs = env.observation()
+    assert torch.equal(a.act(obs, explore=False), b.act(obs, explore=False))
+    assert torch.equal(a.act(obs, explore=True), b.act(obs, explore=True))  # same exploration generator
+    batch = buf.sample(16, torch.Generator().manual_seed(1))
+    torch.manual_seed(7)  # dropout masks
+    la = a.update(batch)
+    torch.manual_seed(7)
+    lb = b.update(batch)
+    # Equal up to BLAS rounding: Adam's early steps turn 1e-7 gradient noise on near-zero entries into lr-sized
+    # moves, so the losses after the critic step agree to ~1e-3, not bit for bit. A fresh optimiser (step 1
+    # instead of 2) or another generator would differ far more.
+    assert la["critic_loss"] == pytest.approx(lb["critic_loss"].item(), rel=1e-5)
+    assert all(la[k].item() == pytest.approx(lb[k].item(), rel=1e-2, abs=1e-3) for k in la)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_train_agent_runs_end_to_end_with_finite_metrics(name):
+    env = make_env()
+    agent = make_agent(name, env, small(name), seed=0)
+    calls = []
+    res = train_agent(agent, env, LoopConfig(warmup_steps=3, iterations=6, eval_steps=25),
+                      progress=lambda label, done, total: calls.append((label, done, total)))  # fmt: skip
+    assert agent.updates == 6 and calls[-1] == ("evaluate", 1, 1) and calls[2] == ("warm-up", 3, 9)
+    for metrics in (res.eval, res.random, res.oracle):
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+        assert 0 < metrics["coverage"] <= 8 * 3 and metrics["depth"] >= 1
+    assert res.losses and all(math.isfinite(v) for v in res.losses.values())
+    assert math.isfinite(res.gap_fraction)
+    assert res.oracle["total_reward"] > res.random["total_reward"]  # the calibration ordering holds
+    want = (res.eval["total_reward"] - res.random["total_reward"]) / (
+        res.oracle["total_reward"] - res.random["total_reward"]
+    )
+    assert res.gap_fraction == pytest.approx(want)
+
+
+def test_evaluation_is_deterministic_with_exploration_off():
+    env = make_env()
+    agent = make_agent("hac", env, small("hac"), seed=0)
+    first = evaluate_agent(agent, env, 25, seed=11)
+    env.step(agent.act(env.observation(), explore=True))  # disturb the env's and the agent's generators
+    again = evaluate_agent(agent, env, 25, seed=11)
+    assert first == again
+    assert evaluate_agent(agent, env, 25, seed=12) != first  # other users, other responses
+
+
+def test_gap_fraction():
+    assert gap_fraction(3.0, 1.0, 5.0) == 0.5
+    assert math.isnan(gap_fraction(1.0, 2.0, 2.0))
