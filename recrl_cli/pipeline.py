@@ -267,6 +267,8 @@ def evaluate_saved(
         from recrl_cli.sim.train import evaluate_saved_simulator
 
         return evaluate_saved_simulator(saved["exported"], prepared_dir, split, device)
+    if spec.family == "rl":  # agents act in the simulator and score no rows: load_predictor says so
+        spec.load_predictor(saved["exported"], device)
     manifest = read_manifest(prepared_dir)
     exported = saved["exported"]
     if list(manifest["tasks"]) != list(exported["tasks"]):

@@ -98,35 +98,72 @@ def gap_fraction(agent: float, random: float, oracle: float) -> float:
     return (agent - random) / gap if gap != 0 and math.isfinite(gap) else float("nan")
 
 
+class AgentLoop:
+    """The training loop one env step at a time (what ``train_agent`` and the CLI stage both drive).
+
+    :meth:`reset` resets the env (the buffer keeps what it holds); :meth:`step` takes one env step and, unless
+    ``warm``, ``updates_per_step`` gradient steps; :meth:`result` runs the separate evaluation.
+    """
+
+    def __init__(self, agent: HyperActorAgent, env: WholeSessionEnv, cfg: LoopConfig) -> None:
+        self.agent, self.env, self.cfg = agent, env, cfg
+        self.buffer = ReplayBuffer(agent.cfg.buffer_size, env.device)
+        self.sampler = torch.Generator(env.device).manual_seed(cfg.seed)
+        self.metrics, self.losses = SessionMetrics(), []
+        self.obs = None
+
+    def reset(self) -> None:
+        self.obs = self.env.reset()
+
+    def step(self, warm: bool) -> dict[str, torch.Tensor]:
+        """One env step (random hyper-actions when ``warm``) and its gradient steps; the last update's losses."""
+        agent, env = self.agent, self.env
+        if self.obs is None:
+            self.reset()
+        action = agent.select(self.obs, explore=True, epsilon=1.0 if warm else None)
+        result = env.step(action.slate)
+        self.buffer.add(self.obs, action.hyper, action.slate, result.reward, result.responses, result.done,
+                        result.next_observation)  # fmt: skip
+        self.metrics.update(result)
+        self.obs = env.observation()  # leavers already replaced by fresh users
+        last: dict[str, torch.Tensor] = {}
+        if not warm:
+            for _ in range(self.cfg.updates_per_step):
+                last = agent.update(self.buffer.sample(agent.cfg.batch_size, self.sampler))
+                self.losses.append(last)
+            self.losses = self.losses[-self.cfg.window :]
+        return {"reward": result.reward.mean(), **last}
+
+    def loss_means(self) -> dict[str, float]:
+        """The mean of each loss over the last ``window`` updates (TD3 reports its policy loss on delayed
+        steps only)."""
+        names = dict.fromkeys(k for d in self.losses for k in d)
+        return {k: float(torch.stack([d[k] for d in self.losses if k in d]).mean()) for k in names}
+
+    def result(self) -> AgentResult:
+        """Evaluate the agent and the calibration policies (re-seeds and resets the env)."""
+        cfg, env = self.cfg, self.env
+        evaluation = evaluate_agent(self.agent, env, cfg.eval_steps, cfg.eval_seed)
+        rand, oracle = calibration(env, cfg.eval_steps, cfg.eval_seed)
+        self.obs = None  # the env was reset by the evaluation
+        return AgentResult(train=_reported(self.metrics, cfg.window), losses=self.loss_means(), eval=evaluation,
+                           random=rand, oracle=oracle,
+                           gap_fraction=gap_fraction(evaluation["total_reward"], rand["total_reward"],
+                                                     oracle["total_reward"]))  # fmt: skip
+
+
 def train_agent(agent: HyperActorAgent, env: WholeSessionEnv, cfg: LoopConfig,
                 progress: ProgressFn | None = None) -> AgentResult:  # fmt: skip
     """Warm-up, interleaved env and gradient steps, then the separate evaluation; see the module docstring."""
-    buffer = ReplayBuffer(agent.cfg.buffer_size, env.device)
-    sampler = torch.Generator(env.device).manual_seed(cfg.seed)
-    metrics, losses = SessionMetrics(), []
+    loop = AgentLoop(agent, env, cfg)
+    loop.reset()
     total = cfg.warmup_steps + cfg.iterations
-    obs = env.reset()
     for t in range(total):
         warm = t < cfg.warmup_steps
-        action = agent.select(obs, explore=True, epsilon=1.0 if warm else None)
-        result = env.step(action.slate)
-        buffer.add(obs, action.hyper, action.slate, result.reward, result.responses, result.done,
-                   result.next_observation)  # fmt: skip
-        metrics.update(result)
-        obs = env.observation()  # leavers already replaced by fresh users
-        if not warm:
-            for _ in range(cfg.updates_per_step):
-                losses.append(agent.update(buffer.sample(agent.cfg.batch_size, sampler)))
-            losses = losses[-cfg.window :]
+        loop.step(warm)
         if progress is not None:
             progress("warm-up" if warm else "train", t + 1, total)
-    names = dict.fromkeys(k for d in losses for k in d)  # TD3 reports its policy loss on delayed steps only
-    loss_means = {k: float(torch.stack([d[k] for d in losses if k in d]).mean()) for k in names}
-    evaluation = evaluate_agent(agent, env, cfg.eval_steps, cfg.eval_seed)
-    rand, oracle = calibration(env, cfg.eval_steps, cfg.eval_seed)
+    result = loop.result()
     if progress is not None:
         progress("evaluate", 1, 1)
-    return AgentResult(train=_reported(metrics, cfg.window), losses=loss_means, eval=evaluation, random=rand,
-                       oracle=oracle,
-                       gap_fraction=gap_fraction(evaluation["total_reward"], rand["total_reward"],
-                                                 oracle["total_reward"]))  # fmt: skip
+    return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from recrl_cli.agents.algorithm import CONFIGS as _AGENT_CONFIGS
+from recrl_cli.agents.algorithm import agent_builder, load_agent_predictor
 from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
@@ -31,6 +33,14 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                      "RMTL: pretrain a base, fit per-task TD critics on sessions, polish with 1 - lambda*Q.", "rl-mtl"),
     "simulator": AlgoSpec("simulator", SimulatorConfig, build_simulator, load_simulator_predictor,
                           "KuaiSim user response model (7 behaviours) for the whole-session env.", "simulator"),
+    "hac": AlgoSpec("hac", _AGENT_CONFIGS["hac"], agent_builder("hac"), load_agent_predictor,
+                    "HAC agent (hyper-actor critic) in the simulator's whole-session env.", "rl"),
+    "ddpg": AlgoSpec("ddpg", _AGENT_CONFIGS["ddpg"], agent_builder("ddpg"), load_agent_predictor,
+                     "DDPG baseline on the hyper-action, in the simulator's whole-session env.", "rl"),
+    "td3": AlgoSpec("td3", _AGENT_CONFIGS["td3"], agent_builder("td3"), load_agent_predictor,
+                    "TD3 baseline (clipped double Q, delayed actor) in the simulator's env.", "rl"),
+    "a2c": AlgoSpec("a2c", _AGENT_CONFIGS["a2c"], agent_builder("a2c"), load_agent_predictor,
+                    "A2C baseline (Gaussian hyper-action policy) in the simulator's env.", "rl"),
 }  # fmt: skip
 
 

@@ -55,7 +55,9 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
             continue
         task, _, metric = key[len(prefix) :].rpartition("/")
         rows.setdefault(task, {})[metric] = value
-    columns = sorted({m for r in rows.values() for m in r}, key=["auc", "gauc", "logloss", "s_logloss"].index)
+    order = ["auc", "gauc", "logloss", "s_logloss"]  # then any other (an RL agent's depth, ...) by name
+    names = {m for r in rows.values() for m in r}
+    columns = sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
     table = Table(title=escape(title))
     table.add_column("task", style="cyan")
     for column in columns:
@@ -142,7 +144,8 @@ def train(
         )
         raise typer.Exit(code=130) from None
     console.print(metrics_table(result.metrics, f"{algo}: test metrics (best validation epoch)", "test/"))
-    console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
+    if any(k.startswith("val/") for k in result.metrics):  # RL agents have test metrics only
+        console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     if any(k.startswith("pretrained/test/") for k in result.metrics):
         console.print(comparison_table(result.metrics, "test", f"{algo}: pretrained base vs final model"))
     console.print(

@@ -1,0 +1,88 @@
+"""``recrl train hac|ddpg|td3|a2c`` end to end: a tiny simulator trained through the pipeline on tiny synthetic
+KuaiRand, then an agent trained through the CLI in its env, logged to MLflow with its evaluation metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+from recrl_cli.data.synth.kuairand import write_kuairand
+from recrl_cli.pipeline import train_run
+from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.tracking.base import NullTracker
+
+SIM = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_dim=8, state_hidden=8,
+           history_length=8)  # fmt: skip
+TINY_AGENT = ["--batch-users", 4, "--slate-size", 2, "--warmup-steps", 3, "--iterations", 4, "--eval-steps", 3,
+              "--latent", 4, "--enc-dim", 4, "--n-heads", 2, "--ff-dim", 8, "--n-layers", 1,
+              "--action-hidden", 8, "--critic-hidden", 8, "--inverse-hidden", 8, "--batch-size", 4,
+              "--buffer-size", 64, "--threads", 1, "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory) -> tuple[Path, Path]:
+    """(prepared KuaiRand directory, run directory of a tiny trained simulator)."""
+    root = tmp_path_factory.mktemp("kr_agents")
+    write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7)
+    prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
+    cfg = RunConfig(
+        algo="simulator",
+        data=DataConfig(dataset="kuairand", prepared_dir=str(root / "prepared")),
+        train=TrainConfig(epochs=1, max_steps=2, batch_size=64, device="cpu", threads=1),
+        model=SimulatorConfig(**SIM),
+    )
+    result = train_run(cfg, NullTracker(), experiment="sim", runs_root=root / "runs")
+    return root / "prepared", result.run_dir
+
+
+@pytest.mark.parametrize("algo", ["hac", "td3"])
+def test_train_agent_through_the_cli_logs_evaluation_metrics(
+    cli, simulator, mlflow_sqlite_uri, tmp_path, algo
+):
+    prepared, sim_dir = simulator
+    res = cli("train", algo, "--simulator", sim_dir, "--data", prepared, "--set", "data.dataset=kuairand",
+              *TINY_AGENT, "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "total_reward" in res.output
+    mlflow.set_tracking_uri(mlflow_sqlite_uri)
+    runs = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    for key in ("agent/total_reward", "random/total_reward", "oracle/total_reward", "agent/depth"):
+        assert f"eval/test/{key}" in metrics
+    assert "eval/test/agent/gap_fraction" in metrics
+    assert "train/interact/epoch_reward" in metrics
+    saved = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)
+    assert saved["algo"] == algo and saved["exported"]["agent"] == algo
+    scored = cli("evaluate", next((tmp_path / "runs").glob("*/model.pt")), "--data", prepared)
+    assert scored.exit_code == 1 and "does not score rows" in scored.output, scored.output
+
+
+def test_missing_simulator_is_a_one_line_error(cli, simulator, tmp_path):
+    prepared, _ = simulator
+    res = cli("train", "hac", "--data", prepared, "--dataset", "kuairand", "--device", "cpu",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--simulator" in errors[0], res.output
+
+
+def test_agent_on_retailrocket_data_is_a_config_error(cli, cli_dataset, simulator, tmp_path):
+    _, sim_dir = simulator
+    res = cli("train", "ddpg", "--simulator", sim_dir, "--data", cli_dataset.prepared, "--device", "cpu",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1
+    assert "KuaiRand" in res.output, res.output
