@@ -143,8 +143,10 @@ def train(
             f"Continue with the same command plus --resume.[/]"
         )
         raise typer.Exit(code=130) from None
-    console.print(metrics_table(result.metrics, f"{algo}: test metrics (best validation epoch)", "test/"))
-    if any(k.startswith("val/") for k in result.metrics):  # RL agents have test metrics only
+    has_val = any(k.startswith("val/") for k in result.metrics)  # RL agents have test metrics only
+    which = "best validation epoch" if has_val else "exploration off, fresh users"
+    console.print(metrics_table(result.metrics, f"{algo}: test metrics ({which})", "test/"))
+    if has_val:
         console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     if any(k.startswith("pretrained/test/") for k in result.metrics):
         console.print(comparison_table(result.metrics, "test", f"{algo}: pretrained base vs final model"))
