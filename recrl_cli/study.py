@@ -155,7 +155,9 @@ def run_study(
         table_csv = out_dir / "study.csv"
         write_rows(rows, table_csv)
         tracker.log_artifact(table_csv)
-        for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].endswith("mean/auc")):
+        # one chart per headline metric: the mean AUC (supervised), the agent's return (RL agents)
+        charted = ("mean/auc", "test/agent/total_reward")
+        for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].endswith(charted)):
             png = out_dir / f"study_{metric.replace('/', '_')}.png"
             plot_study_bars([r for r in rows if r["metric"] == metric], metric, png, name)
             tracker.log_artifact(png)

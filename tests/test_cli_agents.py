@@ -86,3 +86,16 @@ def test_agent_on_retailrocket_data_is_a_config_error(cli, cli_dataset, simulato
               "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 1
     assert "KuaiRand" in res.output, res.output
+
+
+def test_ablate_agent_shows_the_agent_metrics_by_default(cli, simulator, mlflow_sqlite_uri, tmp_path):
+    prepared, sim_dir = simulator
+    res = cli("ablate", "hac", "--hyper-actor-coef", "0,1", "--simulator", sim_dir, "--data", prepared,
+              "--dataset", "kuairand", *TINY_AGENT, "--tracking-uri", mlflow_sqlite_uri,
+              "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = res.output[res.output.index("hac study") :]
+    for name in ("agent/total_reward", "agent/depth", "agent/gap_fraction"):
+        assert name in table  # the supervised default (auc, s_logloss) would leave the table empty
+    assert "hyper_actor_coef=1" in table and "random/" not in table
+    assert (next((tmp_path / "runs" / "studies").iterdir()) / "study_test_agent_total_reward.png").is_file()

@@ -51,6 +51,16 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
     return axes
 
 
+# RL runs log test/<policy>/<metric> for the agent and the random and oracle baselines: the table
+# shows the agent's episode metrics (the baselines are in the CSV).
+_RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
+
+
+def _shown(metric: str, wanted: list[str]) -> bool:
+    """``is_click/auc`` is shown for ``auc``; ``agent/depth`` for ``depth`` or ``agent/depth``."""
+    return any(metric == w or metric.endswith("/" + w) for w in wanted)
+
+
 def _fmt(mean: float, ci: float) -> str:
     if mean != mean:
         return "nan"
@@ -62,8 +72,14 @@ def ablate(
     algo: Annotated[str, typer.Argument(help="Registered algorithm to study (see `recrl algos`).")],
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant (train.seed + 0..N-1).")] = 1,
     metrics: Annotated[
-        str, typer.Option("--metrics", help="Metric names shown in the table (all are in the CSV).")
-    ] = "auc,s_logloss",
+        str | None,
+        typer.Option(
+            "--metrics",
+            help="Metric names shown in the table (all are in the CSV); a name matches a metric equal "
+            "to it or ending in /<name>. Default: auc,s_logloss; RL agents: "
+            "agent/total_reward,agent/depth,agent/gap_fraction.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -118,14 +134,18 @@ def ablate(
     except TrainingInterrupted:
         console.print("[yellow]study interrupted; run the same command again to finish it.[/]")
         raise typer.Exit(code=130) from None
-    wanted = {m.strip() for m in metrics.split(",")}
+    if metrics is None:
+        from recrl_cli.algorithms.registry import get_algorithm
+
+        metrics = _RL_METRICS if get_algorithm(algo).family == "rl" else "auc,s_logloss"
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
         title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
     )
     for column in ("metric", "variant", "mean ± CI", "Δ vs ref ± CI", "p"):
         table.add_column(column, justify="left" if column in ("metric", "variant") else "right")
     for row in result.rows:
-        if row["metric"].rpartition("/")[2] not in wanted:
+        if not _shown(row["metric"].removeprefix("test/"), wanted):
             continue
         diff = "ref" if row["diff"] != row["diff"] else _fmt(row["diff"], row["diff_ci"])
         p = "" if row["p_value"] != row["p_value"] else f"{row['p_value']:.3f}"
