@@ -90,8 +90,9 @@ def test_agent_on_retailrocket_data_is_a_config_error(cli, cli_dataset, simulato
 
 def test_ablate_agent_shows_the_agent_metrics_by_default(cli, simulator, mlflow_sqlite_uri, tmp_path):
     prepared, sim_dir = simulator
+    # No --dataset: the prepared directory's manifest says it holds KuaiRand.
     res = cli("ablate", "hac", "--hyper-actor-coef", "0,1", "--simulator", sim_dir, "--data", prepared,
-              "--dataset", "kuairand", *TINY_AGENT, "--tracking-uri", mlflow_sqlite_uri,
+              *TINY_AGENT, "--tracking-uri", mlflow_sqlite_uri,
               "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = res.output[res.output.index("hac study") :]

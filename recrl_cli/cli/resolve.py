@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from recrl_cli.algorithms.registry import get_algorithm
+from recrl_cli.config.fields import field_choices
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.errors import ConfigError
@@ -56,7 +57,28 @@ def run_config_from_cli(
         options["data.prepared_dir"] = str(data_dir)
     for name, value in extra:
         options[dotted_key(name, spec.config_cls)] = value
-    return resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or ())
+    cfg = resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or ())
+    return with_manifest_dataset(cfg)
+
+
+def with_manifest_dataset(cfg: RunConfig) -> RunConfig:
+    """``data.dataset`` from the prepared directory's manifest when it names a known dataset.
+
+    The manifest is the truth about what the directory holds, so `recrl train simulator --data
+    datasets/prepared/kuairand-pure` needs no `--dataset kuairand`; without a readable manifest the
+    configured value stays (and preflight reports the missing dataset).
+    """
+    import json
+
+    manifest = Path(cfg.data.prepared_dir) / "manifest.json"
+    try:
+        dataset = json.loads(manifest.read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return cfg
+    known = field_choices(DataConfig).get("dataset") or ()
+    if dataset == cfg.data.dataset or dataset not in known:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
 
 
 def make_tracker(tracking_uri: str | None) -> Tracker:
