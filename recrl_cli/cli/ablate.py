@@ -32,6 +32,7 @@ from recrl_cli.cli.resolve import (
     run_config_from_cli,
 )
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.nets.allocator import retain_freed_cpu_memory
 from recrl_cli.training.trainer import TrainingInterrupted
 
 
@@ -116,6 +117,7 @@ def ablate(
         )
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
+    retain_freed_cpu_memory()  # as in `recrl train`: this process only trains
     tracker = make_tracker(tracking_uri)
     cfg = resolve_references(cfg, tracker)
     exp = default_experiment(cfg, experiment)
