@@ -249,7 +249,12 @@ def test_training_improves_validation_auc_over_init(trained):
     final = algo.evaluate("val")
     assert final["is_click/auc"] > init["is_click/auc"] + 0.08  # planted truth: oracle AUC ≈ 0.79
     assert final["long_view/auc"] > init["long_view/auc"] + 0.08
-    assert set(final) == {f"{b}/{k}" for b in (*BEHAVIOURS, "mean") for k in ("auc", "logloss")}
+    play = {"play/ce", "play/mae_seconds", "valid_play/auc"}
+    assert set(final) == {f"{b}/{k}" for b in (*BEHAVIOURS, "mean") for k in ("auc", "logloss")} | play
+    # The play-time head learns the planted play-time model: lower CE than at init, and P(play > 10 s)
+    # ranks rows better than at init.
+    assert final["play/ce"] < init["play/ce"] - 0.1
+    assert final["valid_play/auc"] > init["valid_play/auc"] + 0.05
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5] and "valid/train/mean/auc" in history[-1]
     assert history[-1]["train/train/epoch_loss"] < history[0]["train/train/epoch_loss"]
 

@@ -42,6 +42,7 @@ class RowTable:
         user_pos: LongTensor [N], position of the row among its user's rows.
         request_pos: LongTensor [N], ``user_pos`` of the first row of the row's request.
         split: CharTensor [N], 0 train, 1 val, 2 test, -1 user in no split.
+        play_seconds: FloatTensor [N], logged play time in seconds (NaN where blank); 0 without a click.
     """
 
     item: torch.Tensor
@@ -51,6 +52,7 @@ class RowTable:
     user_pos: torch.Tensor
     request_pos: torch.Tensor
     split: torch.Tensor
+    play_seconds: torch.Tensor
 
     @property
     def num_rows(self) -> int:
@@ -89,7 +91,10 @@ def load_row_table(directory: Path, device: torch.device | str = "cpu") -> RowTa
     path = directory / info["file"]
     if not path.is_file():
         raise DataError(f"{path} is missing; run `recrl prepare kuairand` again")
-    table = pq.read_table(path, columns=[*_COLUMNS, *BEHAVIOURS])
+    names = set(pq.read_schema(path).names)
+    table = pq.read_table(
+        path, columns=[*_COLUMNS, *BEHAVIOURS, *(["play_time_ms"] if "play_time_ms" in names else [])]
+    )
     if table.num_rows != info["rows"]:
         raise DataError(f"{path} has {table.num_rows} rows, its manifest says {info['rows']}")
 
@@ -97,10 +102,15 @@ def load_row_table(directory: Path, device: torch.device | str = "cpu") -> RowTa
         return torch.from_numpy(table.column(name).to_numpy().astype(np.int64)).to(dtype)
 
     labels = np.stack([table.column(b).to_numpy() for b in BEHAVIOURS], 1).astype(np.uint8)
+    if "play_time_ms" in table.column_names:  # blanks become NaN: the play-time head skips them
+        play = table.column("play_time_ms").to_numpy(zero_copy_only=False).astype(np.float32) / 1000.0
+    else:
+        play = np.full(table.num_rows, np.nan, np.float32)
     return RowTable(
         item=col("item", torch.long), user=col("user", torch.long), labels=torch.from_numpy(labels),
         user_start=col("user_start", torch.long), user_pos=col("user_pos", torch.long),
         request_pos=col("request_pos", torch.long), split=col("split", torch.int8),
+        play_seconds=torch.from_numpy(play),
     ).to(device)  # fmt: skip
 
 

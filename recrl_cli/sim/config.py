@@ -21,6 +21,7 @@ correlation_mean_over_dim   12      item-correlation penalty ρ·(1/(K·d))Σ_j 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from recrl_cli.config.fields import param
@@ -59,6 +60,12 @@ class SimulatorConfig:
     l2_coef: float = param(
         0.01, help="λ of KuaiSim's reg: Σ mean(θ²) over non-id tensors + batch id embeddings."
     )
+    # -- play time (recrl's addition: KuaiSim has no play-time output; UnifiedRL and HRL-Rec need watch time) ---
+    play_time_edges: tuple[float, ...] = param(
+        (1.0, 3.0, 7.0, 10.0, 18.0, 30.0, 60.0, 120.0, 300.0),
+        help="Play-time head: ascending bin edges in seconds (bins [0,e1), ..., [eM, inf)); empty = no head.",
+    )
+    play_time_coef: float = param(1.0, help="Weight of the play-time head's cross-entropy in the loss.")
     # -- faithful switches (False = fixed) ---------------------------------------------------------------------
     faithful: bool = param(False, help="Preset: every response-model switch below on (KuaiSim as published).")
     double_sigmoid: bool = param(False, help="§8 #1: loss BCEWithLogits(σ(z)); simulate from σ(σ(z)).")
@@ -76,6 +83,14 @@ class SimulatorConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         if not self.l2_coef >= 0.0:
             raise ConfigError(f"model.l2_coef must be >= 0, got {self.l2_coef!r}")
+        edges = tuple(float(e) for e in self.play_time_edges)
+        if any(e <= 0 for e in edges) or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ConfigError(
+                f"model.play_time_edges must be positive and ascending, got {self.play_time_edges!r}"
+            )
+        object.__setattr__(self, "play_time_edges", edges)
+        if not self.play_time_coef >= 0.0:
+            raise ConfigError(f"model.play_time_coef must be >= 0, got {self.play_time_coef!r}")
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class RowBatch:
     Attributes:
         user: LongTensor [B]. hist_items: LongTensor [B, H], left-padded with 0. feedback: FloatTensor [B, H, 7].
         mask: BoolTensor [B, H], True on real history rows. target: LongTensor [B, 1]. labels: FloatTensor [B, 7].
+        play_seconds: FloatTensor [B], the target row's logged play time (NaN where blank).
     """
 
     user: torch.Tensor
@@ -92,6 +93,7 @@ class RowBatch:
     mask: torch.Tensor
     target: torch.Tensor
     labels: torch.Tensor
+    play_seconds: torch.Tensor
 
 
 def row_batch(
@@ -100,4 +102,5 @@ def row_batch(
     """Gather the inputs of ``rows`` [B] (row indices of ``table``) in a few tensor ops."""
     hist = gather_history(table, rows, history_length, same_request=same_request)
     return RowBatch(user=table.user[rows], hist_items=hist.items, feedback=hist.feedback, mask=hist.mask,
-                    target=table.item[rows][:, None], labels=table.labels[rows].float())  # fmt: skip
+                    target=table.item[rows][:, None], labels=table.labels[rows].float(),
+                    play_seconds=table.play_seconds[rows])  # fmt: skip

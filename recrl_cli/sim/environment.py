@@ -32,6 +32,7 @@ from recrl_cli.data.kuairand_tensors import RowTable, gather_history
 from recrl_cli.sim.config import EnvConfig, env_switches
 from recrl_cli.sim.data import KuaiRandData
 from recrl_cli.sim.metrics import slate_cosines, slate_ild, slate_ild_pairwise
+from recrl_cli.sim.play_time import sample_play_seconds
 from recrl_cli.sim.response_model import UserResponseModel
 
 CPU_USER_CHUNK = 16  # users per URM forward on the CPU (see WholeSessionEnv._behaviour_vectors)
@@ -76,6 +77,8 @@ class StepResult:
         coverage: 0-dim LongTensor, distinct items in the B × K action.
         ild: 0-dim, KuaiSim's ILD 1 − (1/(B K² d)) Σ_b Σ_ij cos (§6.1).
         ild_pairwise: 0-dim, 1 − mean over users of the mean off-diagonal cosine (a readable ILD, §8 #12).
+        play_seconds: FloatTensor [B, K], sampled play time (0 without a click; see
+            :mod:`recrl_cli.sim.play_time`), or None for a response model without a play-time head.
     """
 
     responses: torch.Tensor
@@ -89,6 +92,7 @@ class StepResult:
     coverage: torch.Tensor
     ild: torch.Tensor
     ild_pairwise: torch.Tensor
+    play_seconds: torch.Tensor | None = None
 
 
 class WholeSessionEnv:
@@ -126,6 +130,9 @@ class WholeSessionEnv:
             self.item_enc = model.item_table()  # [N + 1, d]
         self.item_unit = F.normalize(self.item_enc, dim=-1)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        # Play time draws from its own stream, so a model with or without the head simulates the same users
+        # and behaviours for the same seed.
+        self.play_generator = torch.Generator(self.device).manual_seed(cfg.seed + 7_919)
         b, dev = self.batch, self.device
         self.user = torch.zeros(b, dtype=torch.long, device=dev)
         self.origin = torch.zeros(b, dtype=torch.long, device=dev)  # the log row each user started from
@@ -237,6 +244,10 @@ class WholeSessionEnv:
         p = (probs - self.cfg.item_correlation * corr[..., None]).clamp(min=0.0)
         draw = torch.rand(p.shape, generator=self.generator, device=self.device)
         y = (draw < p).float()
+        play = None
+        if self.model.has_play_time:
+            play_logits = self.model.play_logits(self.model.play_vectors(state), self.item_enc[items])
+            play = sample_play_seconds(play_logits, y, self.model.play_edges, self.play_generator)
         reward = (y @ self.weights).mean(1)  # [B]
         self.temper.add_((reward - 2.0).clamp(-2.0, 0.0))
         done = self.temper < 1.0
@@ -257,4 +268,5 @@ class WholeSessionEnv:
         coverage = seen.scatter_(0, items.flatten(), True).sum()
         return StepResult(responses=y, probs=p, reward=reward, done=done, user_state=state,
                           next_observation=next_obs, depth=depth, total_reward=total, coverage=coverage,
-                          ild=slate_ild(cos, d), ild_pairwise=slate_ild_pairwise(cos))  # fmt: skip
+                          ild=slate_ild(cos, d), ild_pairwise=slate_ild_pairwise(cos),
+                          play_seconds=play)  # fmt: skip

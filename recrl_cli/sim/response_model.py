@@ -79,6 +79,13 @@ class UserResponseModel(nn.Module):
         self.behaviour_bias = (
             None if self.switches["no_behaviour_bias"] else nn.Parameter(torch.zeros(NUM_BEHAVIOURS))
         )
+        # Play-time head (recrl_cli.sim.play_time): one vector per bin from the scorer's hidden layer, scored
+        # against the item like the behaviours. Absent when cfg.play_time_edges is empty.
+        edges = tuple(cfg.play_time_edges)
+        self.register_buffer("play_edges", torch.tensor(edges, dtype=torch.float32))
+        self.play_out = nn.Linear(cfg.state_hidden, (len(edges) + 1) * d) if edges else None
+        self.play_norm = nn.LayerNorm(d) if edges else None
+        self.play_bias = nn.Parameter(torch.zeros(len(edges) + 1)) if edges else None
 
     # -- sizes ---------------------------------------------------------------------------------------------------
     @property
@@ -89,6 +96,10 @@ class UserResponseModel(nn.Module):
     @property
     def num_users(self) -> int:
         return int(self.user_features.shape[0]) - 1
+
+    @property
+    def has_play_time(self) -> bool:
+        return self.play_out is not None
 
     @property
     def state_dim(self) -> int:
@@ -114,11 +125,25 @@ class UserResponseModel(nn.Module):
         u = self.user_encoder(user, self.user_features[user])
         return torch.cat([h, u], -1)
 
+    def _scorer_hidden(self, state: torch.Tensor) -> torch.Tensor:
+        """The scorer DNN's normalised hidden layer: state [B, 3d] -> [B, state_hidden]."""
+        return self.scorer_norm(relu_dropout(self.scorer_in(state), self.cfg.dropout, self.training))
+
     def behaviour_vectors(self, state: torch.Tensor) -> torch.Tensor:
         """A = LN_d(DNN(s)) per behaviour: state [B, 3d] -> [B, 7, d]."""
-        h = relu_dropout(self.scorer_in(state), self.cfg.dropout, self.training)
-        a = self.scorer_out(self.scorer_norm(h)).view(state.shape[0], NUM_BEHAVIOURS, self.cfg.enc_dim)
+        a = self.scorer_out(self._scorer_hidden(state)).view(state.shape[0], NUM_BEHAVIOURS, self.cfg.enc_dim)
         return self.behaviour_norm(a)
+
+    def play_vectors(self, state: torch.Tensor) -> torch.Tensor:
+        """One vector per play-time bin: state [B, 3d] -> [B, M + 1, d] (needs the head)."""
+        if self.play_out is None or self.play_norm is None:
+            raise ValueError("this response model has no play-time head (model.play_time_edges is empty)")
+        p = self.play_out(self._scorer_hidden(state)).view(state.shape[0], -1, self.cfg.enc_dim)
+        return self.play_norm(p)
+
+    def play_logits(self, vectors: torch.Tensor, item_enc: torch.Tensor) -> torch.Tensor:
+        """Play-time bin logits given a click: vectors [B, M + 1, d], item_enc [B, K, d] -> [B, K, M + 1]."""
+        return torch.einsum("bkd,bjd->bkj", item_enc, vectors) / self.cfg.enc_dim + self.play_bias
 
     def score(self, vectors: torch.Tensor, item_enc: torch.Tensor) -> torch.Tensor:
         """Logits z_bi = mean_d(A_b ⊙ e_i) (+ bias_b): vectors [B, 7, d], item_enc [B, K, d] -> [B, K, 7]."""
@@ -129,10 +154,19 @@ class UserResponseModel(nn.Module):
                 targets: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Logits [B, K, 7] of ``targets`` [B, K] for user [B] with history items [B, H], feedback [B, H, 7]
         (0/1, logged or simulated) and mask [B, H] (True on real rows)."""
+        return self.forward_with_play(user, hist_items, feedback, mask, targets, play=False)[0]
+
+    def forward_with_play(self, user: torch.Tensor, hist_items: torch.Tensor, feedback: torch.Tensor,
+                          mask: torch.Tensor, targets: torch.Tensor,
+                          play: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """(behaviour logits [B, K, 7], play-time bin logits [B, K, M + 1] or None): :meth:`forward`'s inputs."""
         enc = self.encode_items(torch.cat([hist_items, targets], 1))
         h = hist_items.shape[1]
         state = self.user_state(user, enc[:, :h], feedback, mask)
-        return self.score(self.behaviour_vectors(state), enc[:, h:])
+        logits = self.score(self.behaviour_vectors(state), enc[:, h:])
+        if not (play and self.has_play_time):
+            return logits, None
+        return logits, self.play_logits(self.play_vectors(state), enc[:, h:])
 
     # -- probabilities and loss ----------------------------------------------------------------------------------
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

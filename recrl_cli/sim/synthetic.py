@@ -49,6 +49,10 @@ def synthetic_row_table(num_users: int, num_items: int, rows_per_user: int, seed
     user = torch.arange(1, num_users + 1).repeat_interleave(rows_per_user)
     pos = torch.arange(rows_per_user).repeat(num_users)
     labels = (torch.rand(n, 7, generator=gen) < torch.tensor(POSITIVE_RATE)).to(torch.uint8)
-    return RowTable(item=torch.randint(1, num_items + 1, (n,), generator=gen), user=user, labels=labels,
+    item = torch.randint(1, num_items + 1, (n,), generator=gen)
+    # Play time after a click: log-normal around 15 s, long views (label 5) at least 18 s; 0 without a click.
+    play = torch.exp(torch.randn(n, generator=gen) * 0.8 + 2.7)
+    play = torch.where(labels[:, 5] > 0, play.clamp(min=18.0), play.clamp(max=17.9)) * (labels[:, 0] > 0)
+    return RowTable(item=item, user=user, labels=labels,
                     user_start=(user - 1) * rows_per_user, user_pos=pos, request_pos=pos.clone(),
-                    split=torch.zeros(n, dtype=torch.int8))  # fmt: skip
+                    split=torch.zeros(n, dtype=torch.int8), play_seconds=play)  # fmt: skip

@@ -28,6 +28,7 @@ from recrl_cli.data.prepare.kuairand import BEHAVIOURS
 from recrl_cli.evaluation.metrics import auc, logloss
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.data import KuaiRandData, load_kuairand_data, row_batch
+from recrl_cli.sim.play_time import play_metrics, play_time_loss
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.training.trainer import Stage
 
@@ -64,15 +65,21 @@ class SimulatorAlgorithm:
             self.data.rows, self.train_rows[idx], self.mcfg.history_length, self.mcfg.same_request
         )
         self.model.train()
-        logits = self.model(batch.user, batch.hist_items, batch.feedback, batch.mask, batch.target)[:, 0]
-        bce = self.model.loss(logits, batch.labels, self.neg_weight)
-        loss = bce
+        want_play = self.mcfg.play_time_coef > 0
+        logits, play = self.model.forward_with_play(
+            batch.user, batch.hist_items, batch.feedback, batch.mask, batch.target, play=want_play
+        )
+        bce = self.model.loss(logits[:, 0], batch.labels, self.neg_weight)
+        loss, logs = bce, {}
+        if play is not None:
+            ce = play_time_loss(play[:, 0], batch.play_seconds, batch.labels[:, 0] > 0, self.model.play_edges)
+            loss, logs = loss + self.mcfg.play_time_coef * ce, {"play_ce": ce.item()}
         if self.mcfg.l2_coef > 0:
-            loss = bce + self.mcfg.l2_coef * self.model.l2_penalty(batch.user, batch.target)
+            loss = loss + self.mcfg.l2_coef * self.model.l2_penalty(batch.user, batch.target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "bce": bce.item()}
+        return {"loss": loss.item(), "bce": bce.item(), **logs}
 
     def stages(self) -> list[Stage]:
         train = self.cfg.train
@@ -114,21 +121,43 @@ def score_rows(
     model: UserResponseModel, table: RowTable, rows: torch.Tensor, chunk: int = MAX_EVAL_ROWS
 ) -> torch.Tensor:
     """Eval-mode logits [N, 7] of row indices ``rows`` [N] of ``table``, ``chunk`` rows per forward pass."""
+    return score_rows_with_play(model, table, rows, chunk, play=False)[0]
+
+
+@torch.no_grad()
+def score_rows_with_play(
+    model: UserResponseModel,
+    table: RowTable,
+    rows: torch.Tensor,
+    chunk: int = MAX_EVAL_ROWS,
+    play: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eval-mode (logits [N, 7], play-time bin logits [N, M + 1] or None) of ``rows`` [N] of ``table``."""
     model.eval()
     cfg = model.cfg
-    parts = []
+    parts, play_parts = [], []
     for start in range(0, len(rows), chunk):
         b = row_batch(table, rows[start : start + chunk], cfg.history_length, cfg.same_request)
-        parts.append(model(b.user, b.hist_items, b.feedback, b.mask, b.target)[:, 0])
-    return torch.cat(parts) if parts else torch.zeros(0, len(BEHAVIOURS), device=rows.device)
+        z, p = model.forward_with_play(b.user, b.hist_items, b.feedback, b.mask, b.target, play=play)
+        parts.append(z[:, 0])
+        if p is not None:
+            play_parts.append(p[:, 0])
+    logits = torch.cat(parts) if parts else torch.zeros(0, len(BEHAVIOURS), device=rows.device)
+    return logits, (torch.cat(play_parts) if play_parts else None)
 
 
 def evaluate_rows(
     model: UserResponseModel, table: RowTable, rows: torch.Tensor, chunk: int = MAX_EVAL_ROWS
 ) -> dict[str, float]:
-    """:func:`behaviour_metrics` of the model on ``rows`` [N] of ``table``."""
-    z = score_rows(model, table, rows, chunk)
-    return behaviour_metrics(z, model.probabilities(z), table.labels[rows].float())
+    """:func:`behaviour_metrics` of the model on ``rows`` [N] of ``table``, and the play-time head's
+    :func:`recrl_cli.sim.play_time.play_metrics` when the model has one."""
+    z, play = score_rows_with_play(model, table, rows, chunk)
+    probs = model.probabilities(z)
+    out = behaviour_metrics(z, probs, table.labels[rows].float())
+    if play is not None and len(rows):
+        clicked = table.labels[rows, 0] > 0
+        out |= play_metrics(play, torch.sigmoid(z[:, 0]), table.play_seconds[rows], clicked, model.play_edges)
+    return out
 
 
 def behaviour_metrics(logits: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -166,7 +195,8 @@ def load_response_model(exported: dict[str, Any], device: torch.device | str = "
     """Rebuild an exported response model on ``device``, in eval mode."""
     from recrl_cli.config.loading import build_section
 
-    cfg = build_section(SimulatorConfig, exported["model_config"], "model")
+    # Simulators exported before the play-time head existed carry no edges in their config: they have none.
+    cfg = build_section(SimulatorConfig, {"play_time_edges": (), **exported["model_config"]}, "model")
     w = exported["weights"]
     users = FeatureTable(names=exported["users"]["names"], ids=torch.zeros_like(w["user_features"]),
                          cardinalities=exported["users"]["cardinalities"])  # fmt: skip
