@@ -143,13 +143,20 @@ def prepare(
         int | None,
         typer.Option("--min-count", help="Train count below which a value goes to the rare bucket (5)."),
     ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-budget",
+            help="KuaiRand only: peak memory target such as 4GiB; user blocks are cut to fit it (27K out of core).",
+        ),
+    ] = None,
     sets: SetOpt = None,
 ) -> None:
     """Turn raw files into chronological train/val/test parquet splits plus manifest.json.
 
     Written atomically: on any error nothing is left at --out. Other parameters can be set with
     --set name=value: RetailRocket split, price_buckets, min_session_items; KuaiRand n_core,
-    history_length, val_per_user, test_per_user, min_train_share, chunk_rows.
+    history_length, val_per_user, test_per_user, min_train_share, chunk_rows, partitions.
     """
     from recrl_cli.config.loading import build_section
 
@@ -159,6 +166,7 @@ def prepare(
         ("session_gap_minutes", session_gap),
         ("session_key", session_key),
         ("min_count", min_count),
+        ("memory_budget", memory_budget),
     ):
         if value is not None:
             values[name] = value

@@ -104,7 +104,7 @@ def prepare_kuairand(
             raise DataError(f"no rows survive the {params.n_core}-core filter of {n_raw:,} standard rows; "
                             "lower n_core")  # fmt: skip
         plan = plan_blocks(params.memory_budget, params.chunk_rows, passes[0]["items"], items.height,
-                           int(users["rows"].max()))  # fmt: skip
+                           users["rows"].to_numpy())  # fmt: skip
         report("rows, requests, sessions, holdout", 3, steps)
         rows_info, split_info, in_train = write_rows(
             staged, users, items, params, tmp, chunk_rows=plan.chunk_rows, progress=progress
@@ -142,7 +142,8 @@ def prepare_kuairand(
             "history": {"table": "rows.parquet", "length": params.history_length,
                         "window": "rows[user_start + max(0, user_pos - length) : user_start + user_pos]"},
             "ncore": {"n": params.n_core, "passes": passes},
-            "memory": {"budget_bytes": plan.budget_bytes, "chunk_rows": plan.chunk_rows, "partitions": n_parts,
+            "memory": {"budget_bytes": plan.budget_bytes, "chunk_rows": plan.chunk_rows, "blocks": plan.blocks,
+                       "largest_block_rows": plan.largest_block_rows, "partitions": n_parts,
                        "estimated_peak_bytes": plan.estimated_peak_bytes},
             "raw": {"standard_rows": n_raw, "files": {n: {"bytes": (raw_dir / n).stat().st_size}
                                                       for n in (*files["standard"], files["users"], files["videos"])}},

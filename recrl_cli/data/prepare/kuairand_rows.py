@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recrl_cli.data.prepare.budget import user_blocks
 from recrl_cli.data.prepare.kuairand_logs import StagedLogs
 from recrl_cli.data.prepare.kuairand_spec import (
     BEHAVIOURS,
@@ -41,7 +42,7 @@ def write_rows(
     users = users.with_columns(user=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
                                user_start=pl.col("rows").cum_sum() - pl.col("rows"))  # fmt: skip
     items = items.select("video_id", item=pl.int_range(1, pl.len() + 1, dtype=pl.Int32))
-    block = users["user_start"] // (chunk_rows or params.chunk_rows)
+    block = pl.Series(user_blocks(users["rows"].to_numpy(), chunk_rows or params.chunk_rows))
     acc = RowStats(users.height, items.height)
     writers = {name: RowGroupWriter(out / f"{name}.parquet") for name in ("rows", *SPLIT_CODE)}
     blocks = block.unique(maintain_order=True)
@@ -83,7 +84,9 @@ class RowGroupWriter:
         table = pa.concat_tables(self.pending)
         start = 0
         while table.num_rows - start >= self.group_rows or (final and start < table.num_rows):
-            self.writer.write_table(table.slice(start, self.group_rows), row_group_size=self.group_rows)
+            # One contiguous chunk per group: pages (and so bytes) must not follow the block cuts.
+            group = table.slice(start, self.group_rows).combine_chunks()
+            self.writer.write_table(group, row_group_size=self.group_rows)
             start += self.group_rows
         self.pending = [table.slice(start)]
 

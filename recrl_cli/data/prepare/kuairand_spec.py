@@ -102,7 +102,7 @@ class KuaiRandPrepareParams:
     )
     partitions: int = param(
         0,
-        help="User-id range partitions of the staged logs, read one block at a time (0: one per 512 MiB of CSV).",
+        help="User-id range partitions of the staged logs, read one block at a time (0: one per 128 MiB of CSV).",
     )
 
     def __post_init__(self) -> None:
