@@ -22,7 +22,11 @@ from child_rss import run_child
 from rich.console import Console
 from rich.table import Table
 
-REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand"
+# The real files: $RECRL_KUAIRAND_DIR, else ../shared/data/kuairand beside the repository.
+REAL_DIR = Path(
+    os.environ.get("RECRL_KUAIRAND_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared/data/kuairand"
+)
 
 SYNTH = """
 from recrl_cli.data.synth.kuairand import write_kuairand

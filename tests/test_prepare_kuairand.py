@@ -6,6 +6,7 @@ prepare round trips, block-wise (out-of-core) output, and every user-facing erro
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +32,11 @@ from recrl_cli.data.prepare.kuairand import BEHAVIOURS, KuaiRandPrepareParams, p
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.errors import ConfigError, DataError
 
-REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand"
+# The real files: $RECRL_KUAIRAND_DIR, else ../shared/data/kuairand beside the repository.
+REAL_DIR = Path(
+    os.environ.get("RECRL_KUAIRAND_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared/data/kuairand"
+)
 CST = timezone(timedelta(hours=8))
 FILES = raw_files("pure")
 T0 = 1_649_408_076_860  # 2022-04-08 16:54:36.860 UTC+8 (a real KuaiRand row's time)
