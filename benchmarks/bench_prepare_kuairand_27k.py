@@ -94,7 +94,7 @@ def main() -> None:
             )  # fmt: skip
             shutil.rmtree(raw, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
-            Console().print(table)  # after each size, so a long run shows its progress
+            Console(width=200).print(table)  # after each size, so a long run shows its progress
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

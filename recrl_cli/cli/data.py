@@ -191,6 +191,11 @@ def prepare(
         with progress_bar() as progress:
             manifest = prepare_retailrocket(raw, out, params, progress=progress)
     console.print(manifest_table(manifest, out))
+    if "memory" in manifest:  # KuaiRand: how the out-of-core pass was cut
+        mem = manifest["memory"]
+        budget = f"{mem['budget_bytes'] / 2**30:.2f} GiB" if mem["budget_bytes"] else "none"
+        console.print(f"memory: budget {budget}, {mem['blocks']} user blocks of <= {mem['largest_block_rows']:,} rows, "
+                      f"{mem['partitions']} partitions, modelled peak {mem['estimated_peak_bytes'] / 2**30:.2f} GiB")  # fmt: skip
     console.print(escape(f"parameters: {dataclasses.asdict(params)}"))
 
 

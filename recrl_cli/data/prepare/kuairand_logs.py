@@ -16,7 +16,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from recrl_cli.data.prepare.kuairand_spec import BEHAVIOURS, LOG_SCHEMA, REQUIRED, STAGED, USER_SCHEMA
+from recrl_cli.data.prepare.kuairand_spec import (
+    BEHAVIOURS,
+    LOG_SCHEMA,
+    REQUIRED,
+    STAGED,
+    USER_SCHEMA,
+    Progress,
+)
 from recrl_cli.data.prepare.rawfiles import polars_read
 from recrl_cli.errors import DataError
 
@@ -67,8 +74,9 @@ def user_id_range(users_csv: Path) -> tuple[int, int]:
 
 
 def stage_logs(
-    paths: list[Path], work: Path, partitions: int = 1, id_range: tuple[int, int] = (0, 1), progress=None
-) -> StagedLogs:
+    paths: list[Path], work: Path, partitions: int = 1, id_range: tuple[int, int] = (0, 1),
+    progress: Progress = None,
+) -> StagedLogs:  # fmt: skip
     """Stream each standard log to ``work/log_<k>/part=<p>/`` (narrow dtypes, ``file`` = k, ``line`` =
     data row); check for missing or non-binary fields and for no rows at all."""
     low, span = id_range

@@ -22,6 +22,8 @@ policy shows the best of 4 popularity-drawn candidates by s + Gumbel noise (expo
 random log shows uniform videos, hence a lower click rate, as in the real data.
 
 Vectorised numpy over blocks of users (memory bounded by ``BLOCK_ROWS``); same seed -> same bytes.
+This module writes the files; the figures live in ``kuairand_spec``, the users and videos in
+``kuairand_population``, who sees what when in ``kuairand_impressions``, the responses in ``kuairand_model``.
 Shapes: U users, I videos, N rows of a block, R requests of a block, D latent dim.
 """
 
