@@ -40,8 +40,8 @@ def check_csv_file(path: Path, columns: Sequence[str], hint: str, source: str = 
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
     expected = ",".join(columns)
     if header != expected:
-        what = f"the {len(columns)} {source} columns" if source else f"the {len(columns)} columns"
-        raise DataError(f"{path} has header {header[:80]!r}, expected {what} {expected[:80]!r}")
+        what = f"the {len(columns)} {source} columns " if source else ""
+        raise DataError(f"{path} has header {header[:80]!r}, expected {what}{expected[:80]!r}")
     # A last line without its newline and with too few fields was cut mid-download (quoted fields
     # may hold commas, hence the csv reader rather than a comma count).
     last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
