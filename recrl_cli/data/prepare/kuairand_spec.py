@@ -113,11 +113,9 @@ class KuaiRandPrepareParams:
         for name in ("n_core", "session_gap_minutes", "history_length", "min_count", "chunk_rows"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("val_per_user", "test_per_user"):
+        for name in ("val_per_user", "test_per_user", "partitions"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not _is_int(self.partitions) or self.partitions < 0:
-            raise ConfigError(f"partitions must be a non-negative integer, got {self.partitions!r}")
         if self.memory_budget:
             parse_bytes(self.memory_budget, "memory_budget")  # a ConfigError names the bad value
         if not 0 <= self.min_train_share <= 1:
