@@ -1,7 +1,7 @@
 """Speed and memory of `recrl synth kuairand` + `recrl prepare kuairand` + history gathers at a given scale.
 
-Each stage runs in its own child process so that its peak resident memory (VmHWM) is measured
-alone; wall times are taken in the child around the call. Default scale is the real KuaiRand-Pure
+Each stage runs in its own child process (``child_rss.py``) so that its peak resident memory (VmHWM)
+is measured alone; wall times are taken in the child around the call. Default scale is the real KuaiRand-Pure
 size (27,285 users, 7,583 videos, 1,436,609 standard + 1,186,059 random log rows, ~190 MB of CSV).
 When ../shared/data/kuairand holds the real Pure user/video feature files, they replace the
 synthetic ones before `prepare` (same id ranges), so the real feature files go through the reader.
@@ -13,69 +13,48 @@ synthetic ones before `prepare` (same id ranges), so the real feature files go t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from child_rss import run_child
 from rich.console import Console
 from rich.table import Table
 
-REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand"
+# The real files: $RECRL_KUAIRAND_DIR, else ../shared/data/kuairand beside the repository.
+REAL_DIR = Path(
+    os.environ.get("RECRL_KUAIRAND_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared/data/kuairand"
+)
 
-CHILD = """
-import json, resource, sys, time
-from pathlib import Path
-
-def peak_mib():
-    try:  # VmHWM: this process's own peak RSS (Linux)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
-
-stage, raw, out, args = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
-start = time.perf_counter()
-if stage == "synth":
-    from recrl_cli.data.synth.kuairand import write_kuairand
-    result = write_kuairand(raw, version=args["version"], num_users=args["users"], num_items=args["items"],
-                            num_impressions=args["impressions"], seed=args["seed"])
-elif stage == "prepare":
-    from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
-    params = KuaiRandPrepareParams(version=args["version"], chunk_rows=args["chunk_rows"])
-    result = prepare_kuairand(raw, out, params)
-else:
-    import torch
-    from recrl_cli.data.kuairand_tensors import gather_history, load_row_table, load_split_rows
-    torch.set_num_threads(args["threads"])
-    begin = time.perf_counter()  # after the imports
-    table = load_row_table(out)
-    rows = load_split_rows(out, "train")
-    loaded = time.perf_counter()
-    gen = torch.Generator().manual_seed(0)
-    batches, size = 200, 128
-    for _ in range(batches):
-        gather_history(table, rows[torch.randint(rows.numel(), (size,), generator=gen)], 100)
-    gather_s = time.perf_counter() - loaded
-    result = {"load_s": loaded - begin, "gather_ms_per_batch": 1000 * gather_s / batches, "batch": size,
-              "rows": table.num_rows}
-print(json.dumps({"wall_s": time.perf_counter() - start, "peak_mib": peak_mib(), "result": result}))
+SYNTH = """
+from recrl_cli.data.synth.kuairand import write_kuairand
+result = write_kuairand(Path(args["raw"]), version=args["version"], num_users=args["users"],
+                        num_items=args["items"], num_impressions=args["impressions"], seed=args["seed"])
 """
-
-
-def run_stage(stage: str, raw: Path, out: Path, args: dict) -> dict:
-    """Run one stage in a fresh interpreter and return its JSON report (last stdout line)."""
-    cmd = [sys.executable, "-c", CHILD, stage, str(raw), str(out), json.dumps(args)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{stage} failed:\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+PREPARE = """
+from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+params = KuaiRandPrepareParams(version=args["version"], chunk_rows=args["chunk_rows"],
+                               memory_budget=args.get("memory_budget", ""), partitions=args.get("partitions", 0))
+result = prepare_kuairand(Path(args["raw"]), Path(args["out"]), params)
+"""
+TENSORS = """
+import torch
+from recrl_cli.data.kuairand_tensors import gather_history, load_row_table, load_split_rows
+torch.set_num_threads(args["threads"])
+begin = time.perf_counter()  # after the imports
+table = load_row_table(Path(args["out"]))
+rows = load_split_rows(Path(args["out"]), "train")
+loaded = time.perf_counter()
+gen = torch.Generator().manual_seed(0)
+batches, size = 200, 128
+for _ in range(batches):
+    gather_history(table, rows[torch.randint(rows.numel(), (size,), generator=gen)], 100)
+gather_s = time.perf_counter() - loaded
+result = {"load_s": loaded - begin, "gather_ms_per_batch": 1000 * gather_s / batches, "batch": size,
+          "rows": table.num_rows}
+"""
 
 
 def main() -> None:
@@ -87,6 +66,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-rows", type=int, default=10_000_000, help="prepare's user-block size.")
     parser.add_argument(
+        "--memory-budget", default="", help="prepare's memory budget, e.g. 1GiB (default: none)."
+    )
+    parser.add_argument("--partitions", type=int, default=0, help="prepare's staging partitions (0: auto).")
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads for the gathers (small ops: 1 is fastest)."
     )
     parser.add_argument("--no-real-features", action="store_true", help="Keep the synthetic feature files.")
@@ -96,19 +79,29 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="recrl-bench-kuairand-"))
     raw, out = work / "raw", work / "prepared"
-    child = {k: getattr(args, k) for k in ("version", "users", "items", "impressions", "seed", "chunk_rows")}
-    child["threads"] = args.threads
+    keys = (
+        "version",
+        "users",
+        "items",
+        "impressions",
+        "seed",
+        "chunk_rows",
+        "memory_budget",
+        "partitions",
+        "threads",
+    )
+    child = {k: getattr(args, k) for k in keys} | {"raw": str(raw), "out": str(out)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")  # other jobs on the machine
     try:
-        synth = run_stage("synth", raw, out, child)
+        synth = run_child("synth", SYNTH, child)
         real = []
         if args.version == "pure" and not args.no_real_features:
             for name in ("user_features_pure.csv", "video_features_basic_pure.csv"):
                 if (REAL_DIR / name).is_file():
                     shutil.copyfile(REAL_DIR / name, raw / name)
                     real.append(name)
-        prep = run_stage("prepare", raw, out, child)
-        tens = run_stage("tensors", raw, out, child)
+        prep = run_child("prepare", PREPARE, child)
+        tens = run_child("tensors", TENSORS, child)
         raw_mib = sum(p.stat().st_size for p in raw.glob("*.csv") if p.name != "ground_truth.csv") / 2**20
         out_mib = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     finally:
@@ -132,6 +125,8 @@ def main() -> None:
         ("random-log click rate / oracle click AUC", f"{s['random_click_rate']:.3f} / {s['oracle_auc']['is_click']:.3f}"),
         ("prepare wall time", f"{prep['wall_s']:.1f} s"),
         ("prepare peak RSS", f"{prep['peak_mib']:,.0f} MiB"),
+        ("prepare budget / block rows / partitions",
+         f"{args.memory_budget or 'none'} / {m['memory']['chunk_rows']:,} / {m['memory']['partitions']}"),
         (f"{m['ncore']['n']}-core filtering passes", str(len(m["ncore"]["passes"]) - 1)),
         ("core rows / users / videos", f"{core['rows']:,} / {core['users']:,} / {core['items']:,}"),
         *([("KuaiSim's 20-core of real Pure", "1,341,250 / 19,574 / 5,659")] if args.version == "pure" else []),

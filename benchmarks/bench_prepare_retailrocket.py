@@ -11,51 +11,23 @@ Default scale is the real RetailRocket size (2,756,101 events, ~20.3 M property 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from child_rss import run_child
 from rich.console import Console
 from rich.table import Table
 
-CHILD = """
-import json, resource, sys, time
-from pathlib import Path
-
-def peak_mib():
-    try:  # VmHWM: this process's own peak RSS (Linux)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
-
-stage, raw, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-events, seed = int(sys.argv[4]), int(sys.argv[5])
-start = time.perf_counter()
-if stage == "synth":
-    from recrl_cli.data.synth.retailrocket import write_retailrocket
-    result = write_retailrocket(raw, num_events=events, seed=seed)
-else:
-    from recrl_cli.data.prepare.retailrocket import prepare_retailrocket
-    result = prepare_retailrocket(raw, out)
-print(json.dumps({"wall_s": time.perf_counter() - start, "peak_mib": peak_mib(), "result": result}))
+SYNTH = """
+from recrl_cli.data.synth.retailrocket import write_retailrocket
+result = write_retailrocket(Path(args["raw"]), num_events=args["events"], seed=args["seed"])
 """
-
-
-def run_stage(stage: str, raw: Path, out: Path, events: int, seed: int) -> dict:
-    """Run one stage in a fresh interpreter and return its JSON report (last stdout line)."""
-    args = [sys.executable, "-c", CHILD, stage, str(raw), str(out), str(events), str(seed)]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{stage} failed:\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+PREPARE = """
+from recrl_cli.data.prepare.retailrocket import prepare_retailrocket
+result = prepare_retailrocket(Path(args["raw"]), Path(args["out"]))
+"""
 
 
 def main() -> None:
@@ -71,8 +43,9 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="recrl-bench-prepare-"))
     raw, out = work / "raw", work / "prepared"
     try:
-        synth = run_stage("synth", raw, out, args.events, args.seed)
-        prep = run_stage("prepare", raw, out, args.events, args.seed)
+        child = {"raw": str(raw), "out": str(out), "events": args.events, "seed": args.seed}
+        synth = run_child("synth", SYNTH, child)
+        prep = run_child("prepare", PREPARE, child)
         raw_bytes = sum(p.stat().st_size for p in raw.glob("*.csv") if p.name != "ground_truth.csv")
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # max over both children
     finally:

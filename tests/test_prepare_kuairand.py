@@ -6,6 +6,7 @@ prepare round trips, block-wise (out-of-core) output, and every user-facing erro
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,11 +27,16 @@ from recrl_cli.data.kuairand_tensors import (
     load_split_rows,
 )
 from recrl_cli.data.prepare import kuairand as kr
+from recrl_cli.data.prepare import kuairand_rows as kr_rows
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS, KuaiRandPrepareParams, prepare_kuairand, raw_files
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.errors import ConfigError, DataError
 
-REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand"
+# The real files: $RECRL_KUAIRAND_DIR, else ../shared/data/kuairand beside the repository.
+REAL_DIR = Path(
+    os.environ.get("RECRL_KUAIRAND_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared/data/kuairand"
+)
 CST = timezone(timedelta(hours=8))
 FILES = raw_files("pure")
 T0 = 1_649_408_076_860  # 2022-04-08 16:54:36.860 UTC+8 (a real KuaiRand row's time)
@@ -443,8 +449,8 @@ def test_feature_tables_load_as_dense_id_tensors(prepared):
 def test_block_wise_output_equals_one_block(prepared, tmp_path, monkeypatch):
     root, m = prepared
     calls = []
-    block_rows = kr._block_rows
-    monkeypatch.setattr(kr, "_block_rows", lambda *a: calls.append(1) or block_rows(*a))
+    block_rows = kr_rows.block_rows
+    monkeypatch.setattr(kr_rows, "block_rows", lambda *a: calls.append(1) or block_rows(*a))
     small = prepare_kuairand(root / "raw", tmp_path / "small", KuaiRandPrepareParams(chunk_rows=1_000))
     assert len(calls) > 10  # many user blocks, each streamed and appended on its own
     for name in ("rows", "train", "val", "test", "users", "items"):
@@ -456,7 +462,7 @@ def test_block_wise_output_equals_one_block(prepared, tmp_path, monkeypatch):
 def test_row_group_writer_groups_by_rows_not_by_blocks(tmp_path):
     frame = pl.DataFrame({"x": np.arange(10)})
     for name, cuts in (("a", [0, 10]), ("b", [0, 3, 3, 7, 10])):
-        writer = kr._RowGroupWriter(tmp_path / f"{name}.parquet", group_rows=4)
+        writer = kr.RowGroupWriter(tmp_path / f"{name}.parquet", group_rows=4)
         for lo, hi in itertools.pairwise(cuts):
             writer.write(frame.slice(lo, hi - lo))
         writer.close()

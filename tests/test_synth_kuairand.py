@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,7 +28,11 @@ from recrl_cli.data.synth import kuairand as synth
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.errors import ConfigError
 
-REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairand"
+# The real files: $RECRL_KUAIRAND_DIR, else ../shared/data/kuairand beside the repository.
+REAL_DIR = Path(
+    os.environ.get("RECRL_KUAIRAND_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared/data/kuairand"
+)
 CST = timezone(timedelta(hours=8))
 FILES = raw_files("pure")
 STD1, STD2 = FILES["standard"]

@@ -12,6 +12,7 @@ import pytest
 
 from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
 from recrl_cli.data.synth import retailrocket as synth
+from recrl_cli.data.synth.auc import rank_auc
 from recrl_cli.data.synth.retailrocket import write_retailrocket
 from recrl_cli.errors import ConfigError
 
@@ -192,5 +193,5 @@ def test_auc_helper_matches_a_pairwise_count():
     score, label = rng.integers(0, 5, 200).astype(float), rng.random(200) < 0.3
     pos, neg = score[label], score[~label]
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert synth._auc(score, label) == pytest.approx(pairs)
-    assert np.isnan(synth._auc(score, np.zeros(200, bool)))
+    assert rank_auc(score, label) == pytest.approx(pairs)
+    assert np.isnan(rank_auc(score, np.zeros(200, bool)))

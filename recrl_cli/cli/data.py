@@ -143,13 +143,20 @@ def prepare(
         int | None,
         typer.Option("--min-count", help="Train count below which a value goes to the rare bucket (5)."),
     ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-budget",
+            help="KuaiRand only: peak memory target such as 4GiB; user blocks are cut to fit it (27K out of core).",
+        ),
+    ] = None,
     sets: SetOpt = None,
 ) -> None:
     """Turn raw files into chronological train/val/test parquet splits plus manifest.json.
 
     Written atomically: on any error nothing is left at --out. Other parameters can be set with
     --set name=value: RetailRocket split, price_buckets, min_session_items; KuaiRand n_core,
-    history_length, val_per_user, test_per_user, min_train_share, chunk_rows.
+    history_length, val_per_user, test_per_user, min_train_share, chunk_rows, partitions.
     """
     from recrl_cli.config.loading import build_section
 
@@ -159,6 +166,7 @@ def prepare(
         ("session_gap_minutes", session_gap),
         ("session_key", session_key),
         ("min_count", min_count),
+        ("memory_budget", memory_budget),
     ):
         if value is not None:
             values[name] = value
@@ -183,6 +191,11 @@ def prepare(
         with progress_bar() as progress:
             manifest = prepare_retailrocket(raw, out, params, progress=progress)
     console.print(manifest_table(manifest, out))
+    if "memory" in manifest:  # KuaiRand: how the out-of-core pass was cut
+        mem = manifest["memory"]
+        budget = f"{mem['budget_bytes'] / 2**30:.2f} GiB" if mem["budget_bytes"] else "none"
+        console.print(f"memory: budget {budget}, {mem['blocks']} user blocks of <= {mem['largest_block_rows']:,} rows, "
+                      f"{mem['partitions']} partitions, modelled peak {mem['estimated_peak_bytes'] / 2**30:.2f} GiB")  # fmt: skip
     console.print(escape(f"parameters: {dataclasses.asdict(params)}"))
 
 

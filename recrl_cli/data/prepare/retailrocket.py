@@ -26,6 +26,8 @@ from recrl_cli.config.fields import param
 from recrl_cli.data import manifest as mf
 from recrl_cli.data.atomic import atomic_output_dir
 from recrl_cli.data.prepare.encoding import encode_all, fit_vocabs
+from recrl_cli.data.prepare.rawfiles import check_csv_file
+from recrl_cli.data.prepare.rawfiles import collect as _collect
 from recrl_cli.errors import ConfigError, DataError
 
 Progress = Callable[[str, int, int], None] | None
@@ -120,36 +122,9 @@ def prepare_retailrocket(
 
 
 def _check_file(raw_dir: Path, name: str, columns: list[str]) -> bool:
-    """Exists, non-empty, exact header, and a last line that is not cut short; else DataError."""
-    path = raw_dir / name
-    if not path.is_file():
-        raise DataError(f"missing {path}: {HINT.format(raw_dir)}")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path} is empty: {HINT.format(raw_dir)}")
-    try:
-        with open(path, "rb") as fh:
-            header = fh.readline().decode("utf-8", "replace").strip()
-            fh.seek(max(0, size - 65_536))
-            tail = fh.read()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
-    if header != ",".join(columns):
-        raise DataError(f"{path} has header {header[:80]!r}, expected {','.join(columns)!r}")
-    last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
-    # polars fills missing trailing fields with null, so a download cut mid-line must be caught here.
-    if not tail.endswith(b"\n") and last.count(b",") < len(columns) - 1:
-        raise DataError(f"{path} ends with a truncated line {last[:60].decode('utf-8', 'replace')!r}")
+    """Exists, non-empty, exact header, last line complete (see ``rawfiles.check_csv_file``)."""
+    check_csv_file(raw_dir / name, columns, HINT.format(raw_dir))
     return True
-
-
-def _collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
-    """Collect with the streaming engine; a parse failure becomes a one-line DataError naming the file."""
-    try:
-        return frame.collect(engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path} could not be parsed: {reason}") from exc
 
 
 def read_events(path: Path) -> tuple[pl.DataFrame, int]:

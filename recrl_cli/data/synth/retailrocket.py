@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from recrl_cli.data.atomic import atomic_output_dir
+from recrl_cli.data.synth.auc import rank_auc
 from recrl_cli.errors import ConfigError
 
 Progress = Callable[[str, int, int], None] | None
@@ -77,7 +78,7 @@ def write_retailrocket(
         "event_mix": {e: float(mix.filter(pl.col("event") == e)["proportion"].sum()) for e in MIX},
         "duplicates": info["duplicates"], "visitors": int(truth["visitorid"].n_unique()),
         "sessions": info["sessions"], "items_in_events": int(events["itemid"].n_unique()),
-        "oracle_auc": {t: _auc(truth[f"p_{t}"], truth[t]) for t in ("click", "pay")},
+        "oracle_auc": {t: rank_auc(truth[f"p_{t}"], truth[t]) for t in ("click", "pay")},
     }  # fmt: skip
 
 
@@ -333,17 +334,6 @@ def _solve_intercept(z: np.ndarray, weight: np.ndarray, target: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if np.mean(weight * _sigmoid(mid + z)) < target else (lo, mid)
     return (lo + hi) / 2
-
-
-def _auc(score: pl.Series | np.ndarray, label: pl.Series | np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula with average ranks for ties; NaN if one class."""
-    score, label = np.asarray(score, dtype=np.float64), np.asarray(label, dtype=bool)
-    n_pos, n_neg = int(label.sum()), int((~label).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    return float((avg_rank[inverse][label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _shuffle_roughly(rng: np.random.Generator, ev: pl.DataFrame, n_dup: int) -> pl.DataFrame:

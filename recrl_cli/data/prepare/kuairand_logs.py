@@ -1,0 +1,139 @@
+"""Stage the raw KuaiRand standard logs as user-range partitioned parquet, and n-core filter them.
+
+Staging streams each CSV once (``scan_csv`` -> ``sink_parquet`` with a partition key, constant memory)
+into ``work/log_<k>/part=<p>/*.parquet``: partition ``p`` holds the users whose id falls in the
+p-th of ``P`` equal id ranges (the range spans the user feature file's ids; ids outside it join the
+first or last partition). A user block of the later row pass then reads only the partitions its id
+range overlaps, so the pass reads the staged logs about once whatever the number of blocks, and no
+step needs the logs sorted. Rows keep their ``file`` and ``line`` for a stable tie-break.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from recrl_cli.data.prepare.kuairand_spec import (
+    BEHAVIOURS,
+    LOG_SCHEMA,
+    REQUIRED,
+    STAGED,
+    USER_SCHEMA,
+    Progress,
+)
+from recrl_cli.data.prepare.rawfiles import polars_read
+from recrl_cli.errors import DataError
+
+
+@dataclass(frozen=True)
+class StagedLogs:
+    """The staged standard logs: ``files[p]`` = parquet files of partition p (all raw files), N rows.
+
+    Partition of a user id: ``clip((user_id - low) * P // span, 0, P - 1)``, monotone in the id.
+    """
+
+    files: dict[int, list[Path]]
+    rows: int
+    low: int
+    span: int
+    partitions: int
+
+    def part_of(self, user_id: int) -> int:
+        return min(max((user_id - self.low) * self.partitions // self.span, 0), self.partitions - 1)
+
+    def scan(self, first_user: int | None = None, last_user: int | None = None) -> pl.LazyFrame:
+        """Rows of users first_user..last_user (all when None), reading only the overlapping partitions."""
+        lo = 0 if first_user is None else self.part_of(first_user)
+        hi = self.partitions - 1 if last_user is None else self.part_of(last_user)
+        paths = [f for p in range(lo, hi + 1) for f in self.files.get(p, [])]
+        if not paths:  # an empty partition range: an empty frame of the staged schema
+            return pl.LazyFrame(schema=_STAGED_SCHEMA)
+        lf = pl.scan_parquet(paths, hive_partitioning=False).select(*STAGED, "file", "line")
+        if first_user is not None:
+            lf = lf.filter(pl.col("user_id").is_between(first_user, last_user))
+        return lf
+
+
+_STAGED_SCHEMA = {**{c: pl.Int64 for c in ("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms")},
+                  "date": pl.Int32, **dict.fromkeys(BEHAVIOURS, pl.Int8), "tab": pl.Int8,
+                  "file": pl.Int8, "line": pl.Int64}  # fmt: skip
+_STAGED_SCHEMA = {c: _STAGED_SCHEMA[c] for c in (*STAGED, "file", "line")}
+
+
+def user_id_range(users_csv: Path) -> tuple[int, int]:
+    """(lowest id, number of ids up to the highest) of the user feature file: the partitioned range."""
+    ids = polars_read(
+        lambda: pl.scan_csv(users_csv, schema=USER_SCHEMA).select("user_id").drop_nulls().collect(), users_csv
+    )["user_id"]
+    if ids.len() == 0:
+        return 0, 1
+    return int(ids.min()), int(ids.max()) - int(ids.min()) + 1
+
+
+def stage_logs(
+    paths: list[Path], work: Path, partitions: int = 1, id_range: tuple[int, int] = (0, 1),
+    progress: Progress = None,
+) -> StagedLogs:  # fmt: skip
+    """Stream each standard log to ``work/log_<k>/part=<p>/`` (narrow dtypes, ``file`` = k, ``line`` =
+    data row); check for missing or non-binary fields and for no rows at all."""
+    low, span = id_range
+    report = progress or (lambda *_: None)
+    part = ((pl.col("user_id") - low) * partitions // span).clip(0, partitions - 1).cast(pl.Int32)
+    files: dict[int, list[Path]] = {}
+    for k, path in enumerate(paths):
+        report("stage logs (files)", k, len(paths))
+        target = work / f"log_{k}"
+        lf = pl.scan_csv(path, schema=LOG_SCHEMA, row_index_name="line").select(
+            pl.col("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms"),
+            pl.col("date").cast(pl.Int32, strict=False),
+            # Labels outside 0/1 become null (non-strict cast or the when) and are reported below.
+            *(pl.when(pl.col(b).is_in([0, 1])).then(pl.col(b)).cast(pl.Int8) for b in BEHAVIOURS),
+            pl.col("tab").cast(pl.Int8, strict=False),
+            pl.lit(k, pl.Int8).alias("file"), pl.col("line").cast(pl.Int64), part.alias("part"),
+        )  # fmt: skip
+        sink = pl.PartitionBy(target, key="part", include_key=False)
+        polars_read(lambda lf=lf, sink=sink: lf.sink_parquet(sink, compression="zstd", mkdir=True), path)
+        written = sorted(target.glob("*/*.parquet"))
+        if written:
+            bad = pl.scan_parquet(written, hive_partitioning=False).filter(
+                pl.any_horizontal(pl.col(REQUIRED).is_null())
+            )
+            first = bad.select(pl.len(), pl.col("line").min()).collect()
+            if first["len"][0]:
+                raise DataError(f"{path} has {first['len'][0]:,} rows with missing fields or labels other than "
+                                f"0/1 (first at data row {first['line'][0] + 1})")  # fmt: skip
+        for f in written:  # hive directory "part=<p>"; a null user id was reported above
+            files.setdefault(int(f.parent.name.partition("=")[2]), []).append(f)
+    report("stage logs (files)", len(paths), len(paths))
+    n = sum(pq.ParquetFile(f).metadata.num_rows for fs in files.values() for f in fs)
+    if n == 0:  # one header-only file is tolerated (a tiny period); all of them is not data
+        raise DataError(f"the standard logs {', '.join(p.name for p in paths)} have a header but no rows")
+    return StagedLogs({p: sorted(fs) for p, fs in sorted(files.items())}, n, low, span, partitions)
+
+
+def ncore_filter(log: pl.LazyFrame, n: int) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, int]]]:
+    """Iterated n-core over (user_id, video_id) rows: drop every row whose user or video has fewer than
+    ``n`` rows among the kept rows, recount, repeat until a pass drops nothing.
+
+    Returns users [U: user_id, rows] and videos [I: video_id, rows] of the core, sorted by id, and one
+    {rows, users, items} entry per pass (the first = before filtering, the last = the core). Memory:
+    the two count tables, never the rows (each pass streams the scan).
+    """
+    keep_u = keep_i = None
+    passes = []
+    while True:
+        lf = log
+        if keep_u is not None:
+            lf = lf.filter(
+                pl.col("user_id").is_in(keep_u.implode()) & pl.col("video_id").is_in(keep_i.implode())
+            )
+        users, items = pl.collect_all([lf.group_by("user_id").agg(rows=pl.len().cast(pl.Int64)),
+                                       lf.group_by("video_id").agg(rows=pl.len().cast(pl.Int64))], engine="streaming")  # fmt: skip
+        passes.append({"rows": int(users["rows"].sum()), "users": users.height, "items": items.height})
+        ok_u, ok_i = users.filter(pl.col("rows") >= n), items.filter(pl.col("rows") >= n)
+        if ok_u.height == users.height and ok_i.height == items.height:
+            return users.sort("user_id"), items.sort("video_id"), passes
+        keep_u, keep_i = ok_u["user_id"], ok_i["video_id"]
