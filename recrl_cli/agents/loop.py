@@ -2,7 +2,7 @@
 
 Training: ``warmup_steps`` env steps with random hyper-actions (ε = 1, no gradient steps) fill the replay
 buffer; then ``iterations`` of one env step (exploration on, the agent's ε schedule) followed by
-``updates_per_step`` gradient steps on batches of ``AgentConfig.batch_size``.
+``updates_per_step`` gradient steps on batches of ``AgentRunConfig.batch_size``.
 
 Evaluation (which KuaiSim lacks): the env's generator is re-seeded with ``eval_seed`` and reset, so fresh users
 are drawn; the agent acts with exploration off for ``eval_steps`` steps. The random-slate and oracle-greedy
