@@ -35,7 +35,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared KuaiRand directory, run directory of a tiny trained simulator)."""
-    root = tmp_path_factory.mktemp("kr_agents")
+    return tiny_simulator(tmp_path_factory.mktemp("kr_agents"))
+
+
+def tiny_simulator(root: Path) -> tuple[Path, Path]:
+    """Synthesise and prepare tiny KuaiRand under ``root`` and train a tiny simulator on it."""
     write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7)
     prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
     cfg = RunConfig(

@@ -8,9 +8,9 @@ gradient steps (``train/interact/reward`` and the losses are logged per step). `
 separate evaluation once (fresh users from ``eval_seed``, exploration off) and reports
 ``agent/<metric>``, ``random/<metric>``, ``oracle/<metric>`` and ``agent/gap_fraction``; ``"val"`` is empty.
 
-Resume (``--resume``) restores the agent (weights, optimisers, generator, ε clock) but not the replay buffer
-nor the env's users: the warm-up runs again to refill the buffer, so a resumed run is not step-for-step the
-run it continues.
+Resume (``--resume``) is exact: the checkpoint holds the agent (weights, optimisers, generator, ε clock), the
+replay buffer, the buffer sampler, the env's users (histories, temper, step counts) and generator, and the
+training metrics so far, so an interrupted-and-resumed run ends with the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -129,11 +129,14 @@ class RLAgentAlgorithm:
 
     # -- persistence -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The agent only: the buffer and the env's users are not saved (see the module docstring)."""
-        return {"agent": self.agent.state_dict()}
+        """The agent, the loop (replay buffer, sampler, env users and generator, metrics) and the warm-up flag:
+        a run resumed from it continues step for step."""
+        return {"agent": self.agent.state_dict(), "loop": self.loop.state_dict(), "warmed": self.warmed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
+        self.loop.load_state_dict(state["loop"])
+        self.warmed = state["warmed"]
 
     def export(self) -> dict[str, Any]:
         return {
