@@ -104,3 +104,13 @@ def test_ablate_agent_shows_the_agent_metrics_by_default(cli, simulator, mlflow_
         assert name in table  # the supervised default (auc, s_logloss) would leave the table empty
     assert "hyper_actor_coef=1" in table and "random/" not in table
     assert (next((tmp_path / "runs" / "studies").iterdir()) / "study_test_agent_total_reward.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_missing_data_directory_hints_at_preparing_kuairand(cli, tmp_path, command):
+    res = cli(command, "hac", "--data", tmp_path / "nope", "--device", "cpu",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "recrl prepare kuairand" in errors[0], res.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "db.sqlite").exists()  # nothing half-made
