@@ -114,3 +114,20 @@ def test_missing_data_directory_hints_at_preparing_kuairand(cli, tmp_path, comma
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "recrl prepare kuairand" in errors[0], res.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "db.sqlite").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize("algo", ["hac", "td3", "a2c"])
+def test_faithful_agent_runs_with_every_agent_and_env_switch_on(
+    cli, simulator, mlflow_sqlite_uri, tmp_path, algo
+):
+    from recrl_cli.agents.config import SWITCHES
+
+    prepared, sim_dir = simulator
+    res = cli("train", algo, "--faithful", "--simulator", sim_dir, "--data", prepared, *TINY_AGENT,
+              "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    exported = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)["exported"]
+    assert exported["agent_config"]["faithful"] and exported["env_config"]["faithful"]
+    assert not any(exported["agent_config"][name] for name in SWITCHES)  # the preset, not the single switches
+    if algo == "hac":  # the alignment-lr bug's two extra optimisers are checkpointed with the agent
+        assert {"alignment", "behaviour"} <= set(exported["state"]["optimizers"])
