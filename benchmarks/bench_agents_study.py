@@ -5,10 +5,12 @@ mean ± 95 % t-CI over seeds of total reward, depth and the fraction of the orac
     python benchmarks/bench_agents_study.py --simulator runs/simulator-<key> --data <prepared kuairand> \\
         --seeds 5 --iterations 300 [--parallel]
     python benchmarks/bench_agents_study.py --tables hac=runs/studies/<a>/study.csv,ddpg=runs/studies/<b>/study.csv
+    python benchmarks/bench_agents_study.py --runs runs,runs_b     # every finished agent run dir under them
 
 Each agent gets its own MLflow sqlite file in --workdir (parallel studies never lock one store); re-running the
 same command skips the runs already finished (``recrl ablate``'s resume). ``--tables`` only prints the table of
-existing study CSVs. The random and oracle calibrations run on the same evaluation users in every run, so their
+existing study CSVs; ``--runs`` computes it from the run directories (``metrics.json`` of finished runs, grouped
+by agent and protocol), for seeds run as separate ``recrl train --seed S`` processes. The random and oracle calibrations run on the same evaluation users in every run, so their
 CI is 0 and one value per agent is printed.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import subprocess
@@ -81,6 +84,35 @@ def print_table(tables: list[tuple[str, Path]]) -> None:
         print(f"| {agent} | {n} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
 
 
+def runs_table(roots: list[Path]) -> None:
+    """The same table from finished run directories (any mix of `recrl ablate` and `recrl train` runs)."""
+    from recrl_cli.evaluation.stats import mean_ci
+
+    groups: dict[tuple, list[dict]] = {}
+    for metrics_file in sorted(p for root in roots for p in root.glob("*/metrics.json")):
+        cfg = json.loads((metrics_file.parent / "config.resolved.json").read_text())
+        if cfg["algo"] not in AGENTS:
+            continue
+        m = cfg["model"]
+        key = (cfg["algo"], m["iterations"], m["warmup_steps"], m["eval_steps"])
+        groups.setdefault(key, []).append(
+            {"seed": cfg["train"]["seed"], **json.loads(metrics_file.read_text())}
+        )
+    print("| agent | iterations | seeds | total_reward | depth | gap_fraction | random total_reward "
+          "| oracle total_reward |\n|---|---:|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    for (agent, iters, _, _), runs in sorted(
+        groups.items(), key=lambda kv: (AGENTS.index(kv[0][0]), kv[0][1])
+    ):
+        cells = []
+        for k in SHOWN:
+            mean, ci = mean_ci([r[f"test/agent/{k}"] for r in runs])
+            cells.append(f"{mean:.3f} ± {ci:.3f}")
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        rand = sum(r["test/random/total_reward"] for r in runs) / len(runs)
+        oracle = sum(r["test/oracle/total_reward"] for r in runs) / len(runs)
+        print(f"| {agent} | {iters} | {seeds} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--simulator", help="`recrl train simulator` run directory")
@@ -93,7 +125,11 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("agents_study"))
     p.add_argument("--parallel", action="store_true", help="run the agents' studies at the same time")
     p.add_argument("--tables", help="agent=study.csv pairs, comma-separated: print their table, run nothing")
+    p.add_argument("--runs", help="comma-separated runs directories: the table of their finished agent runs")
     args = p.parse_args()
+    if args.runs:
+        runs_table([Path(r) for r in args.runs.split(",")])
+        return
     if args.tables:
         tables = [(a, Path(t)) for a, t in (pair.split("=", 1) for pair in args.tables.split(","))]
     else:
