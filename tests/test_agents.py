@@ -11,7 +11,7 @@ import torch
 
 from recrl_cli.agents import AGENTS, agent_config, make_agent
 from recrl_cli.agents.buffer import ReplayBuffer
-from recrl_cli.agents.config import AgentConfig
+from recrl_cli.agents.config import AgentRunConfig
 from recrl_cli.agents.exploration import LinearSchedule, perturb
 from recrl_cli.agents.loop import LoopConfig, evaluate_agent, gap_fraction, train_agent
 from recrl_cli.agents.losses import (
@@ -56,7 +56,7 @@ def make_env(batch: int = 8, slate: int = 3, seed: int = 0) -> WholeSessionEnv:
     return WholeSessionEnv(model, cfg, table, torch.arange(table.num_rows), weights)
 
 
-def small(name: str, **overrides) -> AgentConfig:
+def small(name: str, **overrides) -> AgentRunConfig:
     return agent_config(name, **{**SMALL, **overrides})
 
 
@@ -90,7 +90,7 @@ def test_td3_target_is_clipped_double_q_with_clamped_smoothing_noise():
 
 def test_inverse_module_averages_the_per_item_map_and_alignment_is_the_mean_squared_error():
     torch.manual_seed(0)
-    inv = InverseModule(AgentConfig(enc_dim=4, inverse_hidden=(8,))).eval()
+    inv = InverseModule(AgentRunConfig(enc_dim=4, inverse_hidden=(8,))).eval()
     kernels = torch.randn(3, 2, 4)  # 3 slates of K = 2
     inferred = inv(kernels)
     for b in range(3):

@@ -35,7 +35,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared KuaiRand directory, run directory of a tiny trained simulator)."""
-    root = tmp_path_factory.mktemp("kr_agents")
+    return tiny_simulator(tmp_path_factory.mktemp("kr_agents"))
+
+
+def tiny_simulator(root: Path) -> tuple[Path, Path]:
+    """Synthesise and prepare tiny KuaiRand under ``root`` and train a tiny simulator on it."""
     write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7)
     prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
     cfg = RunConfig(
@@ -100,3 +104,30 @@ def test_ablate_agent_shows_the_agent_metrics_by_default(cli, simulator, mlflow_
         assert name in table  # the supervised default (auc, s_logloss) would leave the table empty
     assert "hyper_actor_coef=1" in table and "random/" not in table
     assert (next((tmp_path / "runs" / "studies").iterdir()) / "study_test_agent_total_reward.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_missing_data_directory_hints_at_preparing_kuairand(cli, tmp_path, command):
+    res = cli(command, "hac", "--data", tmp_path / "nope", "--device", "cpu",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "recrl prepare kuairand" in errors[0], res.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "db.sqlite").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize("algo", ["hac", "td3", "a2c"])
+def test_faithful_agent_runs_with_every_agent_and_env_switch_on(
+    cli, simulator, mlflow_sqlite_uri, tmp_path, algo
+):
+    from recrl_cli.agents.config import SWITCHES
+
+    prepared, sim_dir = simulator
+    res = cli("train", algo, "--faithful", "--simulator", sim_dir, "--data", prepared, *TINY_AGENT,
+              "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    exported = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)["exported"]
+    assert exported["agent_config"]["faithful"] and exported["env_config"]["faithful"]
+    assert not any(exported["agent_config"][name] for name in SWITCHES)  # the preset, not the single switches
+    if algo == "hac":  # the alignment-lr bug's two extra optimisers are checkpointed with the agent
+        assert {"alignment", "behaviour"} <= set(exported["state"]["optimizers"])

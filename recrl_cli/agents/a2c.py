@@ -7,6 +7,8 @@ KuaiSim's is:
 
 KuaiSim scores log π of the current policy's own top-K items under a softmax over all items; recrl scores the
 executed hyper-action under the Gaussian, so the advantage and the log-probability refer to the same action.
+Switches: ``a2c_topk_softmax`` (KuaiSim's log π and Σ p log p entropy), ``frozen_critic`` (§8 #4: V and V' from
+the untrained critic_target), ``td_done_bug`` (§8 #2).
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from torch import nn
 from recrl_cli.agents.base import HyperActorAgent, adam, step
 from recrl_cli.agents.buffer import Batch
 from recrl_cli.agents.exploration import perturb
-from recrl_cli.agents.losses import a2c_losses, gaussian_entropy, gaussian_log_prob, soft_update, td_target
-from recrl_cli.agents.networks import VCritic
+from recrl_cli.agents.losses import (
+    a2c_losses,
+    gaussian_entropy,
+    gaussian_log_prob,
+    soft_update,
+    td_target,
+    topk_softmax_log_prob,
+)
+from recrl_cli.agents.networks import VCritic, item_scores
 from recrl_cli.sim.environment import WholeSessionEnv
 
 LOG_STD_RANGE = (math.log(1e-3), math.log(1.0))  # keeps the entropy bonus from inflating σ without bound
@@ -47,8 +56,13 @@ class A2C(HyperActorAgent):
         return self.log_std.clamp(*LOG_STD_RANGE)
 
     def explore(self, hyper: torch.Tensor, epsilon: float) -> torch.Tensor:
-        """A sample of π(· | s) (unclipped); with probability ε a random batch N(0, σ²) as the other agents."""
-        return perturb(hyper, self.std().detach(), None, epsilon, self.generator)
+        """A sample of π(· | s) (unclipped); with probability ε a random batch N(0, σ²) as the other agents.
+        With ``a2c_topk_softmax`` the Gaussian is no policy: explore with the shared noise, as KuaiSim."""
+        if self.switches["a2c_topk_softmax"]:
+            return super().explore(hyper, epsilon)
+        return perturb(
+            hyper, self.std().detach(), None, epsilon, self.generator, self.switches["uniform_noise"]
+        )
 
     def modules(self):
         return {**super().modules(), "critic": self.critic, "critic_target": self.critic_target}
@@ -69,15 +83,27 @@ class A2C(HyperActorAgent):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.train_mode()
-        _, state, mean = self.actor(batch.obs)
+        sw = self.switches
+        table, state, mean = self.actor(batch.obs)
         with torch.no_grad():
             _, s_next, _ = self.actor_target(batch.next_obs)
-            y = td_target(batch.reward, batch.done, self.cfg.gamma, self.critic_target(s_next))
-        value = self.critic(state.detach())
-        log_std = self.clamped_log_std()
-        losses = a2c_losses(gaussian_log_prob(batch.hyper, mean, log_std), value, y, gaussian_entropy(log_std),
-                            self.cfg.entropy_coef, self.cfg.advantage_clip, self.cfg.advantage_bias)  # fmt: skip
-        step(self.critic_optimizer, losses["value_loss"])
+            y = td_target(
+                batch.reward, batch.done, self.cfg.gamma, self.critic_target(s_next), sw["td_done_bug"]
+            )
+        if sw["frozen_critic"]:  # KuaiSim: V from critic_target, which no optimiser holds (§8 #4)
+            with torch.no_grad():
+                value = self.critic_target(state)
+        else:
+            value = self.critic(state.detach())
+        if sw["a2c_topk_softmax"]:
+            log_prob, entropy = topk_softmax_log_prob(item_scores(mean, table[1:]), self.slate_size)
+        else:
+            log_std = self.clamped_log_std()
+            log_prob, entropy = gaussian_log_prob(batch.hyper, mean, log_std), gaussian_entropy(log_std)
+        losses = a2c_losses(log_prob, value, y, entropy, self.cfg.entropy_coef, self.cfg.advantage_clip,
+                            self.cfg.advantage_bias)  # fmt: skip
+        if not sw["frozen_critic"]:
+            step(self.critic_optimizer, losses["value_loss"])
         step(self.actor_optimizer, losses["policy_loss"])
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)

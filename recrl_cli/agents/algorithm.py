@@ -8,109 +8,27 @@ gradient steps (``train/interact/reward`` and the losses are logged per step). `
 separate evaluation once (fresh users from ``eval_seed``, exploration off) and reports
 ``agent/<metric>``, ``random/<metric>``, ``oracle/<metric>`` and ``agent/gap_fraction``; ``"val"`` is empty.
 
-Resume (``--resume``) restores the agent (weights, optimisers, generator, ε clock) but not the replay buffer
-nor the env's users: the warm-up runs again to refill the buffer, so a resumed run is not step-for-step the
-run it continues.
+Resume (``--resume``) is exact: the checkpoint holds the agent (weights, optimisers, generator, ε clock), the
+replay buffer, the buffer sampler, the env's users (histories, temper, step counts) and generator, and the
+training metrics so far, so an interrupted-and-resumed run ends with the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from recrl_cli.agents import make_agent
-from recrl_cli.agents.config import AgentConfig, agent_config
+from recrl_cli.agents.config import CONFIGS, AgentRunConfig, DDPGRunConfig
 from recrl_cli.agents.loop import REPORTED, AgentLoop, AgentResult, LoopConfig
-from recrl_cli.config.fields import param
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
-from recrl_cli.sim.config import START_SPLITS, EnvConfig
+from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
 from recrl_cli.training.trainer import Stage
-
-
-@dataclass(frozen=True)
-class AgentRunConfig:
-    """The ``model`` section of ``recrl train hac|ddpg|td3|a2c``."""
-
-    simulator: str = param(
-        "", help="Trained simulator: a `recrl train simulator` run directory or its model.pt."
-    )
-    # -- env (hac_kuaisim.md §4)
-    batch_users: int = param(32, help="B: users simulated in parallel (leavers are replaced in place).")
-    slate_size: int = param(6, help="K: items recommended per step (<= the simulator's history length).")
-    initial_temper: float = param(
-        20.0, help="T₀; each step T += clip(r − 2, −2, 0) and a user leaves at T < 1."
-    )
-    item_correlation: float = param(0.2, help="ρ of the item-correlation penalty on behaviour probabilities.")
-    single_response: bool = param(True, help="Reward = slate-mean click; off = pos/neg-ratio weights.")
-    start_split: str = param("all", help="Rows a fresh user starts from.", choices=START_SPLITS)
-    # -- loop (§5.4)
-    warmup_steps: int = param(100, help="Env steps with random hyper-actions filling the buffer first.")
-    iterations: int = param(2000, help="Training iterations: one env step + updates_per_step gradient steps.")
-    updates_per_step: int = param(1, help="Gradient steps per env step.")
-    eval_steps: int = param(
-        200, help="Env steps of the evaluation (exploration off) and of the calibrations."
-    )
-    eval_seed: int = param(1_000_003, help="Env seed of the evaluation users (far from training seeds).")
-    window: int = param(10, help="Last training steps / updates averaged in the reported train metrics.")
-    # -- policy backbone (§5.1)
-    latent: int = param(16, help="Item/user latent width of the policy's encoders.")
-    enc_dim: int = param(32, help="Policy encoding width (tokens 2x, state 3x).")
-    n_heads: int = param(4, help="Attention heads of the policy's transformer.")
-    ff_dim: int = param(64, help="Feed-forward width of the policy's transformer.")
-    n_layers: int = param(3, help="Transformer layers of the policy.")
-    dropout: float = param(0.1, help="Dropout of the policy.")
-    action_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the hyper-action head.")
-    critic_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the critic(s).")
-    inverse_hidden: tuple[int, ...] = param((256,), help="Hidden widths of HAC's inverse module.")
-    # -- optimisation (§5.5)
-    gamma: float = param(0.9, help="Discount factor.")
-    tau: float = param(0.01, help="Soft target update fraction.")
-    batch_size: int = param(128, help="Transitions per gradient step.")
-    buffer_size: int = param(100_000, help="Replay buffer slots (transitions of one user).")
-    actor_lr: float = param(1e-5, help="Actor Adam learning rate.")
-    actor_decay: float = param(1e-5, help="Actor Adam weight decay.")
-    critic_lr: float = param(1e-3, help="Critic Adam learning rate.")
-    critic_decay: float = param(1e-5, help="Critic Adam weight decay.")
-    # -- exploration (§5.1, §5.4)
-    noise_std: float = param(0.1, help="σ of the Gaussian exploration noise on the hyper-action.")
-    noise_clip: float = param(1.0, help="Clip of the exploration noise.")
-    epsilon_initial: float = param(0.01, help="ε (random hyper-action for the batch) at the start.")
-    epsilon_final: float = param(0.01, help="ε after epsilon_steps exploring steps.")
-    epsilon_steps: int = param(2000, help="Steps of the linear ε schedule.")
-    # -- agent specific (§5.3, §5.6)
-    hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
-    behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
-    target_noise: float = param(0.2, help="TD3: target smoothing noise σ.")
-    target_noise_clip: float = param(0.5, help="TD3: clip of the target smoothing noise.")
-    policy_delay: int = param(2, help="TD3: critic updates per actor update.")
-    entropy_coef: float = param(0.1, help="A2C: entropy bonus weight.")
-    advantage_bias: float = param(0.0, help="A2C: bias added to the advantage.")
-    advantage_clip: float = param(1.0, help="A2C: clip of the advantage.")
-
-    def __post_init__(self) -> None:
-        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
-        if self.updates_per_step < 0:
-            raise ConfigError(f"model.updates_per_step must be >= 0, got {self.updates_per_step!r}")
-
-
-@dataclass(frozen=True)
-class DDPGRunConfig(AgentRunConfig):
-    """DDPG's script uses actor lr 1e-4 (hac_kuaisim.md §5.6)."""
-
-    actor_lr: float = param(1e-4, help="Actor Adam learning rate.")
-
-
-CONFIGS: dict[str, type[AgentRunConfig]] = {"hac": AgentRunConfig, "ddpg": DDPGRunConfig, "td3": AgentRunConfig,
-                                            "a2c": AgentRunConfig}  # fmt: skip
 
 
 def load_simulator(source: str, device: torch.device):
@@ -150,12 +68,11 @@ class RLAgentAlgorithm:
             self.env_cfg = EnvConfig(batch_users=m.batch_users, slate_size=m.slate_size,
                                      initial_temper=m.initial_temper, item_correlation=m.item_correlation,
                                      single_response=m.single_response, start_split=m.start_split,
-                                     seed=cfg.train.seed)  # fmt: skip
+                                     seed=cfg.train.seed, faithful=m.faithful,
+                                     dropout_in_simulation=m.dropout_in_simulation,
+                                     correlation_mean_over_dim=m.correlation_mean_over_dim)  # fmt: skip
             self.env = WholeSessionEnv.from_data(model, data, self.env_cfg)
-            shared = {f.name for f in dataclasses.fields(AgentConfig)} & {
-                f.name for f in dataclasses.fields(m)
-            }
-            self.agent_cfg = agent_config(name, **{k: getattr(m, k) for k in shared})
+            self.agent_cfg = m  # the agents read their hyperparameters from the run's model section
             self.loop_cfg = LoopConfig(warmup_steps=m.warmup_steps, iterations=m.iterations,
                                        updates_per_step=m.updates_per_step, eval_steps=m.eval_steps,
                                        eval_seed=m.eval_seed, window=m.window, seed=cfg.train.seed)  # fmt: skip
@@ -212,11 +129,14 @@ class RLAgentAlgorithm:
 
     # -- persistence -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The agent only: the buffer and the env's users are not saved (see the module docstring)."""
-        return {"agent": self.agent.state_dict()}
+        """The agent, the loop (replay buffer, sampler, env users and generator, metrics) and the warm-up flag:
+        a run resumed from it continues step for step."""
+        return {"agent": self.agent.state_dict(), "loop": self.loop.state_dict(), "warmed": self.warmed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
+        self.loop.load_state_dict(state["loop"])
+        self.warmed = state["warmed"]
 
     def export(self) -> dict[str, Any]:
         return {
@@ -243,3 +163,13 @@ def load_agent_predictor(exported: dict[str, Any], device: torch.device):
         f"{exported.get('agent', 'an RL agent')} acts in the simulator and does not score rows; "
         "its evaluation metrics are in the training run (eval/test/agent/...)"
     )
+
+
+__all__ = [
+    "CONFIGS",
+    "AgentRunConfig",
+    "DDPGRunConfig",
+    "RLAgentAlgorithm",
+    "agent_builder",
+    "load_agent_predictor",
+]

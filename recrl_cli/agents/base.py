@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from recrl_cli.agents.buffer import Batch
-from recrl_cli.agents.config import AgentConfig
+from recrl_cli.agents.config import AgentRunConfig, agent_switches
 from recrl_cli.agents.exploration import LinearSchedule, perturb
 from recrl_cli.agents.networks import HyperPolicy, top_k
 from recrl_cli.sim.environment import Observation, WholeSessionEnv
@@ -46,8 +46,9 @@ class HyperActorAgent:
 
     name = "base"
 
-    def __init__(self, env: WholeSessionEnv, cfg: AgentConfig, seed: int = 0) -> None:
+    def __init__(self, env: WholeSessionEnv, cfg: AgentRunConfig, seed: int = 0) -> None:
         self.cfg, self.device, self.slate_size = cfg, env.device, env.slate
+        self.switches = agent_switches(cfg)  # the faithful switches after the preset
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.schedule = LinearSchedule(cfg.epsilon_initial, cfg.epsilon_final, cfg.epsilon_steps)
         self.explore_steps = 0  # exploring act() calls so far: the ε schedule's clock
@@ -65,7 +66,13 @@ class HyperActorAgent:
     # -- acting ------------------------------------------------------------------------------------------------
     def explore(self, hyper: torch.Tensor, epsilon: float) -> torch.Tensor:
         """The explored hyper-action [B, A] (Gaussian noise, random batch with probability ε)."""
-        return perturb(hyper, self.cfg.noise_std, self.cfg.noise_clip, epsilon, self.generator)
+        return self.noise(hyper, self.cfg.noise_std, epsilon)
+
+    def noise(self, hyper: torch.Tensor, std: float | torch.Tensor, epsilon: float) -> torch.Tensor:
+        """``hyper`` [B, A] + the policy's exploration noise (Gaussian, or U[0, σ) with ``uniform_noise``)."""
+        return perturb(
+            hyper, std, self.cfg.noise_clip, epsilon, self.generator, self.switches["uniform_noise"]
+        )
 
     @torch.no_grad()
     def select(self, obs: Observation, explore: bool, epsilon: float | None = None) -> Action:

@@ -77,6 +77,25 @@ class ReplayBuffer:
         self.pointer = (self.pointer + b) % self.capacity
         self.size = min(self.size + b, self.capacity)
 
+    def state_dict(self) -> dict:
+        """Pointer, size and the filled slots of every field (on the CPU), for an exact mid-run resume.
+        Slots [size, capacity) are never read before they are written, so they are not saved."""
+        return {"capacity": self.capacity, "size": self.size, "pointer": self.pointer,
+                "store": {k: v[: self.size].cpu().clone() for k, v in self._store.items()}}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(
+                f"buffer capacity {self.capacity} cannot load a state of capacity {state['capacity']}"
+            )
+        self.size, self.pointer = state["size"], state["pointer"]
+        self._store = {}
+        for name, value in state["store"].items():
+            self._store[name] = torch.zeros(
+                (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.device
+            )
+            self._store[name][: self.size] = value.to(self.device)
+
     def _obs(self, prefix: str, idx: torch.Tensor) -> Observation:
         s = self._store
         return Observation(user=s[f"{prefix}user"][idx], items=s[f"{prefix}items"][idx].long(),

@@ -1,69 +1,159 @@
-"""Agent hyperparameters (hac_kuaisim.md §5.5, §5.6) with recrl's fixed defaults.
+"""The one config of the RL agents: the ``model`` section of ``recrl train hac|ddpg|td3|a2c``
+(hac_kuaisim.md §4, §5.5, §5.6), read by the networks, the agents, the loop and the CLI alike.
 
-The defaults are KuaiSim's script values where those are not bugs; the documented bugs (§8 #2, #3, #4, #6, #7)
-are fixed, not switchable here: the TD target uses (1 − done), the exploration noise is N(0, σ²), A2C trains its
-critic, TD3 delays its actor and smooths its target, and HAC's alignment loss is a weighted term of the actor
-loss (λ_h = ``hyper_actor_coef``) instead of an Adam step at lr λ_h.
+Defaults are recrl's *fixed* behaviour with KuaiSim's script values where those are not bugs (DDPG's script
+uses actor lr 1e-4: :class:`DDPGRunConfig`). Each faithful switch reproduces one quirk of KuaiSim's agent code
+(hac_kuaisim.md §8 numbering, §5.6 for the baselines "as configured"); ``faithful=True`` turns every switch
+below on, and the env's (``recrl_cli.sim.config``: dropout in simulation, correlation / d). This table is the
+one place the agent switches are documented:
+
+=====================  ======  ==========  ===============================================================
+switch                 §       agents      effect when on (faithful); fixed default in brackets
+=====================  ======  ==========  ===============================================================
+td_done_bug            8 #2    hac ddpg    y = r + γ·done·V': only terminal transitions bootstrap
+                               a2c         [y = r + γ(1 − done)V']
+td3_discount_bug       8 #3    td3         y = r + (γ·done + (1 − done))·min(Q1', Q2'): γ on terminals, 1
+                                           elsewhere [r + γ(1 − done) min]
+frozen_critic          8 #4    a2c         V(s), V(s') from critic_target, which no optimiser holds: the
+                                           baseline stays the random initial critic [V trained]
+alignment_lr_bug       8 #6    hac         three Adam steps per update: L_π (actor lr), λ_h·L_H on θ ∪ ψ at
+                                           lr λ_h, L_BCE at behavior_lr / behavior_decay [one step on
+                                           L_π + λ_h L_H + λ_b L_BCE at the actor lr]
+uniform_noise          8 #7    all         exploration noise clamp(U[0, 1)·σ, −c, c), the random batch
+                                           too [clamp(N(0, σ²), −c, c)]
+td3_no_delay           5.6     td3         actor and targets updated every step [every policy_delay]
+td3_explore_smoothing  5.6     td3         target action = the exploration perturbation of f'(s') (σ, c, ε
+                                           of the policy) [+ clamp(N(0, target_noise²), ±target_noise_clip)]
+a2c_topk_softmax       5.6     a2c         L_π = −mean Σ_k log softmax(score)(i_k)·A over the current
+                                           policy's top-K items + β Σ p log p [Gaussian log π(Z^buf | s)]
+=====================  ======  ==========  ===============================================================
+
+Not reproduced: KuaiSim's critics read the behaviour policy's stored state s^buf (recrl: the current encoder's,
+detached), and the policy acts in train mode (recrl: eval mode, so evaluation is deterministic).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from recrl_cli.config.fields import param
+from recrl_cli.errors import ConfigError
+from recrl_cli.sim.config import START_SPLITS
+
+SWITCHES = ("td_done_bug", "td3_discount_bug", "frozen_critic", "alignment_lr_bug", "uniform_noise",
+            "td3_no_delay", "td3_explore_smoothing", "a2c_topk_softmax")  # fmt: skip
 
 
 @dataclass(frozen=True)
-class AgentConfig:
-    """Hyperparameters shared by every agent; each agent reads the ones it uses."""
+class AgentRunConfig:
+    """The ``model`` section of ``recrl train hac|ddpg|td3|a2c``; each agent reads the fields it uses."""
 
+    simulator: str = param(
+        "", help="Trained simulator: a `recrl train simulator` run directory or its model.pt."
+    )
+    # -- env (hac_kuaisim.md §4)
+    batch_users: int = param(32, help="B: users simulated in parallel (leavers are replaced in place).")
+    slate_size: int = param(6, help="K: items recommended per step (<= the simulator's history length).")
+    initial_temper: float = param(
+        20.0, help="T₀; each step T += clip(r − 2, −2, 0) and a user leaves at T < 1."
+    )
+    item_correlation: float = param(0.2, help="ρ of the item-correlation penalty on behaviour probabilities.")
+    single_response: bool = param(True, help="Reward = slate-mean click; off = pos/neg-ratio weights.")
+    start_split: str = param("all", help="Rows a fresh user starts from.", choices=START_SPLITS)
+    # -- loop (§5.4)
+    warmup_steps: int = param(100, help="Env steps with random hyper-actions filling the buffer first.")
+    iterations: int = param(2000, help="Training iterations: one env step + updates_per_step gradient steps.")
+    updates_per_step: int = param(1, help="Gradient steps per env step.")
+    eval_steps: int = param(
+        200, help="Env steps of the evaluation (exploration off) and of the calibrations."
+    )
+    eval_seed: int = param(1_000_003, help="Env seed of the evaluation users (far from training seeds).")
+    window: int = param(10, help="Last training steps / updates averaged in the reported train metrics.")
     # -- policy backbone (§5.1): item/user latent 16, enc 32 (tokens 64, state 96), 4 heads, FF 64, 3 layers
-    latent: int = 16
-    enc_dim: int = 32
-    n_heads: int = 4
-    ff_dim: int = 64
-    n_layers: int = 3
-    dropout: float = 0.1
-    action_hidden: tuple[int, ...] = (256, 64)
-    critic_hidden: tuple[int, ...] = (256, 64)
-    inverse_hidden: tuple[int, ...] = (256,)
+    latent: int = param(16, help="Item/user latent width of the policy's encoders.")
+    enc_dim: int = param(32, help="Policy encoding width (tokens 2x, state 3x).")
+    n_heads: int = param(4, help="Attention heads of the policy's transformer.")
+    ff_dim: int = param(64, help="Feed-forward width of the policy's transformer.")
+    n_layers: int = param(3, help="Transformer layers of the policy.")
+    dropout: float = param(0.1, help="Dropout of the policy.")
+    action_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the hyper-action head.")
+    critic_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the critic(s).")
+    inverse_hidden: tuple[int, ...] = param((256,), help="Hidden widths of HAC's inverse module.")
     # -- optimisation (§5.5)
-    gamma: float = 0.9
-    tau: float = 0.01  # soft target update θ' ← τθ + (1 − τ)θ'
-    batch_size: int = 128
-    buffer_size: int = 100_000
-    actor_lr: float = 1e-5
-    actor_decay: float = 1e-5
-    critic_lr: float = 1e-3
-    critic_decay: float = 1e-5
+    gamma: float = param(0.9, help="Discount factor.")
+    tau: float = param(0.01, help="Soft target update fraction.")
+    batch_size: int = param(128, help="Transitions per gradient step.")
+    buffer_size: int = param(100_000, help="Replay buffer slots (transitions of one user).")
+    actor_lr: float = param(1e-5, help="Actor Adam learning rate.")
+    actor_decay: float = param(1e-5, help="Actor Adam weight decay.")
+    critic_lr: float = param(1e-3, help="Critic Adam learning rate.")
+    critic_decay: float = param(1e-5, help="Critic Adam weight decay.")
     # -- exploration (§5.1, §5.4): Z + clamp(N(0, σ²), −c, c); a random Z for the whole batch with probability ε
-    noise_std: float = 0.1
-    noise_clip: float = 1.0
-    epsilon_initial: float = 0.01  # KuaiSim's LinearScheduler(initial = final = 0.01): a constant ε
-    epsilon_final: float = 0.01
-    epsilon_steps: int = 2000
-    # -- HAC (§5.3)
-    hyper_actor_coef: float = 0.1  # λ_h: weight of the alignment loss
-    behavior_coef: float = 1.0  # weight of the supervised BCE loss in the actor loss
-    # -- TD3 (fixed: Fujimoto et al.'s target smoothing and delay; KuaiSim has neither, §5.6)
-    target_noise: float = 0.2
-    target_noise_clip: float = 0.5
-    policy_delay: int = 2
-    # -- A2C (§5.6)
-    entropy_coef: float = 0.1
-    advantage_bias: float = 0.0
-    advantage_clip: float = 1.0
+    noise_std: float = param(0.1, help="σ of the Gaussian exploration noise on the hyper-action.")
+    noise_clip: float = param(1.0, help="Clip of the exploration noise.")
+    epsilon_initial: float = param(0.01, help="ε (random hyper-action for the batch) at the start.")
+    epsilon_final: float = param(0.01, help="ε after epsilon_steps exploring steps.")
+    epsilon_steps: int = param(2000, help="Steps of the linear ε schedule.")
+    # -- agent specific (§5.3, §5.6)
+    hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
+    behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
+    behavior_lr: float = param(1e-4, help="HAC with alignment_lr_bug: Adam lr of the behaviour-loss step.")
+    behavior_decay: float = param(3e-5, help="HAC with alignment_lr_bug: weight decay of that step.")
+    target_noise: float = param(0.2, help="TD3: target smoothing noise σ.")
+    target_noise_clip: float = param(0.5, help="TD3: clip of the target smoothing noise.")
+    policy_delay: int = param(2, help="TD3: critic updates per actor update.")
+    entropy_coef: float = param(0.1, help="A2C: entropy bonus weight.")
+    advantage_bias: float = param(0.0, help="A2C: bias added to the advantage.")
+    advantage_clip: float = param(1.0, help="A2C: clip of the advantage.")
+    # -- faithful switches (False = fixed; the table in recrl_cli/agents/config.py) -----------------------------
+    faithful: bool = param(
+        False, help="Preset: every agent switch below and the env's switches on (KuaiSim as published)."
+    )
+    td_done_bug: bool = param(False, help="§8 #2: y = r + γ·done·V' (HAC, DDPG, A2C).")
+    td3_discount_bug: bool = param(False, help="§8 #3: TD3 y = r + (γ·done + 1 − done)·min Q'.")
+    frozen_critic: bool = param(False, help="§8 #4: A2C's V from the never-trained critic_target.")
+    alignment_lr_bug: bool = param(False, help="§8 #6: HAC's three Adam steps, the alignment one at lr λ_h.")
+    uniform_noise: bool = param(False, help="§8 #7: exploration noise U[0, 1)·σ, not N(0, σ²).")
+    td3_no_delay: bool = param(False, help="§5.6: TD3 updates its actor every step (no delay).")
+    td3_explore_smoothing: bool = param(
+        False, help="§5.6: TD3 smooths its target with the exploration noise."
+    )
+    a2c_topk_softmax: bool = param(
+        False, help="§5.6: A2C log π = softmax log-prob of the current top-K items."
+    )
+    dropout_in_simulation: bool = param(False, help="Env §8 #9: response model in train mode (dropout on).")
+    correlation_mean_over_dim: bool = param(False, help="Env §8 #12: correlation penalty divided by d too.")
 
     def __post_init__(self) -> None:
+        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window",
+                     "batch_size", "buffer_size", "policy_delay", "enc_dim", "n_layers", "epsilon_steps"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.updates_per_step < 0:
+            raise ConfigError(f"model.updates_per_step must be >= 0, got {self.updates_per_step!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"need gamma in [0, 1] and tau in (0, 1], got {self.gamma}, {self.tau}")
-        for name in ("batch_size", "buffer_size", "policy_delay", "enc_dim", "n_layers", "epsilon_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise ConfigError(
+                f"need model.gamma in [0, 1] and model.tau in (0, 1], got {self.gamma}, {self.tau}"
+            )
 
 
-# Per-agent defaults that differ from the shared ones (§5.6: DDPG's script uses actor lr 1e-4).
-AGENT_DEFAULTS: dict[str, dict[str, object]] = {"hac": {}, "ddpg": {"actor_lr": 1e-4}, "td3": {}, "a2c": {}}
+@dataclass(frozen=True)
+class DDPGRunConfig(AgentRunConfig):
+    """DDPG's script uses actor lr 1e-4 (hac_kuaisim.md §5.6)."""
+
+    actor_lr: float = param(1e-4, help="Actor Adam learning rate.")
 
 
-def agent_config(name: str, **overrides: object) -> AgentConfig:
+CONFIGS: dict[str, type[AgentRunConfig]] = {"hac": AgentRunConfig, "ddpg": DDPGRunConfig, "td3": AgentRunConfig,
+                                            "a2c": AgentRunConfig}  # fmt: skip
+
+
+def agent_config(name: str, **overrides: object) -> AgentRunConfig:
     """The fixed defaults of agent ``name`` with ``overrides`` applied."""
-    return replace(AgentConfig(), **{**AGENT_DEFAULTS[name], **overrides})
+    return CONFIGS[name](**overrides)
+
+
+def agent_switches(cfg: AgentRunConfig) -> dict[str, bool]:
+    """Each agent switch after the ``faithful`` preset (all on) is applied."""
+    return {name: bool(cfg.faithful or getattr(cfg, name)) for name in SWITCHES}

@@ -1,6 +1,6 @@
 """DDPG on the hyper-action (hac_kuaisim.md §5.6): the critic scores the executed hyper-action Z^buf.
 
-    y   = r + γ (1 − done) Q'(g'(o'), f'(g'(o')))          (fixed §8 #2)
+    y   = r + γ (1 − done) Q'(g'(o'), f'(g'(o')))          (fixed §8 #2; ``td_done_bug``: γ·done)
     L_Q = mean (Q(s, Z^buf) − y)²,   s = g_θ(o) detached   (the critic does not train the encoder)
     L_π = −mean Q(g_θ(o), f_θ(g_θ(o)))
 
@@ -44,7 +44,8 @@ class DDPG(HyperActorAgent):
     def target_value(self, batch: Batch) -> torch.Tensor:
         """y [n] from the target actor and critic."""
         _, s_next, z_next = self.actor_target(batch.next_obs)
-        return td_target(batch.reward, batch.done, self.cfg.gamma, self.critic_target(s_next, z_next))
+        next_q = self.critic_target(s_next, z_next)
+        return td_target(batch.reward, batch.done, self.cfg.gamma, next_q, self.switches["td_done_bug"])
 
     def critic_action(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """The hyper-action the critic is trained on [n, A]: DDPG's is the executed one."""
@@ -56,6 +57,13 @@ class DDPG(HyperActorAgent):
         policy = -self.critic(state, hyper).mean()
         return {"actor_loss": policy, "policy_loss": policy}
 
+    def actor_step(self, batch: Batch, table: torch.Tensor, state: torch.Tensor,
+                   hyper: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The actor's optimiser step(s) on the actor losses of the current forward; returns the losses."""
+        losses = self.actor_loss(batch, table, state, hyper)
+        step(self.actor_optimizer, losses["actor_loss"])
+        return losses
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.train_mode()
         table, state, hyper = self.actor(batch.obs)
@@ -63,8 +71,7 @@ class DDPG(HyperActorAgent):
         critic_loss = F.mse_loss(self.critic(state.detach(), self.critic_action(batch, table).detach()), y)
         step(self.critic_optimizer, critic_loss)
         # The actor graph (table, state, hyper) depends on actor parameters only, so it survives the critic step.
-        losses = self.actor_loss(batch, table, state, hyper)
-        step(self.actor_optimizer, losses["actor_loss"])
+        losses = self.actor_step(batch, table, state, hyper)
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.updates += 1

@@ -1,4 +1,5 @@
-"""Exploration on the hyper-action (hac_kuaisim.md §5.1, §5.4), fixed per §8 #7: Gaussian noise, not U[0, σ).
+"""Exploration on the hyper-action (hac_kuaisim.md §5.1, §5.4), fixed per §8 #7: Gaussian noise, not U[0, σ)
+(``uniform_noise`` switch).
 
 With probability ε (one draw for the whole batch, as KuaiSim) the batch gets a pure random hyper-action
 clamp(N(0, σ²), −c, c), whose direction is uniform, so its top-K is a random slate; otherwise
@@ -23,10 +24,12 @@ class LinearSchedule:
 
 
 def perturb(hyper: torch.Tensor, std: float | torch.Tensor, clip: float | None, epsilon: float,
-            generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+            generator: torch.Generator, uniform: bool = False) -> torch.Tensor:  # fmt: skip
     """Explored hyper-action [B, A] from the policy's ``hyper`` [B, A]: noise std (scalar or [A]), clip c
-    (None = unclipped), ε the probability of a random batch."""
-    noise = torch.randn(hyper.shape, generator=generator, device=hyper.device) * std
+    (None = unclipped), ε the probability of a random batch. ``uniform`` (faithful §8 #7): the noise is
+    U[0, 1)·σ, non-negative, as KuaiSim draws it (the random batch too)."""
+    draw = torch.rand if uniform else torch.randn
+    noise = draw(hyper.shape, generator=generator, device=hyper.device) * std
     if clip is not None:
         noise = noise.clamp(-clip, clip)
     coin = torch.rand((), generator=generator, device=hyper.device)

@@ -2,7 +2,7 @@
 
 Training: ``warmup_steps`` env steps with random hyper-actions (ε = 1, no gradient steps) fill the replay
 buffer; then ``iterations`` of one env step (exploration on, the agent's ε schedule) followed by
-``updates_per_step`` gradient steps on batches of ``AgentConfig.batch_size``.
+``updates_per_step`` gradient steps on batches of ``AgentRunConfig.batch_size``.
 
 Evaluation (which KuaiSim lacks): the env's generator is re-seeded with ``eval_seed`` and reset, so fresh users
 are drawn; the agent acts with exploration off for ``eval_steps`` steps. The random-slate and oracle-greedy
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -114,6 +115,23 @@ class AgentLoop:
 
     def reset(self) -> None:
         self.obs = self.env.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next step depends on besides the agent: the buffer, the sampler, the env's users
+        and generator, and the training metrics and losses so far (exact mid-run resume)."""
+        return {"buffer": self.buffer.state_dict(), "sampler": self.sampler.get_state(),
+                "env": self.env.state_dict(), "metrics": self.metrics.state_dict(),
+                "losses": [{k: v.cpu() for k, v in d.items()} for d in self.losses],
+                "started": self.obs is not None}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dev = self.env.device
+        self.buffer.load_state_dict(state["buffer"])
+        self.sampler.set_state(state["sampler"])
+        self.env.load_state_dict(state["env"])
+        self.metrics.load_state_dict(state["metrics"], dev)
+        self.losses = [{k: v.to(dev) for k, v in d.items()} for d in state["losses"]]
+        self.obs = self.env.observation() if state["started"] else None
 
     def step(self, warm: bool) -> dict[str, torch.Tensor]:
         """One env step (random hyper-actions when ``warm``) and its gradient steps; the last update's losses."""

@@ -12,17 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def td_target(
-    reward: torch.Tensor, done: torch.Tensor, gamma: float, next_value: torch.Tensor
-) -> torch.Tensor:
-    """y = r + γ (1 − done) V' (fixed §8 #2; KuaiSim multiplies by done): all [n] -> [n]."""
-    return reward + gamma * (1.0 - done) * next_value
+def td_target(reward: torch.Tensor, done: torch.Tensor, gamma: float, next_value: torch.Tensor,
+              done_bug: bool = False) -> torch.Tensor:  # fmt: skip
+    """y = r + γ (1 − done) V' (fixed §8 #2); ``done_bug``: KuaiSim's r + γ·done·V'. All [n] -> [n]."""
+    return reward + gamma * (done if done_bug else 1.0 - done) * next_value
 
 
 def clipped_double_q_target(reward: torch.Tensor, done: torch.Tensor, gamma: float, q1: torch.Tensor,
-                            q2: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """TD3's y = r + γ (1 − done) min(Q1', Q2') (fixed §8 #3): all [n] -> [n]."""
-    return td_target(reward, done, gamma, torch.minimum(q1, q2))
+                            q2: torch.Tensor, discount_bug: bool = False) -> torch.Tensor:  # fmt: skip
+    """TD3's y = r + γ (1 − done) min(Q1', Q2') (fixed §8 #3); ``discount_bug``: KuaiSim's
+    r + (γ·done + (1 − done))·min(Q1', Q2'), γ on terminals and 1 elsewhere. All [n] -> [n]."""
+    q = torch.minimum(q1, q2)
+    if discount_bug:
+        return reward + (gamma * done + (1.0 - done)) * q
+    return td_target(reward, done, gamma, q)
 
 
 def smoothed_target_action(
@@ -52,6 +55,16 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     """Entropy of the diagonal Gaussian: [A] -> 0-dim, Σ_a (log σ_a + ½ log(2πe))."""
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+
+
+def topk_softmax_log_prob(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """KuaiSim's A2C policy (§5.6): π = softmax over all N item scores, the action = the policy's own top-K.
+
+    logits [n, N] -> (Σ_{i ∈ top-K} log π(i) [n], entropy −mean_n Σ_i π(i) log π(i), 0-dim).
+    """
+    log_p = logits.log_softmax(-1)
+    chosen = logits.detach().topk(k, dim=1).indices
+    return log_p.gather(1, chosen).sum(-1), -(log_p.exp() * log_p).sum(-1).mean()
 
 
 def a2c_losses(log_prob: torch.Tensor, value: torch.Tensor, target: torch.Tensor, entropy: torch.Tensor,

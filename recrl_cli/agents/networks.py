@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import nn
 
-from recrl_cli.agents.config import AgentConfig
+from recrl_cli.agents.config import AgentRunConfig
 from recrl_cli.nets.layers import relu_dropout
 from recrl_cli.sim.encoders import FieldRows, HistoryEncoder, RowEncoder
 from recrl_cli.sim.environment import Observation
@@ -45,7 +45,7 @@ class StateEncoder(nn.Module):
     The feature id tables are the response model's (shared tensors, not copies).
     """
 
-    def __init__(self, model: UserResponseModel, cfg: AgentConfig) -> None:
+    def __init__(self, model: UserResponseModel, cfg: AgentRunConfig) -> None:
         super().__init__()
         self.register_buffer("user_features", model.user_features, persistent=False)
         self.register_buffer("item_features", model.item_features, persistent=False)
@@ -76,7 +76,7 @@ class StateEncoder(nn.Module):
 class HyperPolicy(nn.Module):
     """Actor: state s = g_θ(o), hyper-action Z = f_θ(s) = DNN(3d → hidden → d + 1) (§5.1)."""
 
-    def __init__(self, model: UserResponseModel, cfg: AgentConfig) -> None:
+    def __init__(self, model: UserResponseModel, cfg: AgentRunConfig) -> None:
         super().__init__()
         self.encoder = StateEncoder(model, cfg)
         self.action_dim = cfg.enc_dim + 1
@@ -106,7 +106,7 @@ def top_k(hyper: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
 class QCritic(nn.Module):
     """Q(s, Z) = DNN(3d + A → hidden → 1) (§5.2): state [B, 3d], hyper [B, A] -> [B]."""
 
-    def __init__(self, state_dim: int, action_dim: int, cfg: AgentConfig) -> None:
+    def __init__(self, state_dim: int, action_dim: int, cfg: AgentRunConfig) -> None:
         super().__init__()
         self.net = DNN(state_dim + action_dim, cfg.critic_hidden, 1, cfg.dropout)
 
@@ -117,7 +117,7 @@ class QCritic(nn.Module):
 class VCritic(nn.Module):
     """V(s) = DNN(3d → hidden → 1) (§5.6, A2C): state [B, 3d] -> [B]."""
 
-    def __init__(self, state_dim: int, cfg: AgentConfig) -> None:
+    def __init__(self, state_dim: int, cfg: AgentRunConfig) -> None:
         super().__init__()
         self.net = DNN(state_dim, cfg.critic_hidden, 1, cfg.dropout)
 
@@ -128,7 +128,7 @@ class VCritic(nn.Module):
 class InverseModule(nn.Module):
     """HAC's h_ψ (§5.2): Ẑ(a) = (1/K) Σ_{i ∈ a} DNN(d → hidden → A)(φ_θ(i)): slate kernels [B, K, d] -> [B, A]."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentRunConfig) -> None:
         super().__init__()
         self.net = DNN(cfg.enc_dim, cfg.inverse_hidden, cfg.enc_dim + 1, cfg.dropout)
 

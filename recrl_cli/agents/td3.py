@@ -5,7 +5,8 @@
     L_Q = mean (Q1(s, Z^buf) − y)² + mean (Q2(s, Z^buf) − y)²
     every ``policy_delay`` updates: L_π = −mean Q1(s, f_θ(s)), then all targets are soft-updated.
 
-KuaiSim's TD3 has no delay and smooths with its exploration noise; the critics are always updated.
+KuaiSim's TD3 has no delay (``td3_no_delay``), smooths with its exploration noise (``td3_explore_smoothing``)
+and discounts by γ·done + (1 − done) (``td3_discount_bug``, §8 #3); the critics are always updated.
 """
 
 from __future__ import annotations
@@ -47,16 +48,21 @@ class TD3(HyperActorAgent):
     @torch.no_grad()
     def target_value(self, batch: Batch) -> torch.Tensor:
         _, s_next, z_next = self.actor_target(batch.next_obs)
-        z_next = smoothed_target_action(
-            z_next, self.cfg.target_noise, self.cfg.target_noise_clip, self.generator
-        )
+        if self.switches["td3_explore_smoothing"]:  # KuaiSim: the target actor explores like the policy
+            z_next = self.noise(z_next, self.cfg.noise_std, self.schedule.value(self.explore_steps))
+        else:
+            z_next = smoothed_target_action(
+                z_next, self.cfg.target_noise, self.cfg.target_noise_clip, self.generator
+            )
         q1, q2 = self.critic1_target(s_next, z_next), self.critic2_target(s_next, z_next)
-        return clipped_double_q_target(batch.reward, batch.done, self.cfg.gamma, q1, q2)
+        return clipped_double_q_target(batch.reward, batch.done, self.cfg.gamma, q1, q2,
+                                       self.switches["td3_discount_bug"])  # fmt: skip
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.train_mode()
         self.updates += 1
-        delayed = self.updates % self.cfg.policy_delay == 0
+        delay = 1 if self.switches["td3_no_delay"] else self.cfg.policy_delay
+        delayed = self.updates % delay == 0
         y = self.target_value(batch)
         if delayed:
             _, state, hyper = self.actor(batch.obs)

@@ -99,7 +99,9 @@ def preflight(cfg: RunConfig) -> None:
     from recrl_cli.training.device import resolve_device
 
     resolve_device(cfg.train.device)
-    read_manifest(Path(cfg.data.prepared_dir))
+    # The simulator and the RL agents need KuaiRand whatever data.dataset says: name it in the hint.
+    kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl")
+    read_manifest(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
 
 
 def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:

@@ -73,11 +73,12 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and validate ``directory/manifest.json``; missing or malformed raises DataError."""
+def read_manifest(directory: Path, dataset: str = "retailrocket") -> dict[str, Any]:
+    """Read and validate ``directory/manifest.json``; missing or malformed raises DataError. ``dataset`` is the
+    one the caller expects: a missing directory's hint names its `recrl prepare` command."""
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
-        hint = "run `recrl prepare retailrocket`"
+        hint = f"run `recrl prepare {dataset}`"
         raise DataError(f"no prepared dataset at {directory} (no {MANIFEST_NAME}); {hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

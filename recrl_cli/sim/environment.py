@@ -183,6 +183,23 @@ class WholeSessionEnv:
         self.total.masked_fill_(leave, 0.0)
         self._obs = self._vectors = None
 
+    # The users' state, everything a step reads or writes: saved for an exact mid-run resume.
+    _STATE = ("user", "origin", "ring_items", "ring_feedback", "head", "length", "temper", "steps", "total")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The B users' state tensors (on the CPU) and the env generator's state."""
+        return {
+            **{k: getattr(self, k).cpu().clone() for k in self._STATE},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` in place (same B and H); cached observations are dropped."""
+        for k in self._STATE:
+            getattr(self, k).copy_(state[k])
+        self.generator.set_state(state["generator"])
+        self._obs = self._vectors = None
+
     def observation(self) -> Observation:
         """The current users' observation (oldest history row first), gathered from the ring buffers."""
         if self._obs is None:

@@ -60,6 +60,16 @@ class SessionMetrics:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """The recorded steps [T, 15] (None before any), for an exact mid-run resume."""
+        return {"rows": torch.stack(self._rows).cpu() if self._rows else None}
+
+    def load_state_dict(
+        self, state: dict[str, torch.Tensor | None], device: torch.device | str = "cpu"
+    ) -> None:
+        rows = state["rows"]
+        self._rows = [] if rows is None else list(rows.to(device).unbind(0))
+
     def series(self) -> dict[str, torch.Tensor]:
         """Per-step values [T] (CPU float64):
 

@@ -1,0 +1,143 @@
+"""The multi-seed study of HAC, DDPG, TD3 and A2C (issue 5, "Done when"): one `recrl ablate <agent> --seeds N`
+per agent at the agents' fixed defaults, then one table of the test evaluation (exploration off, fresh users):
+mean ± 95 % t-CI over seeds of total reward, depth and the fraction of the oracle − random gap.
+
+    python benchmarks/bench_agents_study.py --simulator runs/simulator-<key> --data <prepared kuairand> \\
+        --seeds 5 --iterations 300 [--parallel]
+    python benchmarks/bench_agents_study.py --tables hac=runs/studies/<a>/study.csv,ddpg=runs/studies/<b>/study.csv
+    python benchmarks/bench_agents_study.py --runs runs,runs_b     # every finished agent run dir under them
+
+Each agent gets its own MLflow sqlite file in --workdir (parallel studies never lock one store); re-running the
+same command skips the runs already finished (``recrl ablate``'s resume). ``--tables`` only prints the table of
+existing study CSVs; ``--runs`` computes it from the run directories (``metrics.json`` of finished runs, grouped
+by agent and protocol), for seeds run as separate ``recrl train --seed S`` processes. The random and oracle calibrations run on the same evaluation users in every run, so their
+CI is 0 and one value per agent is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+AGENTS = ("hac", "ddpg", "td3", "a2c")
+SHOWN = ("total_reward", "depth", "gap_fraction")
+
+
+def ablate_command(agent: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "recrl_cli", "ablate", agent, "--simulator", args.simulator, "--data", args.data,
+            "--seeds", str(args.seeds), "--iterations", str(args.iterations), "--warmup-steps", str(args.warmup),
+            "--eval-steps", str(args.eval_steps), "--threads", "1", "--runs-dir", str(args.workdir / "runs"),
+            "--tracking-uri", f"sqlite:///{args.workdir / f'mlflow_{agent}.db'}"]  # fmt: skip
+
+
+def run_studies(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Start one ablate per agent (all at once with --parallel); the study CSV each one printed."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    agents = args.agents.split(",")
+    procs, tables = {}, []
+    for agent in agents:
+        started = time.perf_counter()
+        procs[agent] = (subprocess.Popen(ablate_command(agent, args), env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True), started)  # fmt: skip
+        if not args.parallel:
+            tables.append((agent, finish(agent, *procs.pop(agent))))
+    tables += [(agent, finish(agent, *p)) for agent, p in procs.items()]
+    return tables
+
+
+def finish(agent: str, proc: subprocess.Popen, started: float) -> Path:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"recrl ablate {agent} failed ({proc.returncode}):\n{out[-2000:]}")
+    match = re.search(r"table:\s*(\S+study\.csv)", out.replace("\n", ""))
+    if match is None:
+        raise SystemExit(f"recrl ablate {agent} printed no study table:\n{out[-2000:]}")
+    print(f"{agent}: {time.perf_counter() - started:.0f} s wall, {match.group(1)}", flush=True)
+    return Path(match.group(1))
+
+
+def read_table(path: Path) -> dict[str, dict[str, float]]:
+    """{metric: {"mean", "ci", "n"}} of the one variant of a study CSV."""
+    with open(path, newline="") as fh:
+        return {r["metric"]: {"mean": float(r["mean"]), "ci": float(r["ci"]), "n": int(r["n"])}
+                for r in csv.DictReader(fh)}  # fmt: skip
+
+
+def print_table(tables: list[tuple[str, Path]]) -> None:
+    print(
+        "| agent | seeds | total_reward | depth | gap_fraction | random total_reward | oracle total_reward |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for agent, path in tables:
+        t = read_table(path)
+        cells = [f"{t[f'test/agent/{k}']['mean']:.3f} ± {t[f'test/agent/{k}']['ci']:.3f}" for k in SHOWN]
+        n = t["test/agent/total_reward"]["n"]
+        rand, oracle = t["test/random/total_reward"]["mean"], t["test/oracle/total_reward"]["mean"]
+        print(f"| {agent} | {n} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
+
+
+def runs_table(roots: list[Path]) -> None:
+    """The same table from finished run directories (any mix of `recrl ablate` and `recrl train` runs)."""
+    from recrl_cli.evaluation.stats import mean_ci
+
+    groups: dict[tuple, list[dict]] = {}
+    for metrics_file in sorted(p for root in roots for p in root.glob("*/metrics.json")):
+        cfg = json.loads((metrics_file.parent / "config.resolved.json").read_text())
+        if cfg["algo"] not in AGENTS:
+            continue
+        m = cfg["model"]
+        key = (cfg["algo"], m["iterations"], m["warmup_steps"], m["eval_steps"])
+        groups.setdefault(key, []).append(
+            {"seed": cfg["train"]["seed"], **json.loads(metrics_file.read_text())}
+        )
+    print("| agent | iterations | seeds | total_reward | depth | gap_fraction | random total_reward "
+          "| oracle total_reward |\n|---|---:|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    for (agent, iters, _, _), runs in sorted(
+        groups.items(), key=lambda kv: (AGENTS.index(kv[0][0]), kv[0][1])
+    ):
+        cells = []
+        for k in SHOWN:
+            mean, ci = mean_ci([r[f"test/agent/{k}"] for r in runs])
+            cells.append(f"{mean:.3f} ± {ci:.3f}")
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        rand = sum(r["test/random/total_reward"] for r in runs) / len(runs)
+        oracle = sum(r["test/oracle/total_reward"] for r in runs) / len(runs)
+        print(f"| {agent} | {iters} | {seeds} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--simulator", help="`recrl train simulator` run directory")
+    p.add_argument("--data", help="prepared KuaiRand directory the simulator was trained on")
+    p.add_argument("--agents", default=",".join(AGENTS))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--eval-steps", type=int, default=200)
+    p.add_argument("--workdir", type=Path, default=Path("agents_study"))
+    p.add_argument("--parallel", action="store_true", help="run the agents' studies at the same time")
+    p.add_argument("--tables", help="agent=study.csv pairs, comma-separated: print their table, run nothing")
+    p.add_argument("--runs", help="comma-separated runs directories: the table of their finished agent runs")
+    args = p.parse_args()
+    if args.runs:
+        runs_table([Path(r) for r in args.runs.split(",")])
+        return
+    if args.tables:
+        tables = [(a, Path(t)) for a, t in (pair.split("=", 1) for pair in args.tables.split(","))]
+    else:
+        if not args.simulator or not args.data:
+            p.error("--simulator and --data are required unless --tables is given")
+        tables = run_studies(args)
+    print_table(tables)
+
+
+if __name__ == "__main__":
+    main()
