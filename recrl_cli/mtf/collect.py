@@ -135,5 +135,5 @@ def read_logs(path: Path, device: torch.device | str = "cpu") -> Logs:
     for k, shape in shapes.items():
         col = table.column(k).combine_chunks()
         flat = col.flatten().to_numpy() if shape else col.to_numpy()
-        out[k] = torch.as_tensor(np.asarray(flat).reshape(len(table), *shape), device=device)
+        out[k] = torch.as_tensor(np.array(flat).reshape(len(table), *shape), device=device)
     return Logs(**out)
