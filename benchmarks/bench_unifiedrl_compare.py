@@ -90,6 +90,8 @@ def main() -> None:
                 console.print(
                     f"seed {seed} {label}: reward Δ {run.metrics['test/policy/reward_change_pct']:+.2f} %"
                 )
+                if args.out:  # after every run, so a stopped benchmark keeps what it measured
+                    args.out.write_text(json.dumps(results, indent=1))
         elapsed = time.perf_counter() - start
     table = Table(title=f"fusion methods over {args.seeds} seeds (mean ± 95 % CI over seeds)")
     table.add_column("method")

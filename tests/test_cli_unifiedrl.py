@@ -102,11 +102,11 @@ def test_logs_round_trip_through_parquet_into_a_transition_store(world, tmp_path
     assert len(store) == 24 and store.reward_dim == 2 and store.action_dim == 10
 
 
-@pytest.mark.parametrize("algo", ["unifiedrl", "mtf-td3bc"])
+@pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "data"])])
 def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, world, mlflow_sqlite_uri, tmp_path,
-                                                                         algo):  # fmt: skip
+                                                                         algo, own):  # fmt: skip
     prepared, sim_dir, ranker_dir = world
-    res = cli("train", algo, "--simulator", sim_dir, "--ranker", ranker_dir, "--data", prepared, *TINY,
+    res = cli("train", algo, "--simulator", sim_dir, "--ranker", ranker_dir, "--data", prepared, *TINY, *own,
               "--logs-dir", tmp_path / "logs", "--tracking-uri", mlflow_sqlite_uri,
               "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -120,6 +120,7 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
         assert f"eval/test/{key}" in metrics, key
     assert 0.0 <= metrics["eval/test/policy/mtf_gauc"] <= 1.0
     assert metrics["eval/test/ranker_is_simulator"] == 0.0
+    assert metrics["eval/test/reward_weight/watch_minute"] == (1.0 if own else 0.5)  # fitted: 1 per minute
     files = sorted(p.name for p in (tmp_path / "logs").rglob("*.parquet"))
     rounds = 5 if algo == "unifiedrl" else 1
     assert files == sorted([f"round{r}.parquet" for r in range(rounds)] + ["test.parquet", "ncis.parquet"])

@@ -118,3 +118,32 @@ def test_paired_pct_change():
     d = np.array([1.0, 2.0, 1.0, 0.0])
     assert pct == pytest.approx(10.0)
     assert ci == pytest.approx(100 * sps.t.ppf(0.975, 3) * d.std(ddof=1) / 2 / 10)
+
+
+def test_reward_weights_recover_a_planted_dwell_value_per_behaviour():
+    from recrl_cli.data.kuairand_tensors import RowTable
+    from recrl_cli.mtf.weights import fit_reward_weights
+
+    # Per user: 30 ordinary rows (valid plays of 30 s = 0.5 min; likes / follows / hates on rows with play 0) and
+    # one "sink" row (a valid play) of 60·(2L + F − 3H + 0.5) s, so that per user exactly
+    # minutes = 0.5·valid + 2·likes + 1·follows − 3·hates (the sink's own 0.5 min is its valid play's value).
+    g = torch.Generator().manual_seed(5)
+    users, per = 40, 30
+    labels = torch.zeros(users, per, 7, dtype=torch.uint8)
+    labels[..., 2] = torch.rand(users, per, generator=g) < 0.3  # like
+    labels[..., 5] = torch.rand(users, per, generator=g) < 0.3  # follow
+    labels[..., 6] = torch.rand(users, per, generator=g) < 0.05  # hate
+    labels[..., 3] = torch.rand(users, per, generator=g) < 0.2  # comment: no dwell value
+    valid = (torch.rand(users, per, generator=g) < 0.4) & (labels[..., [2, 5, 6]].sum(-1) == 0)
+    play = torch.where(valid, 30.0, 0.0)
+    value = 2.0 * labels[..., 2].sum(1) + labels[..., 5].sum(1) - 3.0 * labels[..., 6].sum(1) + 0.5
+    assert bool((60 * value > 10).all())  # every sink row is a valid play
+    play = torch.cat([play, 60.0 * value[:, None]], 1).reshape(-1)
+    labels = torch.cat([labels, torch.zeros(users, 1, 7, dtype=torch.uint8)], 1).reshape(-1, 7)
+    n = users * (per + 1)
+    zeros = torch.zeros(n, dtype=torch.long)
+    rows = RowTable(item=zeros + 1, user=torch.arange(users).repeat_interleave(per + 1), labels=labels,
+                    user_start=zeros, user_pos=zeros, request_pos=zeros, split=zeros, play_seconds=play)  # fmt: skip
+    w = fit_reward_weights(rows, torch.arange(n))
+    expected = (0.5, 1.0, 2.0, 1.0, 0.0, 0.0, 3.0)  # (vc, watch minute, like, follow, comment, forward, hate)
+    assert w == pytest.approx(expected, abs=1e-6)

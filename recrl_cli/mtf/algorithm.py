@@ -80,6 +80,11 @@ class MTFAlgorithm:
         else:
             self.ranker = self.model
         self.name, self.cfg, self.m, self.data, self.device = name, cfg, m, data, device
+        self.weights = tuple(m.weights)
+        if m.weights_from == "data":
+            from recrl_cli.mtf.weights import fit_reward_weights
+
+            self.weights = fit_reward_weights(data.rows, data.splits["train"])
         self.learner_name = LEARNER_OF[name]
         self.noise = m.noise if m.noise != "auto" else ("uniform" if name == "unifiedrl" else "gaussian")
         self.width = m.bounds if self.noise == "uniform" else m.gaussian_std
@@ -110,7 +115,7 @@ class MTFAlgorithm:
                             item_correlation=m.item_correlation, seed=seed)  # fmt: skip
         sim = WholeSessionEnv.from_data(self.model, self.data, env_cfg)
         return FusionEnv(
-            sim, self.ranker, retrieved=m.retrieved, random=m.random_candidates, weights=m.weights
+            sim, self.ranker, retrieved=m.retrieved, random=m.random_candidates, weights=self.weights
         )
 
     def log_path(self, stem: str) -> Path:
@@ -168,6 +173,8 @@ class MTFAlgorithm:
         m = self.m
         seeds = [m.eval_seed + i for i in range(m.eval_waves)]
         out: dict[str, float] = {"ranker_is_simulator": float(self.ranker is self.model)}
+        names = ("valid_consumption", "watch_minute", "like", "follow", "comment", "forward", "hate")
+        out.update({f"reward_weight/{k}": w for k, w in zip(names, self.weights, strict=True)})
         ab = {who: ab_sessions(self.make_env, pol, seeds) for who, pol in self.policies().items()}
         test = collect(self.make_env(m.eval_seed + 50_000), self.mu_bp0, noise=None, width=0.0, bound=m.bounds,
                        steps=m.test_steps, generator=self.generator)  # fmt: skip

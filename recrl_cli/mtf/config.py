@@ -42,6 +42,8 @@ class MTFRunConfig:
     item_correlation: float = param(0.2, help="ρ of the simulator's item-correlation penalty.")
     weights: tuple[float, ...] = param(FALLBACK_WEIGHTS, help="Reward weights per item: valid consumption, watch "
                                        "minute, like, follow, comment, forward, hate (subtracted).")  # fmt: skip
+    weights_from: str = param("config", help="config: use --weights; data: fit them on the train rows (regression "
+                              "of play minutes on behaviour counts per user).", choices=("config", "data"))  # fmt: skip
     # -- behaviour policy (ES/CEM)
     cem_iterations: int = param(5, help="CEM generations tuning μ_bp.")
     cem_population: int = param(16, help="CEM population (<= batch_users).")
@@ -102,6 +104,8 @@ class MTFRunConfig:
             raise ConfigError(f"model.action_scale must be in (0, 1], got {self.action_scale!r}")
         if len(self.weights) != 7:
             raise ConfigError(f"model.weights needs 7 values, got {len(self.weights)}")
+        if self.weights_from not in ("config", "data"):
+            raise ConfigError(f"model.weights_from must be config or data, got {self.weights_from!r}")
         if self.noise not in NOISE_CHOICES:
             raise ConfigError(f"model.noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}")
         if self.ncis_cap <= 0 or self.ncis_kernel < 0:
