@@ -60,7 +60,7 @@ class CEM:
     """Cross-entropy method over :class:`LinearFusionPolicy` parameters (see the module docstring)."""
 
     def __init__(self, env: FusionEnv, *, population: int, steps: int, elite: float, init_std: float,
-                 scale: float, generator: torch.Generator) -> None:  # fmt: skip
+                 scale: float, generator: torch.Generator, min_std: float = 0.05) -> None:  # fmt: skip
         if not 1 <= population <= env.batch:
             raise ValueError(f"CEM population must be in [1, batch_users = {env.batch}], got {population}")
         if not 0.0 < elite <= 1.0:
@@ -73,6 +73,9 @@ class CEM:
             generator,
         )
         self.n_elite = max(1, round(elite * population))
+        # A floor on σ (Szita & Lőrincz's noisy CEM): with noisy scores the plain refit collapses σ to ~0 within a
+        # few generations, long before the mean has converged.
+        self.min_std = min_std
         shape = (env.action_dim, PROFILE_DIM + 1)
         self.mean = torch.zeros(shape, device=env.device)
         self.std = torch.full(shape, init_std, device=env.device)
@@ -100,6 +103,8 @@ class CEM:
         score = total / (counts * self.steps)
         elite = theta[score.topk(self.n_elite).indices]
         self.mean = elite.mean(0)
-        self.std = elite.std(0, unbiased=False).clamp(min=1e-3) if self.n_elite > 1 else self.std * 0.9
+        self.std = (
+            elite.std(0, unbiased=False).clamp(min=self.min_std) if self.n_elite > 1 else self.std * 0.9
+        )
         return {"score_mean": float(score.mean()), "score_best": float(score.max()),
                 "score_incumbent": float(score[0]), "std": float(self.std.mean())}  # fmt: skip
