@@ -29,7 +29,7 @@ from recrl_cli.cli.resolve import run_config_from_cli
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
 from recrl_cli.data.synth.kuairand import write_kuairand
-from recrl_cli.evaluation.stats import mean_ci
+from recrl_cli.evaluation.stats import mean_ci, paired_difference
 from recrl_cli.pipeline import train_run
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.tracking.base import NullTracker
@@ -59,6 +59,37 @@ def simulators(root: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return root / "prepared", dirs[0], dirs[1]
 
 
+def summarise(results: dict[str, list[dict[str, float]]], console: Console) -> None:
+    """Per method mean ± CI over seeds; then UnifiedRL (D3) minus each method, paired by seed."""
+    seeds = min(len(r) for r in results.values())
+    table = Table(title=f"fusion methods over {seeds} seeds (mean ± 95 % CI over seeds)")
+    table.add_column("method")
+    for k in SHOWN:
+        table.add_column(k.removeprefix("policy/").replace("_change_pct", " Δ%"), justify="right")
+    for label, runs in results.items():
+        cells = []
+        for k in SHOWN:
+            mean, ci = mean_ci([r.get(k, float("nan")) for r in runs[:seeds]])
+            cells.append(f"{mean:.3f} ± {ci:.3f}")
+        table.add_row(label, *cells)
+    console.print(table)
+    ref = results["UnifiedRL (D3)"][:seeds]
+    table = Table(title="UnifiedRL (D3) minus each method, paired by seed (mean ± 95 % CI, p)")
+    table.add_column("vs")
+    paired = ("policy/reward_change_pct", "policy/valid_consumption_change_pct", "policy/mtf_gauc")
+    for k in paired:
+        table.add_column(k.removeprefix("policy/"), justify="right")
+    for label, runs in results.items():
+        if label == "UnifiedRL (D3)":
+            continue
+        cells = []
+        for k in paired:
+            d, ci, pv = paired_difference([r[k] for r in ref], [r[k] for r in runs[:seeds]])
+            cells.append(f"{d:+.3f} ± {ci:.3f} (p {pv:.2f})")
+        table.add_row(label, *cells)
+    console.print(table)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -68,10 +99,16 @@ def main() -> None:
     p.add_argument("--sim-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="Write every run's metrics as JSON here.")
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="Only print the tables of a saved --out file."
+    )
     p.add_argument("overrides", nargs="*", help="key=value model options shared by every method.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=220)
+    if args.from_json:
+        summarise(json.loads(args.from_json.read_text()), console)
+        return
     console.print(f"threads={args.threads}, load average {os.getloadavg()[0]:.2f} at start")
     extra = [tuple(o.split("=", 1)) for o in args.overrides]
     results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
@@ -93,17 +130,7 @@ def main() -> None:
                 if args.out:  # after every run, so a stopped benchmark keeps what it measured
                     args.out.write_text(json.dumps(results, indent=1))
         elapsed = time.perf_counter() - start
-    table = Table(title=f"fusion methods over {args.seeds} seeds (mean ± 95 % CI over seeds)")
-    table.add_column("method")
-    for k in SHOWN:
-        table.add_column(k.removeprefix("policy/").replace("_change_pct", " Δ%"), justify="right")
-    for label, runs in results.items():
-        cells = []
-        for k in SHOWN:
-            mean, ci = mean_ci([r.get(k, float("nan")) for r in runs])
-            cells.append(f"{mean:.3f} ± {ci:.3f}")
-        table.add_row(label, *cells)
-    console.print(table)
+    summarise(results, console)
     console.print(
         f"{len(METHODS) * args.seeds} runs in {elapsed:.0f} s; load average {os.getloadavg()[0]:.2f} at end"
     )
