@@ -8,6 +8,8 @@ from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
 from recrl_cli.errors import RegistryError
+from recrl_cli.mtf.algorithm import load_mtf_predictor, mtf_builder
+from recrl_cli.mtf.config import MTFRunConfig
 from recrl_cli.nets.mtl.config import MTLConfig
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.train import build_simulator, load_simulator_predictor
@@ -41,6 +43,20 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                     "TD3 baseline (clipped double Q, delayed actor) in the simulator's env.", "rl"),
     "a2c": AlgoSpec("a2c", _AGENT_CONFIGS["a2c"], agent_builder("a2c"), load_agent_predictor,
                     "A2C baseline (Gaussian hyper-action policy) in the simulator's env.", "rl"),
+    "unifiedrl": AlgoSpec("unifiedrl", MTFRunConfig, mtf_builder("unifiedrl"), load_mtf_predictor,
+                          "UnifiedRL multi-task fusion: bounded exploration logs, q x m critics, PTM rounds.", "mtf"),
+    "mtf-es": AlgoSpec("mtf-es", MTFRunConfig, mtf_builder("mtf-es"), load_mtf_predictor,
+                       "Fusion baseline: ES/CEM-tuned personalised fusion weights (the behaviour policy).", "mtf"),
+    "mtf-ddpg": AlgoSpec("mtf-ddpg", MTFRunConfig, mtf_builder("mtf-ddpg"), load_mtf_predictor,
+                         "Fusion baseline: offline DDPG on Gaussian-noise logs (D1).", "mtf"),
+    "mtf-td3bc": AlgoSpec("mtf-td3bc", MTFRunConfig, mtf_builder("mtf-td3bc"), load_mtf_predictor,
+                          "Fusion baseline: TD3+BC on Gaussian-noise logs (D1).", "mtf"),
+    "mtf-iql": AlgoSpec("mtf-iql", MTFRunConfig, mtf_builder("mtf-iql"), load_mtf_predictor,
+                        "Fusion baseline: IQL on Gaussian-noise logs (D1).", "mtf"),
+    "mtf-bcq": AlgoSpec("mtf-bcq", MTFRunConfig, mtf_builder("mtf-bcq"), load_mtf_predictor,
+                        "Fusion baseline: BCQ as BatchRL-MTF on Gaussian-noise logs (D1).", "mtf"),
+    "mtf-cql": AlgoSpec("mtf-cql", MTFRunConfig, mtf_builder("mtf-cql"), load_mtf_predictor,
+                        "Fusion baseline: CQL+SAC on Gaussian-noise logs (D1).", "mtf"),
 }  # fmt: skip
 
 

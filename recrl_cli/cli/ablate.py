@@ -55,6 +55,9 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
 # RL runs log test/<policy>/<metric> for the agent and the random and oracle baselines: the table
 # shows the agent's episode metrics (the baselines are in the CSV).
 _RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
+# Fusion runs (UnifiedRL and mtf-*): the learned policy's A/B change vs ES and its offline metrics.
+_MTF_METRICS = ("policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
+                "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return")
 
 
 def _shown(metric: str, wanted: list[str]) -> bool:
@@ -139,7 +142,8 @@ def ablate(
     if metrics is None:
         from recrl_cli.algorithms.registry import get_algorithm
 
-        metrics = _RL_METRICS if get_algorithm(algo).family == "rl" else "auc,s_logloss"
+        family = get_algorithm(algo).family
+        metrics = _RL_METRICS if family == "rl" else _MTF_METRICS if family == "mtf" else "auc,s_logloss"
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
         title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")

@@ -111,7 +111,7 @@ def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:
     downloaded once to a fixed path, so the resolved config, and with it the run key that ``--resume``
     looks up, is the same on every call.
     """
-    ref = getattr(cfg.model, "critics", "")
+    ref = getattr(cfg.model, "critics", "") if cfg.algo == "rmtl" else ""  # UnifiedRL's critics is a count
     if not ref:
         return cfg
     from recrl_cli.algorithms.rmtl.transfer import resolve_critics_source

@@ -149,7 +149,16 @@ def train(
         raise typer.Exit(code=130) from None
     has_val = any(k.startswith("val/") for k in result.metrics)  # RL agents have test metrics only
     which = "best validation epoch" if has_val else "exploration off, fresh users"
-    console.print(metrics_table(result.metrics, f"{algo}: test metrics ({which})", "test/"))
+    from recrl_cli.algorithms.registry import get_algorithm
+
+    if get_algorithm(algo).family == "mtf":  # fusion runs: ES vs the learned policy, paired A/B changes
+        from recrl_cli.mtf.report import fusion_table
+
+        console.print(
+            fusion_table(result.metrics, f"{algo}: simulated A/B and offline metrics (fresh users)")
+        )
+    else:
+        console.print(metrics_table(result.metrics, f"{algo}: test metrics ({which})", "test/"))
     if has_val:
         console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     if any(k.startswith("pretrained/test/") for k in result.metrics):

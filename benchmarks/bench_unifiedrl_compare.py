@@ -1,0 +1,142 @@
+"""UnifiedRL vs every fusion baseline over seeds: simulated A/B change vs ES, MTF-GAUC, NCIS and the premise check.
+
+Synthetic KuaiRand (``recrl synth kuairand`` logs at the given size, prepared), a ground-truth simulator (seed 0)
+and a different, smaller ranker (seed 1, half the width), both trained briefly through the pipeline; then for each
+seed every method runs the whole protocol of ``recrl train <method>`` (CEM μ_bp, logs, offline training,
+evaluation) through the same pipeline function the CLI calls, with the config's quick defaults unless overridden
+by ``--set``-style ``key=value`` arguments. The same seed gives every method the same μ_bp⁰ and the same
+evaluation users (common random numbers), so the "Δ % vs ES" columns are paired within a seed; the table shows
+their mean ± 95 % CI over seeds.
+
+    python benchmarks/bench_unifiedrl_compare.py --seeds 5 --users 200 --items 300 --impressions 20000 \
+        iterations=300 collect_steps=40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from recrl_cli.cli.resolve import run_config_from_cli
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+from recrl_cli.data.synth.kuairand import write_kuairand
+from recrl_cli.evaluation.stats import mean_ci, paired_difference
+from recrl_cli.pipeline import train_run
+from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.tracking.base import NullTracker
+
+METHODS = {"ES": ("mtf-es", []), "DDPG (D1)": ("mtf-ddpg", []), "TD3+BC (D1)": ("mtf-td3bc", []),
+           "IQL (D1)": ("mtf-iql", []), "BCQ / BatchRL-MTF (D1)": ("mtf-bcq", []),
+           "CQL+SAC (D1)": ("mtf-cql", []), "UnifiedRL w/o PTM (D2)": ("unifiedrl", [("ptm", "false")]),
+           "UnifiedRL (D3)": ("unifiedrl", [])}  # fmt: skip
+SHOWN = ("policy/reward_change_pct", "policy/valid_consumption_change_pct", "policy/watch_minutes_change_pct",
+         "policy/depth", "policy/mtf_gauc", "policy/ncis/request_reward", "policy/ncis/session_return",
+         "policy/premise/share_dims_in_box")  # fmt: skip
+
+
+def simulators(root: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    write_kuairand(
+        root / "raw", num_users=args.users, num_items=args.items, num_impressions=args.impressions, seed=7
+    )
+    prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
+    dirs = []
+    for seed, width in ((0, 16), (1, 8)):
+        model = SimulatorConfig(user_latent=width, item_latent=width, enc_dim=width, n_layers=1, n_heads=2,
+                                ff_dim=32, state_hidden=32, history_length=20)  # fmt: skip
+        cfg = RunConfig(algo="simulator", data=DataConfig(dataset="kuairand", prepared_dir=str(root / "prepared")),
+                        train=TrainConfig(epochs=args.sim_epochs, batch_size=256, device="cpu", threads=args.threads,
+                                          seed=seed), model=model)  # fmt: skip
+        dirs.append(train_run(cfg, NullTracker(), experiment="sim", runs_root=root / "runs").run_dir)
+    return root / "prepared", dirs[0], dirs[1]
+
+
+def summarise(results: dict[str, list[dict[str, float]]], console: Console) -> None:
+    """Per method mean ± CI over seeds; then UnifiedRL (D3) minus each method, paired by seed."""
+    seeds = min(len(r) for r in results.values())
+    table = Table(title=f"fusion methods over {seeds} seeds (mean ± 95 % CI over seeds)")
+    table.add_column("method")
+    for k in SHOWN:
+        table.add_column(k.removeprefix("policy/").replace("_change_pct", " Δ%"), justify="right")
+    for label, runs in results.items():
+        cells = []
+        for k in SHOWN:
+            mean, ci = mean_ci([r.get(k, float("nan")) for r in runs[:seeds]])
+            cells.append(f"{mean:.3f} ± {ci:.3f}")
+        table.add_row(label, *cells)
+    console.print(table)
+    ref = results["UnifiedRL (D3)"][:seeds]
+    table = Table(title="UnifiedRL (D3) minus each method, paired by seed (mean ± 95 % CI, p)")
+    table.add_column("vs")
+    paired = ("policy/reward_change_pct", "policy/valid_consumption_change_pct", "policy/mtf_gauc")
+    for k in paired:
+        table.add_column(k.removeprefix("policy/"), justify="right")
+    for label, runs in results.items():
+        if label == "UnifiedRL (D3)":
+            continue
+        cells = []
+        for k in paired:
+            d, ci, pv = paired_difference([r[k] for r in ref], [r[k] for r in runs[:seeds]])
+            cells.append(f"{d:+.3f} ± {ci:.3f} (p {pv:.2f})")
+        table.add_row(label, *cells)
+    console.print(table)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--impressions", type=int, default=20_000)
+    p.add_argument("--sim-epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="Write every run's metrics as JSON here.")
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="Only print the tables of a saved --out file."
+    )
+    p.add_argument("overrides", nargs="*", help="key=value model options shared by every method.")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console(width=220)
+    if args.from_json:
+        summarise(json.loads(args.from_json.read_text()), console)
+        return
+    console.print(f"threads={args.threads}, load average {os.getloadavg()[0]:.2f} at start")
+    extra = [tuple(o.split("=", 1)) for o in args.overrides]
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        prepared, sim_dir, ranker_dir = simulators(root, args)
+        start = time.perf_counter()
+        for seed in range(args.seeds):
+            for label, (algo, own) in METHODS.items():
+                pairs = [("simulator", str(sim_dir)), ("ranker", str(ranker_dir)), ("logs_dir", str(root / "logs")),
+                         ("threads", str(args.threads)), *extra, *own]  # fmt: skip
+                cfg = run_config_from_cli(algo, config=None, sets=None, extra=pairs, seed=seed, device="cpu",
+                                          data_dir=prepared)  # fmt: skip
+                run = train_run(cfg, NullTracker(), experiment="bench", runs_root=root / "runs")
+                results[label].append({k.removeprefix("test/"): v for k, v in run.metrics.items()})
+                console.print(
+                    f"seed {seed} {label}: reward Δ {run.metrics['test/policy/reward_change_pct']:+.2f} %"
+                )
+                if args.out:  # after every run, so a stopped benchmark keeps what it measured
+                    args.out.write_text(json.dumps(results, indent=1))
+        elapsed = time.perf_counter() - start
+    summarise(results, console)
+    console.print(
+        f"{len(METHODS) * args.seeds} runs in {elapsed:.0f} s; load average {os.getloadavg()[0]:.2f} at end"
+    )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

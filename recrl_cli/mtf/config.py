@@ -1,0 +1,115 @@
+"""The ``model`` section of ``recrl train unifiedrl`` and of the fusion baselines ``recrl train mtf-*``.
+
+Defaults are a quick CPU look (a few minutes on tiny data). ``preset=paper`` replaces every field still at its
+quick default by the paper-size value of :data:`PAPER` (unifiedrl_hrlrec.md A4 table: 24 critics, batch 256,
+300k iterations, hidden 256-128; the env and budget sizes are recrl's choice for a GPU run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from recrl_cli.config.fields import param
+from recrl_cli.errors import ConfigError
+from recrl_cli.mtf.env import FALLBACK_WEIGHTS
+
+NOISE_CHOICES = ("auto", "gaussian", "uniform")
+PRESETS = ("quick", "paper")
+PAPER = {"critics": 24, "batch_size": 256, "hidden": (256, 128), "iterations": 300_000, "batch_users": 256,
+         "collect_steps": 1000, "cem_iterations": 30, "cem_population": 64, "eval_waves": 20,
+         "test_steps": 100}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MTFRunConfig:
+    """Fusion env, behaviour policy, logged data, learner and evaluation of one fusion run."""
+
+    simulator: str = param(
+        "", help="Ground-truth user simulator: a `recrl train simulator` run dir or model.pt."
+    )
+    ranker: str = param("", help="MTL ranker to fuse: another simulator run (other seed/size); empty = the "
+                                 "simulator itself (an oracle ranker, logged as ranker_is_simulator=1).")  # fmt: skip
+    preset: str = param(
+        "quick", help="quick (CPU look) or paper (paper-size learner and budget).", choices=PRESETS
+    )
+    # -- env
+    batch_users: int = param(32, help="B: users served in parallel (leavers replaced in place).")
+    slate_size: int = param(6, help="K: items shown per request (top K by the fused score).")
+    retrieved: int = param(40, help="Candidates from the retriever (history-similarity top-N).")
+    random_candidates: int = param(10, help="Extra random pool candidates per request.")
+    initial_temper: float = param(20.0, help="T0 of the temper leave model.")
+    item_correlation: float = param(0.2, help="ρ of the simulator's item-correlation penalty.")
+    weights: tuple[float, ...] = param(FALLBACK_WEIGHTS, help="Reward weights per item: valid consumption, watch "
+                                       "minute, like, follow, comment, forward, hate (subtracted).")  # fmt: skip
+    weights_from: str = param("config", help="config: use --weights; data: fit them on the train rows (regression "
+                              "of play minutes on behaviour counts per user).", choices=("config", "data"))  # fmt: skip
+    # -- behaviour policy (ES/CEM)
+    cem_iterations: int = param(5, help="CEM generations tuning μ_bp.")
+    cem_population: int = param(16, help="CEM population (<= batch_users).")
+    cem_steps: int = param(10, help="Requests per CEM generation.")
+    action_scale: float = param(0.7, help="μ_bp = scale·tanh(·): keeps μ_bp ± bounds inside [−1, 1].")
+    # -- logged data
+    noise: str = param("auto", help="Exploration: auto (unifiedrl uniform, baselines gaussian), gaussian, uniform.",
+                       choices=NOISE_CHOICES)  # fmt: skip
+    bounds: float = param(
+        0.15, help="b: uniform exploration box ±b around μ_bp (UnifiedRL's bound), normalised."
+    )
+    gaussian_std: float = param(0.2, help="σ of the Gaussian exploration (D1).")
+    ptm: bool = param(
+        True, help="UnifiedRL: progressive training mode (rounds re-centred on the learned policy)."
+    )
+    rounds: int = param(5, help="PTM rounds (the budget is split evenly).")
+    collect_steps: int = param(40, help="Requests per env row logged in total (over all rounds).")
+    logs_dir: str = param("mtf-logs", help="Directory for the Parquet logs (one subdirectory per run).")
+    # -- learner
+    iterations: int = param(300, help="Gradient steps in total (over all rounds).")
+    batch_size: int = param(64, help="Transitions per gradient step (paper 256).")
+    hidden: tuple[int, ...] = param((64, 64), help="Actor and critic hidden widths (paper 256-128).")
+    gamma: float = param(0.9, help="γ (paper 0.9).")
+    critics: int = param(4, help="UnifiedRL: m critics per set (paper 24).")
+    penalty: bool = param(True, help="UnifiedRL: bound penalty η·d in the actor loss.")
+    eta: float = param(1.0, help="UnifiedRL: η, weight of the bound penalty (unpublished; chosen).")
+    beta: float = param(0.3, help="UnifiedRL: β of Eq. 5 (paper 0.3).")
+    uncertainty: float = param(0.2, help="UnifiedRL: λ, weight of the ensemble std (paper 0.2).")
+    soft_rate: float = param(0.08, help="UnifiedRL: ω soft update rate (paper 0.08).")
+    target_every: int = param(15, help="UnifiedRL: L, updates between soft updates (paper 15).")
+    # -- evaluation
+    eval_seed: int = param(1_000_003, help="First env seed of the evaluation (far from training seeds).")
+    eval_waves: int = param(2, help="A/B waves: each runs batch_users sessions per policy on one seed.")
+    test_steps: int = param(20, help="Requests per env row in the test log (μ_bp, no noise) and NCIS log.")
+    ncis_cap: float = param(10.0, help="c: cap of the NCIS importance weights.")
+    ncis_kernel: float = param(0.0, help="h: half-width of the box kernel smoothing the policy (0 = bounds).")
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"model.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.preset == "paper":
+            quick = {f.name: f.default for f in dataclasses.fields(MTFRunConfig)}
+            for k, v in PAPER.items():
+                if getattr(self, k) == quick[k]:
+                    object.__setattr__(self, k, v)
+        for name in ("batch_users", "slate_size", "retrieved", "cem_iterations", "cem_population", "cem_steps",
+                     "rounds", "collect_steps", "iterations", "batch_size", "critics", "target_every",
+                     "eval_waves", "test_steps"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.random_candidates < 0:
+            raise ConfigError(f"model.random_candidates must be >= 0, got {self.random_candidates!r}")
+        if not 0.0 < self.bounds <= 1.0 or not 0.0 < self.gaussian_std <= 1.0:
+            raise ConfigError(f"model.bounds and model.gaussian_std must be in (0, 1], got {self.bounds!r}, "
+                              f"{self.gaussian_std!r}")  # fmt: skip
+        if not 0.0 < self.action_scale <= 1.0:
+            raise ConfigError(f"model.action_scale must be in (0, 1], got {self.action_scale!r}")
+        if len(self.weights) != 7:
+            raise ConfigError(f"model.weights needs 7 values, got {len(self.weights)}")
+        if self.weights_from not in ("config", "data"):
+            raise ConfigError(f"model.weights_from must be config or data, got {self.weights_from!r}")
+        if self.noise not in NOISE_CHOICES:
+            raise ConfigError(f"model.noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}")
+        if self.ncis_cap <= 0 or self.ncis_kernel < 0:
+            raise ConfigError("model.ncis_cap must be > 0 and model.ncis_kernel >= 0")
+        if self.cem_population > self.batch_users:
+            raise ConfigError(f"model.cem_population ({self.cem_population}) must be <= batch_users "
+                              f"({self.batch_users})")  # fmt: skip

@@ -1,0 +1,172 @@
+"""UnifiedRL and the fusion baselines end to end on tiny synthetic KuaiRand: env invariants, the Parquet logs,
+``recrl train unifiedrl`` / ``mtf-td3bc`` and ``recrl ablate unifiedrl --bounds`` through the CLI with MLflow
+read-back, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recrl_cli.agents.algorithm import load_simulator
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+from recrl_cli.data.synth.kuairand import write_kuairand
+from recrl_cli.mtf.collect import collect, read_logs, to_store, write_logs
+from recrl_cli.mtf.env import FusionEnv, item_rewards
+from recrl_cli.mtf.policies import LinearFusionPolicy
+from recrl_cli.pipeline import train_run
+from recrl_cli.sim.config import EnvConfig, SimulatorConfig
+from recrl_cli.sim.data import load_kuairand_data
+from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.tracking.base import NullTracker
+
+SIM = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_dim=8, state_hidden=8,
+           history_length=8)  # fmt: skip
+TINY = ["--batch-users", 8, "--slate-size", 3, "--retrieved", 10, "--random-candidates", 5, "--cem-population", 4,
+        "--cem-iterations", 2, "--cem-steps", 3, "--collect-steps", 10, "--iterations", 10, "--batch-size", 16,
+        "--hidden", 16, "--critics", 2, "--eval-waves", 1, "--test-steps", 5, "--device", "cpu",
+        "--threads", 1]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(prepared KuaiRand, simulator run dir, ranker run dir: a second simulator with another seed)."""
+    root = tmp_path_factory.mktemp("kr_mtf")
+    write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7)
+    prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
+    dirs = []
+    for seed in (0, 1):
+        cfg = RunConfig(algo="simulator", data=DataConfig(dataset="kuairand", prepared_dir=str(root / "prepared")),
+                        train=TrainConfig(epochs=1, max_steps=2, batch_size=64, device="cpu", threads=1, seed=seed),
+                        model=SimulatorConfig(**SIM))  # fmt: skip
+        dirs.append(train_run(cfg, NullTracker(), experiment="sim", runs_root=root / "runs").run_dir)
+    return root / "prepared", dirs[0], dirs[1]
+
+
+def _env(world, seed: int = 0) -> FusionEnv:
+    prepared, sim_dir, ranker_dir = world
+    sim, _ = load_simulator(str(sim_dir), torch.device("cpu"))
+    ranker, _ = load_simulator(str(ranker_dir), torch.device("cpu"))
+    data = load_kuairand_data(prepared)
+    base = WholeSessionEnv.from_data(sim, data, EnvConfig(batch_users=6, slate_size=4, seed=seed))
+    return FusionEnv(base, ranker, retrieved=12, random=8)
+
+
+def test_env_serves_distinct_candidates_and_splits_the_reward(world):
+    env = _env(world)
+    policy = LinearFusionPolicy.zeros(env.action_dim, 0.7, env.device)
+    for _ in range(3):
+        req = env.request()
+        assert req.state.shape == (6, env.state_dim) and req.preds.shape == (6, 20, 5)
+        assert bool(((req.preds >= 0) & (req.preds <= 1)).all())
+        assert all(len(set(row)) == 20 for row in req.candidates.tolist())  # retrieved + random are distinct
+        action = torch.rand(6, env.action_dim) * 2 - 1
+        out = env.step(action)
+        assert all(len(set(row)) == 4 for row in out.slate.tolist())  # no repeats in a slate
+        assert torch.equal(out.items, req.candidates.gather(1, out.slate))
+        assert torch.equal(out.slate, env.rank(action, req))  # the slate is the top K of the fused score
+        watch, rest = item_rewards(out.responses, out.play, env.weights)
+        torch.testing.assert_close(out.reward, torch.stack([watch.sum(1), rest.sum(1)], -1))
+        assert bool((out.play[out.responses[..., 0] == 0] == 0).all())  # no play without a click
+    with pytest.raises(ValueError, match="action must have shape"):
+        env.step(policy(env.request().state)[:, :3])
+
+
+def test_logs_round_trip_through_parquet_into_a_transition_store(world, tmp_path):
+    env = _env(world, seed=3)
+    mu = LinearFusionPolicy.zeros(env.action_dim, 0.7, env.device)
+    logs = collect(env, mu, noise="uniform", width=0.15, bound=0.15, steps=4, generator=torch.Generator())
+    assert len(logs) == 24 and bool(((logs.action - logs.mu_bp).abs() <= 0.15 + 1e-6).all())
+    # next_state of request t is the state of the same row at request t + 1
+    torch.testing.assert_close(logs.next_state[:-6], logs.state[6:])
+    write_logs(logs, tmp_path / "d2.parquet", "uniform")
+    back = read_logs(tmp_path / "d2.parquet")
+    for name in ("state", "action", "mu_bp", "candidates", "preds", "slate", "responses", "play", "reward"):
+        torch.testing.assert_close(getattr(back, name), getattr(logs, name))
+    assert {"round", "done", "lower", "upper", "next_mu_bp"} <= set(
+        pq.read_schema(tmp_path / "d2.parquet").names
+    )
+    store = to_store(back)
+    assert len(store) == 24 and store.reward_dim == 2 and store.action_dim == 10
+
+
+@pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "data"])])
+def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, world, mlflow_sqlite_uri, tmp_path,
+                                                                         algo, own):  # fmt: skip
+    prepared, sim_dir, ranker_dir = world
+    res = cli("train", algo, "--simulator", sim_dir, "--ranker", ranker_dir, "--data", prepared, *TINY, *own,
+              "--logs-dir", tmp_path / "logs", "--tracking-uri", mlflow_sqlite_uri,
+              "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "valid_consumption / session" in res.output and "mtf_gauc" in res.output
+    mlflow.set_tracking_uri(mlflow_sqlite_uri)
+    (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+    metrics = run.data.metrics
+    for key in ("es/valid_consumption", "policy/watch_minutes", "policy/reward_change_pct", "policy/depth_change_ci",
+                "policy/mtf_gauc", "es/mtf_gauc", "policy/ncis/request_reward", "policy/premise/share_dims_in_box",
+                "ncis/cap", "ncis/kernel"):  # fmt: skip
+        assert f"eval/test/{key}" in metrics, key
+    assert 0.0 <= metrics["eval/test/policy/mtf_gauc"] <= 1.0
+    assert metrics["eval/test/ranker_is_simulator"] == 0.0
+    assert metrics["eval/test/reward_weight/watch_minute"] == (1.0 if own else 0.5)  # fitted: 1 per minute
+    files = sorted(p.name for p in (tmp_path / "logs").rglob("*.parquet"))
+    rounds = 5 if algo == "unifiedrl" else 1
+    assert files == sorted([f"round{r}.parquet" for r in range(rounds)] + ["test.parquet", "ncis.parquet"])
+    noise = "uniform" if algo == "unifiedrl" else "gaussian"
+    assert next((tmp_path / "logs").rglob("round0.parquet")).parent.name.startswith(
+        f"{algo}-seed2022-{noise}"
+    )
+
+
+def test_ablate_unifiedrl_over_bounds_runs_nested_variants(cli, world, mlflow_sqlite_uri, tmp_path):
+    prepared, sim_dir, _ = world
+    res = cli("ablate", "unifiedrl", "--bounds", "0.1,0.2", "--simulator", sim_dir, "--data", prepared, *TINY,
+              "--rounds", 2, "--logs-dir", tmp_path / "logs", "--tracking-uri", mlflow_sqlite_uri,
+              "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "bounds=0.1" in res.output and "bounds=0.2" in res.output and "reward_change_pct" in res.output
+    mlflow.set_tracking_uri(mlflow_sqlite_uri)
+    runs = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2
+    assert sorted(float(r.data.params["model.bounds"]) for r in children) == [0.1, 0.2]
+    assert all("eval/test/policy/ncis/request_reward" in r.data.metrics for r in children)
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"unifiedrl-seed2022-uniform-b0.1",
+                                                               "unifiedrl-seed2022-uniform-b0.2"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--bounds", "2"], "model.bounds"),
+    (["--cem-population", "99"], "cem_population"),
+    (["--noise", "laplace"], "noise"),
+    (["--ptm", "maybe"], "ptm"),
+])  # fmt: skip
+def test_bad_fusion_options_are_one_line_errors(cli, world, tmp_path, args, needle):
+    prepared, sim_dir, _ = world
+    res = cli("train", "unifiedrl", "--simulator", sim_dir, "--data", prepared, *TINY, *args,
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_simulator_is_a_one_line_error(cli, world, tmp_path):
+    prepared, _, _ = world
+    res = cli("train", "unifiedrl", "--data", prepared, "--device", "cpu",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}", "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 1
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--simulator" in errors[0], res.output
