@@ -30,6 +30,14 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import START_SPLITS, EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.text.config import (
+    check_text_options,
+    item_encoder_field,
+    text_max_len_field,
+    text_mode_field,
+    text_model_field,
+    uses_text,
+)
 from recrl_cli.training.trainer import Stage
 
 
@@ -92,8 +100,14 @@ class AgentRunConfig:
     entropy_coef: float = param(0.1, help="A2C: entropy bonus weight.")
     advantage_bias: float = param(0.0, help="A2C: bias added to the advantage.")
     advantage_clip: float = param(1.0, help="A2C: clip of the advantage.")
+    # -- item text (recrl_cli/text): the projected text vector joins the policy's item kernel
+    item_encoder: str = item_encoder_field()
+    text_model: str = text_model_field()
+    text_mode: str = text_mode_field()
+    text_max_len: int = text_max_len_field()
 
     def __post_init__(self) -> None:
+        check_text_options(self)
         for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -161,6 +175,10 @@ class RLAgentAlgorithm:
                                        eval_seed=m.eval_seed, window=m.window, seed=cfg.train.seed)  # fmt: skip
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if uses_text(m):  # the policy's StateEncoder builds its item-text kernel from this factory
+            from recrl_cli.text.attach import agent_text_factory
+
+            model.item_text_factory = agent_text_factory(m, data.directory, device)
         self.agent = make_agent(name, self.env, self.agent_cfg, seed=cfg.train.seed)
         self.loop = AgentLoop(self.agent, self.env, self.loop_cfg)
         self.warmed = False

@@ -100,6 +100,9 @@ def preflight(cfg: RunConfig) -> None:
 
     resolve_device(cfg.train.device)
     read_manifest(Path(cfg.data.prepared_dir))
+    from recrl_cli.text.attach import preflight_text
+
+    preflight_text(cfg.model, Path(cfg.data.prepared_dir))  # --item-encoder text: extra, model dir, item text
 
 
 def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:

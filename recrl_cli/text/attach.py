@@ -8,6 +8,7 @@ model, e.g. SingleTask's T embeddings.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from recrl_cli.errors import ConfigError
 from recrl_cli.nets.layers import FeatureEmbedding
+from recrl_cli.text.backend import looks_like_path
 from recrl_cli.text.config import check_text_options, uses_text
 from recrl_cli.text.encoder import TextItemEncoder, build_text_encoder, empty_text_encoder
 from recrl_cli.text.items import load_item_texts
@@ -92,3 +94,45 @@ def rebuild_item_text(model: nn.Module, cfg: Any, weights: dict[str, torch.Tenso
     encoder = empty_text_encoder(cfg, weights, f"{prefix}text.", cfg.embed_dim)
     field = int(weights[key])
     _wrap(model, lambda inner: TextFeatureEmbedding(inner, encoder, field, cfg.item_encoder))
+
+
+def agent_text_factory(cfg: Any, prepared_dir: Path, device: torch.device) -> Any:
+    """For the RL agents: ``factory(d) -> TextItemEncoder`` over the KuaiRand items (row 0 = padding).
+
+    The language model runs (frozen) or is loaded (finetune) once here; each call makes a new encoder with its
+    own projection, so the actor and anything built later get independent parameters. ``keep_ids`` tells the
+    policy's item kernel whether to keep the id row (``id+text``) or read only features + text (``text``).
+    """
+    check_text_options(cfg)
+    texts = load_item_texts(Path(prepared_dir))
+    proto = build_text_encoder(cfg, texts, 1, device, Path(prepared_dir) / CACHE_DIR)
+    hidden = proto.proj.in_features
+
+    def factory(out_dim: int) -> TextItemEncoder:
+        if proto.mode == "frozen":
+            enc = TextItemEncoder("frozen", hidden, out_dim, table=proto.table)
+        else:
+            model = copy.deepcopy(proto.model)
+            enc = TextItemEncoder(
+                "finetune", hidden, out_dim, model=model, tokens=proto.tokens, mask=proto.mask
+            )
+        enc.keep_ids = cfg.item_encoder == "id+text"
+        return enc.to(device)
+
+    return factory
+
+
+def preflight_text(cfg: Any, prepared_dir: Path) -> None:
+    """Cheap checks before any run is created: the extra is installed, the model path exists, item text is there."""
+    if not uses_text(cfg):
+        return
+    from recrl_cli.text.backend import require_transformers
+    from recrl_cli.text.items import ITEM_TEXT
+
+    require_transformers()
+    if looks_like_path(cfg.text_model) and not Path(cfg.text_model).expanduser().is_dir():
+        raise ConfigError(f"--text-model {cfg.text_model}: no such directory")
+    if not (Path(prepared_dir) / ITEM_TEXT).is_file():
+        raise ConfigError(
+            f"{Path(prepared_dir) / ITEM_TEXT} is missing; build it with `recrl text items {prepared_dir} ...`"
+        )

@@ -36,6 +36,11 @@ def require_transformers() -> Any:
     return transformers
 
 
+def looks_like_path(source: str) -> bool:
+    """A filesystem path rather than a cached model name (``org/name`` is a name)."""
+    return source.startswith(("/", ".", "~")) or (os.sep != "/" and os.sep in source)
+
+
 @dataclass
 class LanguageModel:
     """A loaded model: ``tokenizer``, ``model`` (an ``AutoModel``), hidden width H and a content fingerprint."""
@@ -72,7 +77,7 @@ def load_language_model(source: str, device: Any = "cpu") -> LanguageModel:
     transformers = require_transformers()
     path = Path(source).expanduser()
     where = str(path) if path.is_dir() else source
-    if not path.is_dir() and (os.sep in source or source.startswith(".")):
+    if not path.is_dir() and looks_like_path(source):
         raise ConfigError(f"--text-model {source}: no such directory")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, local_files_only=True)

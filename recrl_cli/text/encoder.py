@@ -65,6 +65,7 @@ class TextItemEncoder(nn.Module):
         self.mode = mode
         self.proj = nn.Linear(hidden, out_dim)
         self.cache_hit: bool | None = None  # frozen: whether the table came from the disk cache
+        self.keep_ids = True  # agents: whether the item kernel keeps its id row beside the text
         if mode == "frozen":
             self.register_buffer("table", table)  # [V, H], saved with the model so an export stands alone
         elif mode == "finetune":

@@ -55,7 +55,7 @@ def init_text_model(
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = transformers.BertModel(config, add_pooling_layer=False)
+        model = transformers.BertModel(config)  # with its pooler, so AutoModel loads every weight from disk
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
