@@ -270,3 +270,69 @@ def test_missing_item_text_is_a_one_line_error(cli, rr, tmp_path):
     assert (
         res.exit_code == 1 and "item_text.parquet is missing" in res.output and "Traceback" not in res.output
     )
+
+
+# ---- RL agents (KuaiRand simulator) -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kr(tmp_path_factory) -> SimpleNamespace:
+    """Tiny synthetic KuaiRand with captions, item text, a tiny BERT and a tiny trained simulator."""
+    from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
+    from recrl_cli.data.synth.kuairand import write_kuairand
+    from recrl_cli.pipeline import train_run
+    from recrl_cli.sim.config import SimulatorConfig
+    from recrl_cli.tracking.base import NullTracker
+
+    root = tmp_path_factory.mktemp("text_kr")
+    write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7, captions=True)
+    prepare_kuairand(root / "raw", root / "prep", KuaiRandPrepareParams())
+    write_item_texts(root / "prep", texts_from_captions(root / "prep", root / "raw" / "kuairand_video_captions.csv"))
+    init_text_model(root / "bert", load_item_texts(root / "prep"), **TINY)
+    sim = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_dim=8, state_hidden=8,
+               history_length=8)  # fmt: skip
+    cfg = RunConfig(algo="simulator", data=DataConfig(dataset="kuairand", prepared_dir=str(root / "prep")),
+                    train=TrainConfig(epochs=1, max_steps=2, batch_size=64, device="cpu", threads=1),
+                    model=SimulatorConfig(**sim))  # fmt: skip
+    run = train_run(cfg, NullTracker(), experiment="sim", runs_root=root / "runs")
+    return SimpleNamespace(prep=root / "prep", bert=root / "bert", sim=run.run_dir)
+
+
+TINY_AGENT = ["--batch-users", 4, "--slate-size", 2, "--warmup-steps", 3, "--iterations", 4, "--eval-steps", 3,
+              "--latent", 4, "--enc-dim", 4, "--n-heads", 2, "--ff-dim", 8, "--n-layers", 1,
+              "--action-hidden", 8, "--critic-hidden", 8, "--inverse-hidden", 8, "--batch-size", 4,
+              "--buffer-size", 64, "--threads", 1, "--device", "cpu"]  # fmt: skip
+
+
+def test_kuairand_captions_cover_every_video(kr):
+    texts = load_item_texts(kr.prep)
+    items = pl.read_parquet(kr.prep / "items.parquet")
+    assert texts[0] == "" and all(texts[i] for i in items["item"].to_list())
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_cli_hac_with_text(cli, kr, tmp_path, mlflow_sqlite_uri, mode):
+    res = cli("train", "hac", "--simulator", kr.sim, "--data", kr.prep, "--item-encoder", "text",
+              "--text-model", kr.bert, "--text-mode", mode, *TINY_AGENT, "--tracking-uri", mlflow_sqlite_uri,
+              "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)
+    actor = saved["exported"]["state"]["modules"]["actor"]
+    key = "encoder.item_text.table" if mode == "frozen" else "encoder.item_text.model.embeddings.word_embeddings.weight"
+    assert key in actor and "encoder.item_text.proj.weight" in actor
+
+
+def test_agent_item_table_reads_the_text(kr):
+    """The policy's item kernel: text mode = features + text (id row replaced by padding), id+text keeps ids."""
+    from recrl_cli.agents.algorithm import AgentRunConfig, load_simulator
+    from recrl_cli.agents.config import agent_config
+    from recrl_cli.agents.networks import StateEncoder
+    from recrl_cli.text.attach import agent_text_factory
+
+    model, _ = load_simulator(str(kr.sim), torch.device("cpu"))
+    cfg = AgentRunConfig(item_encoder="text", text_model=str(kr.bert))
+    model.item_text_factory = agent_text_factory(cfg, kr.prep, torch.device("cpu"))
+    enc = StateEncoder(model, agent_config("hac", latent=4, enc_dim=4))
+    table = enc.item_table()
+    ids = torch.arange(table.shape[0])
+    expected = enc.item_kernel(torch.zeros_like(ids), enc.item_features, enc.item_tags) + enc.item_text(ids)
+    torch.testing.assert_close(table, expected)
+    assert enc.item_text.table.shape[0] == table.shape[0]
