@@ -285,7 +285,9 @@ def kr(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("text_kr")
     write_kuairand(root / "raw", num_users=60, num_items=50, num_impressions=2_000, seed=7, captions=True)
     prepare_kuairand(root / "raw", root / "prep", KuaiRandPrepareParams())
-    write_item_texts(root / "prep", texts_from_captions(root / "prep", root / "raw" / "kuairand_video_captions.csv"))
+    write_item_texts(
+        root / "prep", texts_from_captions(root / "prep", root / "raw" / "kuairand_video_captions.csv")
+    )
     init_text_model(root / "bert", load_item_texts(root / "prep"), **TINY)
     sim = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_dim=8, state_hidden=8,
                history_length=8)  # fmt: skip
@@ -316,7 +318,11 @@ def test_cli_hac_with_text(cli, kr, tmp_path, mlflow_sqlite_uri, mode):
     assert res.exit_code == 0, res.output
     saved = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)
     actor = saved["exported"]["state"]["modules"]["actor"]
-    key = "encoder.item_text.table" if mode == "frozen" else "encoder.item_text.model.embeddings.word_embeddings.weight"
+    key = (
+        "encoder.item_text.table"
+        if mode == "frozen"
+        else "encoder.item_text.model.embeddings.word_embeddings.weight"
+    )
     assert key in actor and "encoder.item_text.proj.weight" in actor
 
 

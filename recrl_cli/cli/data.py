@@ -54,8 +54,11 @@ def synth(
     ] = None,
     item_text: Annotated[
         bool,
-        typer.Option("--item-text", help="Also write item text whose words carry the planted item quality "
-                     "(RetailRocket: item_text.csv; KuaiRand: kuairand_video_captions.csv)."),
+        typer.Option(
+            "--item-text",
+            help="Also write item text whose words carry the planted item quality "
+            "(RetailRocket: item_text.csv; KuaiRand: kuairand_video_captions.csv).",
+        ),
     ] = False,
 ) -> None:
     """Write synthetic raw files in the exact public format, with planted ground truth beside them.

@@ -38,7 +38,12 @@ CORE_PROPS = ("categoryid", "available", "790", "888", "364", "776", "283", "917
 
 
 def write_retailrocket(
-    out_dir: Path, *, num_events: int = 20_000, seed: int = 0, progress: Progress = None, item_text: bool = False
+    out_dir: Path,
+    *,
+    num_events: int = 20_000,
+    seed: int = 0,
+    progress: Progress = None,
+    item_text: bool = False,
 ) -> dict:
     """Write the raw files into ``out_dir`` atomically; return a summary (counts, mix, oracle AUC).
 
