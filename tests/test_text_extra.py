@@ -56,3 +56,21 @@ def test_require_transformers_without_the_extra(monkeypatch):
     with pytest.raises(ConfigError) as info:
         require_transformers()
     assert str(info.value) == MISSING_EXTRA and "\n" not in MISSING_EXTRA
+
+
+def test_synth_item_text_adds_a_file_and_changes_no_other(cli, tmp_path):
+    plain = cli("synth", "retailrocket", "--events", 500, "--seed", 4, "--out", tmp_path / "plain")
+    text = cli(
+        "synth", "retailrocket", "--events", 500, "--seed", 4, "--out", tmp_path / "text", "--item-text"
+    )
+    assert plain.exit_code == 0 and text.exit_code == 0, text.output
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert sorted(p.name for p in (tmp_path / "text").iterdir()) == sorted([*names, "item_text.csv"])
+    for name in names:  # the text has its own random stream: every other file is byte-identical
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "text" / name).read_bytes(), name
+    import polars as pl
+
+    items = pl.read_csv(tmp_path / "text" / "item_text.csv")
+    events = pl.read_csv(tmp_path / "text" / "events.csv")
+    assert set(events["itemid"].to_list()) <= set(items["itemid"].to_list())
+    assert items["text"].str.split(" ").list.len().unique().to_list() == [6]
