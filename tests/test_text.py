@@ -131,6 +131,22 @@ def test_batched_encoding_matches_one_item_at_a_time(rr):
     torch.testing.assert_close(mean_pool(h, m), torch.stack([h[0, :2].mean(0), torch.zeros(4)]))
 
 
+def test_length_sorted_encoding_matches_one_item_at_a_time(rr):
+    """encode_all sorts by length and cuts each batch to its longest text; rows come back in id order."""
+    from recrl_cli.text.encoder import encode_all
+
+    lm = load_language_model(str(rr.bert))
+    words = rr.texts[2].split()
+    texts = [" ".join(words[: k % 7]) for k in (5, 1, 6, 0, 3, 2, 6, 4)]  # lengths 0..6, shuffled
+    tokens, mask = tokenize(lm.tokenizer, texts, 32)
+    table = encode_all(lm.model, tokens, mask, batch_size=3)
+    lm.model.eval()
+    for i, text in enumerate(texts):
+        t, m = tokenize(lm.tokenizer, [text], 32)
+        alone = lm.model(input_ids=t, attention_mask=m).last_hidden_state[0].mean(0)
+        torch.testing.assert_close(table[i], alone, atol=1e-5, rtol=1e-5)
+
+
 def test_finetune_forward_runs_each_item_once_and_reaches_the_model(rr):
     cfg = SimpleNamespace(text_model=str(rr.bert), text_mode="finetune", text_max_len=16)
     enc = build_text_encoder(cfg, rr.texts, 8, torch.device("cpu"), rr.root / "unused_cache")

@@ -47,13 +47,14 @@ def load_item_texts(prepared_dir: Path) -> list[str]:
         table = pl.read_parquet(path, columns=["item", "text"])
     except Exception as exc:  # polars/pyarrow raise several unrelated types for bad files
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    ids = table["item"].to_numpy()
-    if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+    ids = table["item"]
+    if ids.len() and (ids.min() < 0 or ids.max() >= num_items):
         raise DataError(f"{path} has item ids outside 0..{num_items - 1}; rebuild it after `recrl prepare`")
-    texts = [""] * num_items
-    for i, text in zip(ids.tolist(), table["text"].fill_null("").to_list(), strict=True):
-        texts[i] = text
-    return texts
+    if ids.is_duplicated().any():
+        raise DataError(f"{path} has an item id twice; rebuild it with `recrl text items`")
+    every = pl.DataFrame({"item": pl.int_range(0, num_items, eager=True, dtype=pl.Int64)})
+    full = every.join(table.with_columns(pl.col("item").cast(pl.Int64)), on="item", how="left")
+    return full.sort("item")["text"].fill_null("").to_list()
 
 
 def write_item_texts(prepared_dir: Path, table: pl.DataFrame) -> Path:
