@@ -28,6 +28,7 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.text.config import uses_text
 from recrl_cli.training.trainer import Stage
 
 
@@ -78,6 +79,10 @@ class RLAgentAlgorithm:
                                        eval_seed=m.eval_seed, window=m.window, seed=cfg.train.seed)  # fmt: skip
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if uses_text(m):  # the policy's StateEncoder builds its item-text kernel from this factory
+            from recrl_cli.text.attach import agent_text_factory
+
+            model.item_text_factory = agent_text_factory(m, data.directory, device)
         self.agent = make_agent(name, self.env, self.agent_cfg, seed=cfg.train.seed)
         self.loop = AgentLoop(self.agent, self.env, self.loop_cfg)
         self.warmed = False

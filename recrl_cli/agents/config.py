@@ -38,6 +38,13 @@ from dataclasses import dataclass
 
 from recrl_cli.config.fields import param
 from recrl_cli.errors import ConfigError
+from recrl_cli.text.config import (
+    check_text_options,
+    item_encoder_field,
+    text_max_len_field,
+    text_mode_field,
+    text_model_field,
+)
 from recrl_cli.sim.config import START_SPLITS
 
 SWITCHES = ("td_done_bug", "td3_discount_bug", "frozen_critic", "alignment_lr_bug", "uniform_noise",
@@ -123,8 +130,14 @@ class AgentRunConfig:
     )
     dropout_in_simulation: bool = param(False, help="Env §8 #9: response model in train mode (dropout on).")
     correlation_mean_over_dim: bool = param(False, help="Env §8 #12: correlation penalty divided by d too.")
+    # -- item text (recrl_cli/text): the projected text vector joins the policy's item kernel
+    item_encoder: str = item_encoder_field()
+    text_model: str = text_model_field()
+    text_mode: str = text_mode_field()
+    text_max_len: int = text_max_len_field()
 
     def __post_init__(self) -> None:
+        check_text_options(self)
         for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window",
                      "batch_size", "buffer_size", "policy_delay", "enc_dim", "n_layers", "epsilon_steps"):  # fmt: skip
             value = getattr(self, name)

@@ -59,12 +59,18 @@ class StateEncoder(nn.Module):
         self.history = HistoryEncoder(d, model.cfg.history_length, cfg.n_heads, cfg.ff_dim, cfg.n_layers,
                                       cfg.dropout, NUM_BEHAVIOURS)  # fmt: skip
         self.state_dim = 3 * d
+        # --item-encoder text (recrl_cli/text.attach.agent_text_factory): ids [N] -> text vectors [N, d].
+        factory = getattr(model, "item_text_factory", None)
+        self.item_text = factory(d) if factory is not None else None
 
     def item_table(self) -> torch.Tensor:
         """φ_θ of every encoded item 0..N: [N + 1, d] (row 0 = padding). Recomputed per call, as KuaiSim does,
         so the scorer and the inverse module always see the current kernel."""
         ids = torch.arange(self.item_features.shape[0], device=self.item_features.device)
-        return self.item_kernel(ids, self.item_features, self.item_tags)
+        if self.item_text is None:
+            return self.item_kernel(ids, self.item_features, self.item_tags)
+        kernel_ids = ids if self.item_text.keep_ids else torch.zeros_like(ids)  # text: the id row is padding
+        return self.item_kernel(kernel_ids, self.item_features, self.item_tags) + self.item_text(ids)
 
     def forward(self, obs: Observation, table: torch.Tensor) -> torch.Tensor:
         """obs of B users, table [N + 1, d] from :meth:`item_table` -> state [B, 3d]."""

@@ -18,6 +18,7 @@ from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split
 from recrl_cli.nets.mtl import build_base
 from recrl_cli.nets.mtl.config import MTLConfig
+from recrl_cli.text.attach import attach_item_text, rebuild_item_text
 from recrl_cli.training.trainer import Stage
 
 
@@ -42,6 +43,8 @@ class SupervisedMTL:
         self.data = data
         self.tasks = data.tasks
         self.model = build_base(base, data.cardinalities, len(self.tasks), cfg.model).to(device)
+        # --item-encoder text: the item field reads a language model over item text (no-op for ids).
+        attach_item_text(self.model, cfg.model, cfg.data.prepared_dir, data.feature_names, device)
         # Fused Adam: the same update (L2 weight decay added to the gradient), one kernel over each tensor
         # instead of the ~10 elementwise passes of the default per-parameter loop on CPU, which made a
         # SharedBottom step ~1.6x slower: Adam updates the whole dense embedding table every step
@@ -124,7 +127,9 @@ def load_mtl_predictor(exported: dict[str, Any], device: torch.device):
     from recrl_cli.config.loading import build_section
 
     cfg = build_section(MTLConfig, exported["model_config"], "model")
-    model = build_base(exported["base"], exported["cardinalities"], len(exported["tasks"]), cfg).to(device)
+    model = build_base(exported["base"], exported["cardinalities"], len(exported["tasks"]), cfg)
+    rebuild_item_text(model, cfg, exported["weights"])
+    model = model.to(device)
     model.load_state_dict(exported["weights"])
     model.eval()
 

@@ -52,6 +52,14 @@ def synth(
         int | None,
         typer.Option("--items", help="KuaiRand only: videos (default: the version's real count).", min=10),
     ] = None,
+    item_text: Annotated[
+        bool,
+        typer.Option(
+            "--item-text",
+            help="Also write item text whose words carry the planted item quality "
+            "(RetailRocket: item_text.csv; KuaiRand: kuairand_video_captions.csv).",
+        ),
+    ] = False,
 ) -> None:
     """Write synthetic raw files in the exact public format, with planted ground truth beside them.
 
@@ -73,7 +81,7 @@ def synth(
         with progress_bar() as progress:
             summary = write_kuairand(
                 out, version=version, num_users=users, num_items=items, num_impressions=impressions,
-                seed=seed, progress=progress,
+                seed=seed, progress=progress, captions=item_text,
             )  # fmt: skip
     else:
         from recrl_cli.data.synth.retailrocket import write_retailrocket
@@ -82,7 +90,9 @@ def synth(
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to kuairand; RetailRocket's size is --events")
         with progress_bar() as progress:
-            summary = write_retailrocket(out, num_events=events, seed=seed, progress=progress)
+            summary = write_retailrocket(
+                out, num_events=events, seed=seed, progress=progress, item_text=item_text
+            )
     console.print(synth_table(summary, title=f"synthetic {dataset} raw files in {out}"))
 
 

@@ -102,6 +102,9 @@ def preflight(cfg: RunConfig) -> None:
     # The simulator and the RL agents need KuaiRand whatever data.dataset says: name it in the hint.
     kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl")
     read_manifest(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
+    from recrl_cli.text.attach import preflight_text
+
+    preflight_text(cfg.model, Path(cfg.data.prepared_dir))  # --item-encoder text: extra, model dir, item text
 
 
 def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:

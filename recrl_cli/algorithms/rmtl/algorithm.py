@@ -39,6 +39,7 @@ from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split, predict_in_batches
 from recrl_cli.nets.layers import FeatureEmbedding
 from recrl_cli.nets.mtl import build_base
+from recrl_cli.text.attach import attach_item_text
 from recrl_cli.training.trainer import Stage
 
 EVAL_SPLITS = ("val", "test")
@@ -58,6 +59,8 @@ class RMTL:
         self.train_split = data.splits["train"]
         base = build_base(self.m.base, data.cardinalities, len(self.tasks), self.m.mtl_config())
         self.base = base.to(device)
+        # --item-encoder text: the actor's item field reads a language model over item text (no-op for ids).
+        attach_item_text(self.base, self.m.mtl_config(), cfg.data.prepared_dir, data.feature_names, device)
         # Same optimizer as SupervisedMTL (fused Adam on CPU/CUDA), so the pretrain stage is that training.
         adam = dict(
             weight_decay=cfg.train.weight_decay, fused=True if device.type in ("cpu", "cuda") else None

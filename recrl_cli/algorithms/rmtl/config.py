@@ -13,6 +13,7 @@ from recrl_cli.config.fields import param
 from recrl_cli.errors import ConfigError
 from recrl_cli.nets.mtl import MTL_BASES
 from recrl_cli.nets.mtl.config import MTLConfig, _positive_dims
+from recrl_cli.text.config import item_encoder_field, text_max_len_field, text_mode_field, text_model_field
 
 BASES = tuple(MTL_BASES)
 WEIGHTINGS = ("rmtl", "cw", "wl", "nlc", "bce-continue", "mean-weight")
@@ -47,6 +48,10 @@ class RMTLConfig:
     tower_dims: tuple[int, ...] = param((128, 64), help="Base: task tower widths (a Linear(→1) is added).")
     dropout: float = param(0.2, help="Base: dropout after every hidden layer, in [0, 1).")
     expert_num: int = param(8, help="Base: MoE experts (PLE: half shared, half per task; must be even).")
+    item_encoder: str = item_encoder_field()
+    text_model: str = text_model_field()
+    text_mode: str = text_mode_field()
+    text_max_len: int = text_max_len_field()
     # -- stage 1: pretrain --------------------------------------------------------------------------------------
     pretrain_epochs: int = param(20, help="Pretrain (plain BCE) epochs, upper bound; early stopping on val.")
     # -- stage 2: critics -------------------------------------------------------------------------------------

@@ -77,12 +77,15 @@ def write_kuairand(
     num_random: int | None = None,
     seed: int = 0,
     progress: Progress = None,
+    captions: bool = False,
 ) -> dict[str, Any]:
     """Write the raw files of ``version`` into ``out_dir`` atomically; return a summary.
 
     ``num_users``/``num_items`` = rows of the user/video feature files, ``num_impressions`` = rows of
     the standard logs, ``num_random`` = rows of the random log. ``None`` = the version's real size
     (``REAL``), except ``num_random``, which then keeps the version's random/standard ratio.
+    ``captions`` adds ``kuairand_video_captions.csv`` (final_video_id, caption) whose words correlate with each
+    video's planted bias (:mod:`recrl_cli.text.synth_text`; own random stream, other files unchanged).
     """
     if version not in VERSIONS:
         raise ConfigError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
@@ -135,6 +138,13 @@ def write_kuairand(
                 truth.write_csv(truth_fh, include_header=b == 0, float_precision=6)
         report("synth: writing", 2, 3)
         (tmp / "ground_truth.json").write_text(json.dumps(params, indent=2) + "\n")
+        if captions:
+            from recrl_cli.text.synth_text import quality_texts
+
+            texts = quality_texts(items["bias"], seed)
+            pl.DataFrame({"final_video_id": np.arange(n_items), "caption": texts}).write_csv(
+                tmp / "kuairand_video_captions.csv"
+            )
     report("synth: done", 3, 3)
     rows = {**stats.rows, "ground_truth.csv": sum(stats.rows.values()), files["users"]: n_users,
             files["videos"]: n_items}  # fmt: skip

@@ -39,9 +39,17 @@ CORE_PROPS = ("categoryid", "available", "790", "888", "364", "776", "283", "917
 
 
 def write_retailrocket(
-    out_dir: Path, *, num_events: int = 20_000, seed: int = 0, progress: Progress = None
+    out_dir: Path,
+    *,
+    num_events: int = 20_000,
+    seed: int = 0,
+    progress: Progress = None,
+    item_text: bool = False,
 ) -> dict:
-    """Write the raw files into ``out_dir`` atomically; return a summary (counts, mix, oracle AUC)."""
+    """Write the raw files into ``out_dir`` atomically; return a summary (counts, mix, oracle AUC).
+
+    ``item_text`` adds ``item_text.csv`` (itemid, text): words correlated with each item's planted click effect
+    (:mod:`recrl_cli.text.synth_text`; its own random stream, so the other files do not change)."""
     if num_events < 100:
         raise ConfigError(f"num_events must be at least 100, got {num_events}")
     rng = np.random.default_rng(seed)
@@ -68,6 +76,11 @@ def write_retailrocket(
         cats.write_csv(tmp / "category_tree.csv", null_value="")
         truth.drop("click", "pay").write_csv(tmp / "ground_truth.csv", float_precision=6)
         (tmp / "ground_truth.json").write_text(json.dumps(params, indent=2) + "\n")
+        if item_text:
+            from recrl_cli.text.synth_text import quality_texts
+
+            texts = quality_texts(items["re_click"], seed)
+            pl.DataFrame({"itemid": items["id"], "text": texts}).write_csv(tmp / "item_text.csv")
     report("synth: done", 4, 4)
     mix = events["event"].value_counts(normalize=True)
     return {

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 
 from recrl_cli.config.fields import param
 from recrl_cli.errors import ConfigError
+from recrl_cli.text.config import (
+    check_text_options,
+    item_encoder_field,
+    text_max_len_field,
+    text_mode_field,
+    text_model_field,
+)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -42,6 +49,11 @@ class MTLConfig:
         8,
         help="MoE experts (OMoE/MMoE); PLE uses expert_num/2 shared + expert_num/2 per task (even).",
     )
+    # Item representation (recrl_cli/text): the id table by default, or a language model over item text.
+    item_encoder: str = item_encoder_field()
+    text_model: str = text_model_field()
+    text_mode: str = text_mode_field()
+    text_max_len: int = text_max_len_field()
 
     def __post_init__(self) -> None:
         _positive_int("embed_dim", self.embed_dim)
@@ -58,6 +70,7 @@ class MTLConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if isinstance(self.expert_num, bool) or not isinstance(self.expert_num, int) or self.expert_num < 2:
             raise ConfigError(f"expert_num must be an integer >= 2, got {self.expert_num!r}")
+        check_text_options(self)
 
     @property
     def bottom_dim(self) -> int:
