@@ -130,9 +130,16 @@ def ablate(
     chart (PNG) are saved on the parent run. Re-running the same command after an interruption skips
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
+    from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import train_run
     from recrl_cli.study import plan_study, run_study
     from recrl_cli.study_backends import make_backend
+    from recrl_cli.training.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():  # every process would run the whole study
+        raise ConfigError(
+            "recrl ablate spreads runs with --jobs or --backend ray; do not start it under torchrun"
+        )
 
     cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
     axes = study_axes(cfg, parse_extra_options(ctx.args))
