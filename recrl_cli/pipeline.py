@@ -26,7 +26,8 @@ from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.evaluation.evaluator import evaluate_split
 from recrl_cli.reporting import plot_learning_curve, write_history_csv
-from recrl_cli.tracking.base import Tracker, flatten_params
+from recrl_cli.tracking.base import NullTracker, Tracker, flatten_params
+from recrl_cli.training import distributed
 from recrl_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from recrl_cli.training.device import resolve_device, seed_everything
 from recrl_cli.training.trainer import ProgressFn, StopSignal, Trainer
@@ -46,11 +47,24 @@ class RunResult:
     resumed: bool
 
 
-def load_data(directory: Path, device: torch.device):
-    """The prepared dataset as device tensors, by the manifest's dataset (KuaiRand keeps row indices)."""
-    from recrl_cli.data.manifest import read_manifest
+DATA_PARALLEL_FAMILIES = ("mtl base", "rl-mtl")
 
-    if read_manifest(directory).get("dataset") == "kuairand":
+
+def load_data(directory: Path, device: torch.device):
+    """The prepared dataset as device tensors, by the manifest's dataset (KuaiRand keeps row indices).
+
+    In a data-parallel run (a torchrun process group) only this process's share of each split is loaded.
+    """
+    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.data.tensors import load_prepared_shard
+
+    kuairand = read_manifest(directory).get("dataset") == "kuairand"
+    rank, world = distributed.rank_world()
+    if world > 1:
+        if kuairand:
+            raise ConfigError("data-parallel training (--nproc > 1) reads feature-row datasets, not KuaiRand")
+        return load_prepared_shard(directory, device, rank, world)
+    if kuairand:
         from recrl_cli.sim.data import load_kuairand_data
 
         return load_kuairand_data(directory, device)
@@ -122,6 +136,14 @@ def train_run(
     none); ``"auto"`` does so only when one exists.
     """
     spec = get_algorithm(cfg.algo)
+    rank, world = distributed.rank_world()
+    if world > 1 and spec.family not in DATA_PARALLEL_FAMILIES:
+        raise ConfigError(f"--nproc > 1 trains the MTL bases and rmtl, not {cfg.algo} ({spec.family})")
+    main = rank == 0  # only rank 0 writes run state, checkpoints, artifacts and MLflow records
+    if not main:
+        tracker = NullTracker()
+    if world > 1 and stop is not None:
+        stop = distributed.SyncedStop(stop)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.threads)
     data = load_data(Path(cfg.data.prepared_dir), device)
@@ -140,16 +162,18 @@ def train_run(
             raise ConfigError(f"nothing to resume: no interrupted run of this configuration in {run_dir}")
 
     algorithm = spec.build(cfg, data, device)
-    if not resume and run_dir.exists():  # only once the new run is known to start
+    distributed.barrier()  # every rank has read the run state before rank 0 replaces it
+    if main and not resume and run_dir.exists():  # only once the new run is known to start
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --runs-dir fails before the MLflow run
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --runs-dir fails before the MLflow run
     tracker_log = {}
     trainer = Trainer(
         algorithm,
         algorithm.stages(),
         device=device,
         seed=cfg.train.seed,
-        checkpoint_path=checkpoint,
+        checkpoint_path=checkpoint if main else None,
         checkpoint_every=cfg.train.checkpoint_every,
         log_metrics=lambda metrics, step: tracker_log["fn"](metrics, step),
         progress=progress,
@@ -157,6 +181,7 @@ def train_run(
     )
     if resume:
         trainer.resume(checkpoint)
+    distributed.decorrelate_rng(cfg.train.seed, trainer.state.global_step)
 
     tags = {
         "recrl.version": __version__,
@@ -168,6 +193,8 @@ def train_run(
         **git_info(),
         **(extra_tags or {}),
     }
+    if world > 1:
+        tags["recrl.world_size"] = str(world)
     with tracker.start_run(
         experiment=experiment,
         run_name=run_name or key,
@@ -176,7 +203,8 @@ def train_run(
         nested=nested,
     ) as run_id:
         tracker_log["fn"] = tracker.log_metrics
-        _write_state(run_dir, {"mlflow_run_id": run_id, "status": "running", "experiment": experiment})
+        if main:
+            _write_state(run_dir, {"mlflow_run_id": run_id, "status": "running", "experiment": experiment})
         tracker.log_params(flatten_params(cfg.to_dict()))
         history = trainer.fit()
         metrics: dict[str, float] = {}
@@ -188,9 +216,11 @@ def train_run(
         if extra is not None:
             metrics.update(extra())
         tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.state.global_step)
-        _save_artifacts(run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker)
-        _write_state(run_dir, {"mlflow_run_id": run_id, "status": "finished", "experiment": experiment})
-    checkpoint.unlink(missing_ok=True)  # the final model is kept; the resumable state is no longer needed
+        if main:
+            _save_artifacts(run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker)
+            _write_state(run_dir, {"mlflow_run_id": run_id, "status": "finished", "experiment": experiment})
+    if main:
+        checkpoint.unlink(missing_ok=True)  # the final model is kept; the resumable state is no longer needed
     return RunResult(run_id=run_id, run_dir=run_dir, metrics=metrics, history=history, resumed=bool(resume))
 
 

@@ -103,8 +103,15 @@ def run_study(
     study_name: str | None = None,
     on_run: Callable[[str, int, bool], None] | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
+    backend: Any = None,
+    on_result: Callable[[str, int, Mapping[str, float]], None] | None = None,
 ) -> StudyResult:
-    """Run (or finish) a study; see the module docstring. ``train_fn`` is :func:`pipeline.train_run`."""
+    """Run (or finish) a study; see the module docstring. ``train_fn`` is :func:`pipeline.train_run`.
+
+    ``backend`` (:mod:`recrl_cli.study_backends`): run the unfinished variant × seed runs in other processes
+    or on a Ray cluster; the driver logs each as a nested run when it finishes (``on_result`` is told).
+    None: one after the other in this process, through ``train_fn``.
+    """
     variants, configs = plan_study(base, axes, seeds)
     key = study_key(base, axes, seeds)
     previous = tracker.find_runs(experiment, {PARENT_TAG: key})
@@ -123,6 +130,7 @@ def run_study(
             for r in tracker.find_runs(experiment, {CHILD_TAG: key})
             if r.status == "FINISHED" and r.parent_run_id == parent_id
         }
+        todo = []
         for variant in variants:
             for s in range(seeds):
                 vkey = f"{variant.name}|seed={s}"
@@ -138,6 +146,10 @@ def run_study(
                     continue
                 if on_run:
                     on_run(variant.name, s, False)
+                tags = {CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
+                if backend is not None:
+                    todo.append((variant.name, s, configs[(variant.name, s)], tags))
+                    continue
                 result = train_fn(
                     configs[(variant.name, s)],
                     tracker,
@@ -145,10 +157,14 @@ def run_study(
                     run_name=f"{variant.name} seed={s}",
                     nested=True,
                     resume="auto",
-                    extra_tags={CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name},
+                    extra_tags=tags,
                     **(train_kwargs or {}),
                 )
                 per_run[(variant.name, s)] = dict(result.metrics)
+                if on_result:
+                    on_result(variant.name, s, per_run[(variant.name, s)])
+        if todo:
+            _run_elsewhere(todo, backend, tracker, experiment, train_kwargs or {}, per_run, on_result)
         rows = summarise(per_run, [v.name for v in variants], seeds)
         out_dir = out_dir / key  # one directory per study: another study never overwrites this table
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +185,23 @@ def run_study(
             }
         )
     return StudyResult(parent_id, rows, per_run, skipped, table_csv)
+
+
+def _run_elsewhere(todo, backend, tracker, experiment, train_kwargs, per_run, on_result) -> None:
+    """Submit every (variant, seed, config, tags) at once; log each run as it finishes (driver only)."""
+    from recrl_cli.study_backends import RunTask, replay
+
+    runs_root = str(train_kwargs.get("runs_root", "runs"))
+    cwd = str(Path.cwd())
+    tasks = [
+        RunTask(variant, s, cfg, experiment, f"{variant} seed={s}", tags, runs_root, cwd)
+        for variant, s, cfg, tags in todo
+    ]
+    for outcome in backend.run(tasks):
+        replay(outcome.record, tracker, experiment)
+        per_run[(outcome.variant, outcome.seed_index)] = dict(outcome.metrics)
+        if on_result:
+            on_result(outcome.variant, outcome.seed_index, outcome.metrics)
 
 
 def metric_safe(variant: str) -> str:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from recrl_cli.config.fields import param
 from recrl_cli.errors import ConfigError
+from recrl_cli.sim.config import START_SPLITS
 from recrl_cli.text.config import (
     check_text_options,
     item_encoder_field,
@@ -45,7 +46,6 @@ from recrl_cli.text.config import (
     text_mode_field,
     text_model_field,
 )
-from recrl_cli.sim.config import START_SPLITS
 
 SWITCHES = ("td_done_bug", "td3_discount_bug", "frozen_critic", "alignment_lr_bug", "uniform_noise",
             "td3_no_delay", "td3_explore_smoothing", "a2c_topk_softmax")  # fmt: skip

@@ -95,6 +95,34 @@ def ablate(
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and study tables go.")
     ] = Path("runs"),
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Where the runs execute: local (this machine) or ray (one Ray task per variant × seed; "
+            "needs the `ray` extra).",
+        ),
+    ] = "local",
+    jobs: Annotated[
+        int, typer.Option("--jobs", help="--backend local: runs at once, each in its own process.")
+    ] = 1,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="--backend ray: cluster address (`auto` = the running cluster); default: start a local one.",
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        float, typer.Option("--cpus-per-task", help="--backend ray: CPUs each run reserves.")
+    ] = 1.0,
+    gpus_per_task: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-task",
+            help="--backend ray: GPUs each run reserves (default 1 with --device cuda, else 0).",
+        ),
+    ] = None,
 ) -> None:
     """Run a study: every combination of `--<option> v1,v2,...` values × `--seeds N`.
 
@@ -105,8 +133,16 @@ def ablate(
     chart (PNG) are saved on the parent run. Re-running the same command after an interruption skips
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
+    from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import train_run
     from recrl_cli.study import plan_study, run_study
+    from recrl_cli.study_backends import make_backend
+    from recrl_cli.training.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():  # every process would run the whole study
+        raise ConfigError(
+            "recrl ablate spreads runs with --jobs or --backend ray; do not start it under torchrun"
+        )
 
     cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
     axes = study_axes(cfg, parse_extra_options(ctx.args))
@@ -120,14 +156,29 @@ def ablate(
         )
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 if cfg.train.device == "cuda" else 0.0
+    runner = make_backend(
+        backend, jobs=jobs, address=address, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task
+    )
     retain_freed_cpu_memory()  # as in `recrl train`: this process only trains
     tracker = make_tracker(tracking_uri)
     cfg = resolve_references(cfg, tracker)
     exp = default_experiment(cfg, experiment)
 
     def announce(variant: str, s: int, skipped: bool) -> None:
-        verb = "[dim]skip (finished)[/]" if skipped else "[bold]run[/]"
+        verb = (
+            "[dim]skip (finished)[/]"
+            if skipped
+            else ("[bold]run[/]" if runner is None else "[bold]submit[/]")
+        )
         console.print(f"{verb} {escape(variant)} seed={s}")
+
+    def finished(variant: str, s: int, values: dict[str, float]) -> None:
+        if runner is not None:  # runs elsewhere finish in any order: say which one is back
+            auc = values.get("test/mean/auc")
+            shown = f" (test mean AUC {auc:.4f})" if auc is not None else ""
+            console.print(f"[green]done[/] {escape(variant)} seed={s}{shown}")
 
     try:
         with graceful_interrupt() as stop, progress_bar() as progress:
@@ -135,6 +186,7 @@ def ablate(
                 cfg, axes, seeds=seeds, tracker=tracker, experiment=exp, train_fn=train_run,
                 out_dir=runs_dir / "studies", study_name=name, on_run=announce,
                 train_kwargs={"runs_root": runs_dir, "progress": progress, "stop": stop},
+                backend=runner, on_result=finished,
             )  # fmt: skip
     except TrainingInterrupted:
         console.print("[yellow]study interrupted; run the same command again to finish it.[/]")

@@ -32,6 +32,7 @@ from recrl_cli.cli.resolve import (
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.nets.allocator import retain_freed_cpu_memory
 from recrl_cli.tracking.server import redact
+from recrl_cli.training import distributed
 from recrl_cli.training.trainer import TrainingInterrupted
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -109,6 +110,14 @@ def train(
         Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
     ] = Path("runs"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL with one GPU each). "
+            "MTL bases and rmtl only.",
+        ),
+    ] = 1,
 ) -> None:
     """Train an algorithm on a prepared dataset, evaluate it on val and test, and log it to MLflow.
 
@@ -130,23 +139,38 @@ def train(
         console.print(config_table(cfg))
         return
     preflight(cfg)
+    if nproc != 1 and not distributed.launched_by_torchrun():
+        # Checked here, so that a bad value never starts a process group.
+        _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
+                              tracking_uri, resume, runs_dir)  # fmt: skip
+        return
+    main = _torchrun_rank() == 0  # a plain process is rank 0 too
     # A training command owns its process: keep freed tensor memory for the next step instead of
     # page-faulting it in afresh (5-13 % of a CPU step; benchmarks/RESULTS.md). No-op off glibc.
     retain_freed_cpu_memory()
-    tracker = make_tracker(tracking_uri)
-    cfg = resolve_references(cfg, tracker)
-    exp = default_experiment(cfg, experiment)
     try:
-        with graceful_interrupt() as stop, progress_bar() as progress:
-            result = train_run(
-                cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume, progress=progress, stop=stop
-            )
+        with distributed.process_group(cfg.train.device):
+            if not main:  # rank 0 creates (and migrates) a new tracking store first
+                distributed.barrier()
+            tracker = make_tracker(tracking_uri)
+            if main:
+                distributed.barrier()
+            cfg = resolve_references(cfg, tracker)
+            exp = default_experiment(cfg, experiment)
+            with graceful_interrupt() as stop, progress_bar() as progress:
+                result = train_run(
+                    cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume,
+                    progress=progress if main else None, stop=stop,
+                )  # fmt: skip
     except TrainingInterrupted as exc:
-        console.print(
-            f"[yellow]interrupted at step {exc.global_step}; checkpoint saved. "
-            f"Continue with the same command plus --resume.[/]"
-        )
+        if main:
+            console.print(
+                f"[yellow]interrupted at step {exc.global_step}; checkpoint saved. "
+                f"Continue with the same command plus --resume.[/]"
+            )
         raise typer.Exit(code=130) from None
+    if not main:  # rank 0 reports for the whole group
+        return
     has_val = any(k.startswith("val/") for k in result.metrics)  # RL agents have test metrics only
     which = "best validation epoch" if has_val else "exploration off, fresh users"
     from recrl_cli.algorithms.registry import get_algorithm
@@ -167,6 +191,51 @@ def train(
         f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
         f"files in {escape(str(result.run_dir))}"
     )
+
+
+def _torchrun_rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _launch_data_parallel(
+    ctx: typer.Context, nproc: int, cfg: RunConfig, algo: str, config: Path | None, sets: list[str] | None,
+    seed: int | None, device: str | None, data: Path | None, experiment: str | None,
+    tracking_uri: str | None, resume: bool, runs_dir: Path,
+) -> None:  # fmt: skip
+    """Re-run this same command under torchrun in ``nproc`` processes (every option passed on unchanged)."""
+    from recrl_cli.algorithms.registry import get_algorithm
+    from recrl_cli.errors import ConfigError, RecrlError
+    from recrl_cli.pipeline import DATA_PARALLEL_FAMILIES
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    family = get_algorithm(algo).family
+    if family not in DATA_PARALLEL_FAMILIES:
+        raise ConfigError(f"--nproc > 1 trains the MTL bases and rmtl, not {algo} ({family})")
+    if distributed.backend_for(cfg.train.device) == "nccl":
+        import torch
+
+        if torch.cuda.device_count() < nproc:
+            raise ConfigError(
+                f"--nproc {nproc} with CUDA needs {nproc} GPUs; {torch.cuda.device_count()} found"
+            )
+    args = ["train", algo]
+    args += ["--config", str(config)] if config else []
+    for item in sets or []:
+        args += ["--set", item]
+    options = {"--seed": seed, "--device": device, "--data": data, "--experiment": experiment,
+               "--tracking-uri": tracking_uri, "--runs-dir": runs_dir}  # fmt: skip
+    for flag, value in options.items():
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--resume"] if resume else []
+    code = distributed.launch(nproc, [*args, *ctx.args])
+    if code == 130:
+        raise typer.Exit(code=130)
+    if code != 0:
+        raise RecrlError(f"the {nproc} training processes failed (torchrun exit code {code}); see above")
 
 
 def evaluate(

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from recrl_cli.data.manifest import read_manifest
+from recrl_cli.data.shards import RowShard, read_rows, session_aligned_shard
 from recrl_cli.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -57,6 +58,8 @@ class PreparedData:
 
     manifest: dict[str, Any]
     splits: dict[str, SplitTensors]
+    # Data-parallel runs: the row range of each split this process holds (None: whole splits).
+    shards: dict[str, RowShard] | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -75,8 +78,10 @@ class PreparedData:
         return str(self.manifest.get("fingerprint", "unknown"))
 
 
-def load_split(directory: Path, manifest: dict[str, Any], split: str) -> SplitTensors:
-    """Read one parquet split into CPU tensors, checking it against the manifest."""
+def load_split(
+    directory: Path, manifest: dict[str, Any], split: str, shard: RowShard | None = None
+) -> SplitTensors:
+    """Read one parquet split (or only the rows of ``shard``) into CPU tensors, checked against the manifest."""
     info = manifest.get("splits", {}).get(split)
     if info is None:
         raise DataError(f"split '{split}' is not in {directory / 'manifest.json'}")
@@ -86,11 +91,18 @@ def load_split(directory: Path, manifest: dict[str, Any], split: str) -> SplitTe
     features = [f["name"] for f in manifest["features"]]
     tasks = list(manifest["tasks"])
     columns = ["session_id", "visitorid", "position", *features, *tasks]
-    try:
-        table = pq.read_table(path, columns=columns)
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
-        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    if table.num_rows != int(info["rows"]):
+    if shard is not None:
+        if shard.total != int(info["rows"]):
+            raise DataError(
+                f"{path} has {shard.total} rows, manifest says {info['rows']}; run `recrl prepare`"
+            )
+        table = read_rows(path, columns, shard)
+    else:
+        try:
+            table = pq.read_table(path, columns=columns)
+        except Exception as exc:  # pyarrow raises several unrelated types for bad files
+            raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if shard is None and table.num_rows != int(info["rows"]):
         raise DataError(
             f"{path} has {table.num_rows} rows, manifest says {info['rows']}; run `recrl prepare`"
         )
@@ -134,6 +146,22 @@ def load_prepared(directory: Path, device: torch.device, splits: tuple[str, ...]
     manifest = read_manifest(directory)
     loaded = {name: load_split(directory, manifest, name).to(device) for name in splits}
     return PreparedData(manifest=manifest, splits=loaded)
+
+
+def load_prepared_shard(
+    directory: Path, device: torch.device, rank: int, world: int, splits: tuple[str, ...] = SPLITS
+) -> PreparedData:
+    """Like :func:`load_prepared`, but only process ``rank``'s session-aligned share of every split."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    shards, loaded = {}, {}
+    for name in splits:
+        info = manifest.get("splits", {}).get(name)
+        if info is None:
+            raise DataError(f"split '{name}' is not in {directory / 'manifest.json'}")
+        shards[name] = session_aligned_shard(directory / info["file"], rank, world)
+        loaded[name] = load_split(directory, manifest, name, shards[name]).to(device)
+    return PreparedData(manifest=manifest, splits=loaded, shards=shards)
 
 
 def batch_indices(

@@ -26,9 +26,16 @@ def evaluate_split(
     split: SplitTensors,
     tasks: Sequence[str],
     batch_size: int = 65536,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """AUC, logloss, s-logloss and GAUC per task (keys ``<task>/<metric>`` and ``mean/<metric>``)."""
+    """AUC, logloss, s-logloss and GAUC per task (keys ``<task>/<metric>`` and ``mean/<metric>``).
+
+    ``gather`` (data-parallel runs: :func:`recrl_cli.training.distributed.gather_rows`) joins every process's
+    shard of predictions, labels, sessions and users first, so the metrics are over the whole split.
+    """
     probs = predict_in_batches(predict, split.features, batch_size)
-    return task_metrics(
-        probs, split.labels, task_names=list(tasks), session_ids=split.session_ids, user_ids=split.user_ids
-    )
+    labels, sessions, users = split.labels, split.session_ids, split.user_ids
+    if gather is not None:
+        probs = probs.reshape(-1, labels.shape[1])  # an empty shard predicts zeros(0), not [0, T]
+        probs, labels, sessions, users = (gather(t) for t in (probs, labels, sessions, users))
+    return task_metrics(probs, labels, task_names=list(tasks), session_ids=sessions, user_ids=users)

@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from recrl_cli.algorithms.rmtl.config import RMTLConfig, effective_switches
 from recrl_cli.algorithms.rmtl.critics import CriticLearner, TaskCritics
@@ -40,6 +41,7 @@ from recrl_cli.evaluation.evaluator import evaluate_split, predict_in_batches
 from recrl_cli.nets.layers import FeatureEmbedding
 from recrl_cli.nets.mtl import build_base
 from recrl_cli.text.attach import attach_item_text
+from recrl_cli.training import distributed
 from recrl_cli.training.trainer import Stage
 
 EVAL_SPLITS = ("val", "test")
@@ -61,6 +63,10 @@ class RMTL:
         self.base = base.to(device)
         # --item-encoder text: the actor's item field reads a language model over item text (no-op for ids).
         attach_item_text(self.base, self.m.mtl_config(), cfg.data.prepared_dir, data.feature_names, device)
+
+        # Data-parallel runs (see training/distributed.py): this process's train rows; base steps go through DDP.
+        self.shard = data.shards["train"] if data.shards else None
+        self.train_base = distributed.data_parallel(self.base) if self.shard else self.base
         # Same optimizer as SupervisedMTL (fused Adam on CPU/CUDA), so the pretrain stage is that training.
         adam = dict(
             weight_decay=cfg.train.weight_decay, fused=True if device.type in ("cpu", "cuda") else None
@@ -117,7 +123,7 @@ class RMTL:
     def stages(self) -> list[Stage]:
         train, m = self.cfg.train, self.m
         shuffle = train.shuffle and not self.switches["unshuffled"]
-        n = self.train_split.num_rows
+        n = self.shard.total if self.shard else self.train_split.num_rows
         base_stage = dict(
             num_rows=n, batch_size=train.batch_size, max_steps=train.max_steps, shuffle=shuffle,
             patience=train.patience, snapshot=lambda: copy.deepcopy(self.base.state_dict()),
@@ -146,11 +152,17 @@ class RMTL:
     def pretrain_update(self, idx: torch.Tensor) -> dict[str, float]:
         """One BCE step of the base on train rows ``idx`` [B]."""
         self.base.train()
-        loss = multitask_bce(self.base(self.train_split.features[idx]), self.train_split.labels[idx])
+        if self.shard is not None:  # this process's rows of the global batch; DDP all-reduces the gradients
+            idx, batch_rows = self.shard.localize(idx)
+            logits, labels = self.train_base(self.train_split.features[idx]), self.train_split.labels[idx]
+            bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            loss = distributed.sharded_mean(bce, batch_rows)
+        else:
+            loss = multitask_bce(self.base(self.train_split.features[idx]), self.train_split.labels[idx])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": distributed.global_mean(loss) if self.shard else loss.item()}
 
     def _after_pretrain(self) -> None:
         """Keep the best pretrained weights and their metrics: the polish baseline and the side-by-side report."""
@@ -179,7 +191,13 @@ class RMTL:
                 gen = torch.Generator(device=self.device).manual_seed(
                     self.cfg.train.seed + RANDOM_ACTION_SEED_OFFSET
                 )
-                stored = torch.rand(probs.shape, generator=gen, device=self.device)
+                if self.shard is None:
+                    stored = torch.rand(probs.shape, generator=gen, device=self.device)
+                else:  # the whole split's draw, so a shard gets exactly the 1-process values of its rows
+                    whole = (self.shard.total, probs.shape[1])
+                    stored = torch.rand(whole, generator=gen, device=self.device)[
+                        self.shard.start : self.shard.stop
+                    ]
             self._mdp = build_session_mdp(
                 s.session_ids, s.labels, probs, stored_actions=stored,
                 affine_mismatch=self.switches["action_affine_mismatch"],
@@ -198,6 +216,9 @@ class RMTL:
     def critic_update(self, idx: torch.Tensor) -> dict[str, float]:
         """One TD step on transitions ``idx`` [B]: pure gathers from device tensors, then the learner's step."""
         mdp, states = self._mdp, self.critic_states()
+        batch_rows = None
+        if self.shard is not None:  # local transitions: sessions never straddle two shards
+            idx, batch_rows = self.shard.localize(idx)
         nxt = mdp.next_index[idx]
         s, s_next = states[idx], states[nxt]
         if self.switches["normalize_state_ids"]:  # bug 3: each batch z-scored on its own, TD phase only
@@ -205,7 +226,7 @@ class RMTL:
             s = normalize_state_ids(s, self.critics.arch["cardinalities"], num_fields)
             s_next = normalize_state_ids(s_next, self.critics.arch["cardinalities"], num_fields)
         return self.learner.step(s, mdp.actions[idx], mdp.rewards[idx], mdp.done[idx], s_next,
-                                 mdp.policy_actions[nxt])  # fmt: skip
+                                 mdp.policy_actions[nxt], batch_rows=batch_rows)  # fmt: skip
 
     def _after_critics(self) -> None:
         """Polish needs only the online critics: drop the target, Adam moments and buffer (memory, checkpoints)."""
@@ -230,13 +251,22 @@ class RMTL:
             with torch.no_grad():
                 rows = torch.arange(s.num_rows, device=self.device)
                 q = torch.cat([self.critics(self.critic_states()[r], probs[r]) for r in rows.split(bs)])
-            self.mean_weight = mean_rmtl_weight(q, self.m.lam)
+            if self.shard is None:
+                self.mean_weight = mean_rmtl_weight(q, self.m.lam)
+            else:  # the mean over the whole split: sums and counts of every shard
+                total = distributed.all_sum(
+                    torch.cat([q.double().sum(0), q.new_tensor([q.shape[0]]).double()])
+                )
+                self.mean_weight = (1.0 - self.m.lam * total[:-1] / total[-1]).to(q.dtype)
 
     def polish_update(self, idx: torch.Tensor) -> dict[str, float]:
         """One step of the critic-weighted BCE on train rows ``idx`` [B] (stop-gradient on Q)."""
         self.base.train()
+        batch_rows = None
+        if self.shard is not None:
+            idx, batch_rows = self.shard.localize(idx)
         labels = self.train_split.labels[idx]
-        logits = self.base(self.train_split.features[idx])
+        logits = self.train_base(self.train_split.features[idx])
         q = self._critic_values(idx, torch.sigmoid(logits.detach())) if self.critics is not None else None
         weights = polish_weights(
             self.m.weighting,
@@ -246,10 +276,18 @@ class RMTL:
             cw_weight=self.m.cw_weight,
             mean_weight=self.mean_weight,
         )
-        loss = weighted_bce(logits, labels, weights)
+        if batch_rows is None:
+            loss = weighted_bce(logits, labels, weights)
+        else:  # weighted_bce's mean, as this process's DDP share of the global batch
+            bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            loss = distributed.sharded_mean(weights.detach() * bce, batch_rows)
         self.polish_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.polish_optimizer.step()
+        if batch_rows is not None:  # the global batch's loss and mean weight
+            world = distributed.rank_world()[1]
+            sums = distributed.all_sum(torch.stack([loss.detach() / world, weights.sum()]))
+            return {"loss": float(sums[0]), "weight_mean": float(sums[1] / (batch_rows * labels.shape[1]))}
         values = torch.stack([loss.detach(), weights.mean()]).tolist()  # one host sync
         return dict(zip(("loss", "weight_mean"), values, strict=True))
 
@@ -279,7 +317,8 @@ class RMTL:
 
     def evaluate(self, split: str) -> dict[str, float]:
         data = self.data.splits[self._split(split)]
-        return evaluate_split(self.predict, data, self.tasks, self.cfg.train.eval_batch_size)
+        gather = distributed.gather_rows if self.data.shards else None
+        return evaluate_split(self.predict, data, self.tasks, self.cfg.train.eval_batch_size, gather)
 
     def extra_metrics(self) -> dict[str, float]:
         """The pretrained base's metrics as ``pretrained/<split>/<task>/<metric>`` (same names as ``eval/``)."""

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recrl_cli.nets.layers import StackedLinear, relu_dropout
+from recrl_cli.training import distributed
 
 TARGET_NOISE_STD, TARGET_NOISE_CLIP = 0.4, 3e-3  # faithful bug 15 (Arguments L14-15, BC agent L59-67)
 
@@ -282,10 +283,17 @@ class CriticLearner:
         done: torch.Tensor,
         next_ids: torch.Tensor,
         next_actions: torch.Tensor,
+        batch_rows: int | None = None,
     ) -> dict[str, float]:
-        """One TD update on a batch of B transitions; returns td_loss (summed over tasks), q_mean, target_mean."""
+        """One TD update on a batch of B transitions; returns td_loss (summed over tasks), q_mean, target_mean.
+
+        ``batch_rows`` (data-parallel runs): the inputs are this process's B_r transitions of a global batch
+        of that many; the gradients are summed over the processes (see :meth:`_sharded_step`).
+        """
         self.online.train()
         target = self.td_target(rewards, done, next_ids, next_actions)
+        if batch_rows is not None:
+            return self._sharded_step(ids, actions, target, batch_rows)
         # The batch's unique table rows become a small leaf: the backward and Adam touch U rows, not T·V.
         rows, inverse = torch.unique(self.online.rows(ids), return_inverse=True)  # [U], [T, B, F]
         leaf = self.online.embedding.data[rows].requires_grad_()
@@ -301,6 +309,42 @@ class CriticLearner:
             self.soft_update()
         values = torch.stack([loss.detach(), q.detach().mean(), target.mean()]).tolist()  # one host sync
         return dict(zip(("td_loss", "q_mean", "target_mean"), values, strict=True))
+
+    def _sharded_step(
+        self, ids: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, batch_rows: int
+    ) -> dict[str, float]:
+        """The same update from W processes: every one steps the UNION of the batch's table rows.
+
+        Each process's loss is its sum of squared TD errors over B (the global batch), so the summed gradients
+        are those of Σ_k mean_i over the whole batch; rows a process did not touch get its zero gradient. The
+        union is the set of rows the 1-process step would update, so RowAdam and the lazy target see the same
+        rows in the same order.
+        """
+        flat = self.online.rows(ids)  # [T, B_r, F]
+        rows = distributed.union_rows(torch.unique(flat))  # [U] sorted, equal on every process
+        leaf = self.online.embedding.data[rows].requires_grad_()
+        q = self.online.q_values(F.embedding(torch.searchsorted(rows, flat), leaf), actions)
+        loss = (q - target).square().sum() / batch_rows
+        self.dense_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dense = self.online.dense_parameters()
+        for p in dense:  # every process must send the same buffer layout
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        distributed.all_reduce_sum_([leaf.grad, *(p.grad for p in dense)])
+        self.lazy.sync(rows, self.online.embedding.data, self.target.embedding.data)  # rows about to change
+        self.dense_optimizer.step()
+        self.row_optimizer.step(rows, leaf.grad)
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.soft_update()
+        sums = distributed.all_sum(torch.stack([loss.detach(), q.detach().sum(), target.sum()]))
+        cells = batch_rows * q.shape[1]
+        return {
+            "td_loss": float(sums[0]),
+            "q_mean": float(sums[1] / cells),
+            "target_mean": float(sums[2] / cells),
+        }
 
     @torch.no_grad()
     def reset_target(self) -> None:
