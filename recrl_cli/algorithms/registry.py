@@ -8,6 +8,8 @@ from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
 from recrl_cli.errors import RegistryError
+from recrl_cli.hrlrec.algorithm import build_hrlrec, load_hrlrec_predictor
+from recrl_cli.hrlrec.config import HRLRecConfig
 from recrl_cli.nets.mtl.config import MTLConfig
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.train import build_simulator, load_simulator_predictor
@@ -41,6 +43,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                     "TD3 baseline (clipped double Q, delayed actor) in the simulator's env.", "rl"),
     "a2c": AlgoSpec("a2c", _AGENT_CONFIGS["a2c"], agent_builder("a2c"), load_agent_predictor,
                     "A2C baseline (Gaussian hyper-action policy) in the simulator's env.", "rl"),
+    "hrlrec": AlgoSpec("hrlrec", HRLRecConfig, build_hrlrec, load_hrlrec_predictor,
+                       "HRL-Rec: channel selector + item recommender building lists in the simulator.", "rl-list"),
 }  # fmt: skip
 
 

@@ -55,6 +55,8 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
 # RL runs log test/<policy>/<metric> for the agent and the random and oracle baselines: the table
 # shows the agent's episode metrics (the baselines are in the CSV).
 _RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
+# List-building agents (hrlrec) report list metrics of the agent (baselines in the CSV).
+_LIST_METRICS = "agent/ctr,agent/clicks,agent/dwell,agent/ild,agent/novelty,agent/share_kl"
 
 
 def _shown(metric: str, wanted: list[str]) -> bool:
@@ -139,7 +141,8 @@ def ablate(
     if metrics is None:
         from recrl_cli.algorithms.registry import get_algorithm
 
-        metrics = _RL_METRICS if get_algorithm(algo).family == "rl" else "auc,s_logloss"
+        family = get_algorithm(algo).family
+        metrics = {"rl": _RL_METRICS, "rl-list": _LIST_METRICS}.get(family, "auc,s_logloss")
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
         title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
