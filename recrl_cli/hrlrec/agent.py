@@ -102,7 +102,8 @@ class HRLAgent:
 
     @torch.no_grad()
     def act(self, obs: Observation, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(items [B, T] candidate indices, channels [B, T]) for B users; dropout off."""
+        """(items [B, T] candidate indices, the channel chosen for each position [B, T]) for B users; dropout
+        off. A flat agent chooses no channel: its second output is the items' channels."""
         self.nets.eval()
         n, t_len, e = self.item_emb.shape[0], self.T, self.item_emb.shape[1]
         state = self.nets["user"](obs, self.nets["user"].item_table())
@@ -112,6 +113,7 @@ class HRLAgent:
         placed = torch.zeros(b, n, dtype=torch.bool, device=self.device)
         used = torch.zeros(b, self.channels.num_channels, dtype=torch.long, device=self.device)
         items = torch.zeros(b, t_len, dtype=torch.long, device=self.device)
+        chosen = torch.zeros_like(items)
         rows = torch.arange(b, device=self.device)
         pool_emb = self.item_emb[self.pool]
         for t in range(t_len):  # positions are sequential decisions; everything inside is batched over users
@@ -139,11 +141,12 @@ class HRLAgent:
             placed[rows, d] = True
             used[rows, chan] += 1
             items[:, t] = d
+            chosen[:, t] = c if self.hierarchical else chan
             if t + 1 < t_len:
                 prev_i[:, t + 1] = self.item_emb[d]
                 if self.hierarchical:
                     prev_c[:, t + 1] = self.chan_emb[chan]
-        return items, self.channels.channel_of[items]
+        return items, chosen
 
     # -- learning ----------------------------------------------------------------------------------------------
     def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
