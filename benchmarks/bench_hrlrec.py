@@ -1,6 +1,6 @@
 """HRL-Rec benchmark: training throughput, then HRL-Rec vs its baselines and ablations over seeds with 95 % CIs.
 
-    python benchmarks/bench_hrlrec.py --work /tmp/hrlrec_bench --seeds 5 --iterations 150
+    python benchmarks/bench_hrlrec.py --seeds 5 --iterations 100 --batch-users 16 --batch-size 32 --day-steps 6
 
 1. Data: synthetic KuaiRand-Pure-format logs (``--users/--items/--impressions``), prepared, and a simulator
    trained on them through the pipeline (cached in ``--work``).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +47,8 @@ METRICS = ("ctr", "clicks", "dwell", "ild", "novelty", "reward", "share_std", "s
 
 
 def world(work: Path, args) -> tuple[Path, Path]:
-    """(prepared dir, simulator run dir), built once per --work."""
+    """(prepared dir, simulator run dir), built once per --work and data scale."""
+    work = work / f"u{args.users}_i{args.items}_n{args.impressions}"
     prepared = work / "prepared"
     if not (prepared / "manifest.json").is_file():
         write_kuairand(work / "raw", num_users=args.users, num_items=args.items, num_impressions=args.impressions,
@@ -144,7 +146,12 @@ def comparison(prepared: Path, sim: Path, args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, default=Path("hrlrec_bench"))
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "recrl_hrlrec_bench",
+        help="Cache of the synthetic data, the simulator and the runs.",
+    )
     p.add_argument("--users", type=int, default=400)
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--impressions", type=int, default=60_000)
