@@ -101,7 +101,8 @@ def throughput(prepared: Path, sim: Path, args) -> None:
 def comparison(prepared: Path, sim: Path, args) -> None:
     results: dict[str, dict[str, list[float]]] = {}
     started = time.perf_counter()
-    for name, over in VARIANTS.items():
+    for name in args.variants.split(","):
+        over = VARIANTS[name]
         for seed in range(args.seeds):
             res = train_run(run_cfg(prepared, sim, seed, args, **over), NullTracker(), experiment="bench",
                             runs_root=args.work / "bench_runs")  # fmt: skip
@@ -164,6 +165,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated subset (hrlrec first).")
     p.add_argument("--skip-comparison", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
