@@ -28,6 +28,37 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--events", "50000", "--epochs", "2", "--bases", "mmoe"],
         ["--events", "1000000", "--epochs", "20"],
     ),
+    (
+        "bench_hrlrec.py",
+        [
+            "--users",
+            "150",
+            "--items",
+            "300",
+            "--impressions",
+            "15000",
+            "--seeds",
+            "2",
+            "--iterations",
+            "10",
+            "--eval-days",
+            "2",
+            "--day-steps",
+            "3",
+        ],
+        [
+            "--seeds",
+            "5",
+            "--iterations",
+            "100",
+            "--batch-users",
+            "16",
+            "--batch-size",
+            "32",
+            "--day-steps",
+            "6",
+        ],
+    ),
 ]
 
 

@@ -8,6 +8,8 @@ from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
 from recrl_cli.errors import RegistryError
+from recrl_cli.hrlrec.algorithm import build_hrlrec, load_hrlrec_predictor
+from recrl_cli.hrlrec.config import HRLRecConfig
 from recrl_cli.mtf.algorithm import load_mtf_predictor, mtf_builder
 from recrl_cli.mtf.config import MTFRunConfig
 from recrl_cli.nets.mtl.config import MTLConfig
@@ -57,6 +59,9 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                         "Fusion baseline: BCQ as BatchRL-MTF on Gaussian-noise logs (D1).", "mtf"),
     "mtf-cql": AlgoSpec("mtf-cql", MTFRunConfig, mtf_builder("mtf-cql"), load_mtf_predictor,
                         "Fusion baseline: CQL+SAC on Gaussian-noise logs (D1).", "mtf"),
+
+    "hrlrec": AlgoSpec("hrlrec", HRLRecConfig, build_hrlrec, load_hrlrec_predictor,
+                       "HRL-Rec: channel selector + item recommender building lists in the simulator.", "rl-list"),
 }  # fmt: skip
 
 

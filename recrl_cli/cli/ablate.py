@@ -56,8 +56,13 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
 # shows the agent's episode metrics (the baselines are in the CSV).
 _RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
 # Fusion runs (UnifiedRL and mtf-*): the learned policy's A/B change vs ES and its offline metrics.
-_MTF_METRICS = ("policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
-                "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return")
+_MTF_METRICS = (
+    "policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
+    "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return"
+)
+
+# List-building agents (hrlrec) report list metrics of the agent (baselines in the CSV).
+_LIST_METRICS = "agent/ctr,agent/clicks,agent/dwell,agent/ild,agent/novelty,agent/share_kl"
 
 
 def _shown(metric: str, wanted: list[str]) -> bool:
@@ -195,7 +200,9 @@ def ablate(
         from recrl_cli.algorithms.registry import get_algorithm
 
         family = get_algorithm(algo).family
-        metrics = _RL_METRICS if family == "rl" else _MTF_METRICS if family == "mtf" else "auc,s_logloss"
+        metrics = {"rl": _RL_METRICS, "mtf": _MTF_METRICS, "rl-list": _LIST_METRICS}.get(
+            family, "auc,s_logloss"
+        )
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
         title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")

@@ -100,7 +100,7 @@ def preflight(cfg: RunConfig) -> None:
 
     resolve_device(cfg.train.device)
     # The simulator and the RL agents need KuaiRand whatever data.dataset says: name it in the hint.
-    kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl")
+    kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl", "rl-list", "mtf")
     read_manifest(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
     from recrl_cli.text.attach import preflight_text
 

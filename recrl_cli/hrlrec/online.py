@@ -1,0 +1,112 @@
+"""Lists in the simulator: rewards of a simulated list, the rule-based baselines, and policy evaluation.
+
+One env step of :class:`recrl_cli.sim.environment.WholeSessionEnv` with slate K = T is one list per user: the
+env samples the 7 behaviours and the play seconds of every position at once; :class:`ListScorer` turns them into
+the per-position rewards of :mod:`recrl_cli.hrlrec.rewards` (clicks = ``is_click``; dwell = ``play_seconds``,
+0 for a simulator without a play-time head).
+
+Baselines (non-learning, the same list for every user since their ranker is not personalised):
+
+- ``quota``: fixed-quota channel mixing. Each channel gets round(T · logged share) slots (largest remainder,
+  capped by its candidate count), filled with its top-ranked candidates and interleaved by slot spacing.
+- ``single-ranker``: the T best items of the pooled candidate lists by the same ranker score, channels ignored.
+- ``random``: T distinct pool items per user, uniformly (a calibration floor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from recrl_cli.hrlrec.channels import Channels
+from recrl_cli.hrlrec.metrics import ListMetrics
+from recrl_cli.hrlrec.rewards import ListRewards, RewardWeights, history_tag_union, list_rewards, multi_hot
+from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
+
+Policy = Callable[[Observation], torch.Tensor]  # obs of B users -> items [B, T] (candidate indices)
+
+
+class ListScorer:
+    """Tags, channels and reward weights: rewards of a list of candidate indices [B, T]."""
+
+    def __init__(self, item_tags: torch.Tensor, vocab: int, channels: Channels, weights: RewardWeights,
+                 novelty_window: int) -> None:  # fmt: skip
+        self.item_tags = item_tags  # [N + 1, L], by encoded id
+        self.vocab, self.channels, self.weights, self.window = vocab, channels, weights, novelty_window
+        self.item_sets = multi_hot(item_tags[1:], vocab)  # [N, V], by candidate index
+
+    def score(self, obs: Observation, items: torch.Tensor, clicks: torch.Tensor, play: torch.Tensor
+              ) -> tuple[ListRewards, torch.Tensor]:  # fmt: skip
+        """-> (rewards, tag_sets [B, T, V]) of lists ``items`` shown to the users of ``obs``."""
+        sets = self.item_sets[items]
+        hist = history_tag_union(obs.items, obs.mask, self.item_tags, self.vocab, self.window)
+        return list_rewards(clicks, play, sets, hist, self.channels.channel_of[items], self.weights), sets
+
+    def step_rewards(self, obs: Observation, items: torch.Tensor, result: StepResult
+                     ) -> tuple[ListRewards, torch.Tensor]:  # fmt: skip
+        play = (
+            result.play_seconds
+            if result.play_seconds is not None
+            else torch.zeros_like(items, dtype=torch.float)
+        )
+        return self.score(obs, items, result.responses[..., 0], play)
+
+
+def quota_list(channels: Channels, length: int) -> torch.Tensor:
+    """The quota baseline's list [T] (see the module docstring). Runs once per run (C small), not per step."""
+    sizes = channels.valid.sum(1).tolist()
+    share = channels.logged_share.tolist()
+    quota = [min(int(length * s), n) for s, n in zip(share, sizes, strict=True)]
+    # Largest remainder among channels with room, until T slots are assigned.
+    while sum(quota) < length:
+        room = [c for c in range(len(quota)) if quota[c] < sizes[c]]
+        if not room:
+            break
+        quota[max(room, key=lambda c: length * share[c] - quota[c])] += 1
+    picks, keys = [], []
+    for c, q in enumerate(quota):
+        picks += channels.candidates[c, :q].tolist()
+        keys += [(j + 0.5) / q for j in range(q)]  # spread a channel's slots evenly over the list
+    order = sorted(range(len(picks)), key=lambda i: keys[i])
+    return torch.tensor([picks[i] for i in order], dtype=torch.long, device=channels.candidates.device)
+
+
+def single_ranker_list(channels: Channels, length: int) -> torch.Tensor:
+    """The T best pooled candidates by ranker score, [T]."""
+    pool = channels.pool()
+    return pool[channels.score[pool].argsort(descending=True, stable=True)[:length]]
+
+
+def fixed_policy(items: torch.Tensor) -> Policy:
+    """The same list ``items`` [T] for every user."""
+    return lambda obs: items.expand(obs.user.shape[0], -1)
+
+
+def random_policy(channels: Channels, length: int, generator: torch.Generator) -> Policy:
+    """T distinct pool items per user, uniformly (top-T of random keys)."""
+    pool = channels.pool()
+
+    def act(obs: Observation) -> torch.Tensor:
+        keys = torch.rand(obs.user.shape[0], len(pool), generator=generator, device=pool.device)
+        return pool[keys.topk(length, dim=1).indices]
+
+    return act
+
+
+def evaluate_policy(env: WholeSessionEnv, policy: Policy, scorer: ListScorer, steps: int, day_steps: int,
+                    seed: int) -> dict[str, float]:  # fmt: skip
+    """Re-seed and reset ``env`` (the same fresh users for every policy evaluated with ``seed``) and run
+    ``policy`` for ``steps`` lists per user row; :class:`ListMetrics` summary plus the env's mean reward."""
+    env.generator.manual_seed(seed)
+    env.play_generator.manual_seed(seed + 7_919)
+    env.reset()
+    metrics = ListMetrics(scorer.channels.names, day_steps)
+    for _ in range(steps):
+        obs = env.observation()
+        items = policy(obs)
+        result = env.step(items)
+        rewards, sets = scorer.step_rewards(obs, items, result)
+        play = result.play_seconds if result.play_seconds is not None else torch.zeros_like(rewards.click)
+        metrics.update(scorer.channels.channel_of[items], rewards.click, play, sets, rewards)
+    return metrics.summary()
