@@ -289,7 +289,7 @@ def observe(algo: RMTL) -> dict[str, object]:
     algo._prepare_critics()
     mdp, idx = algo._mdp, torch.arange(0, 600, 7)
     captured = {}
-    algo.learner.step = lambda *args: captured.update(args=args) or {}
+    algo.learner.step = lambda *args, **kwargs: captured.update(args=args) or {}
     algo.critic_update(idx)
     td_ids = (captured["args"][0], captured["args"][4])
     online = algo.critics
