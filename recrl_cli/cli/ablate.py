@@ -56,8 +56,10 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
 # shows the agent's episode metrics (the baselines are in the CSV).
 _RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
 # Fusion runs (UnifiedRL and mtf-*): the learned policy's A/B change vs ES and its offline metrics.
-_MTF_METRICS = ("policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
-                "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return")
+_MTF_METRICS = (
+    "policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
+    "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return"
+)
 
 
 def _shown(metric: str, wanted: list[str]) -> bool:
