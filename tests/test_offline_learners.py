@@ -95,6 +95,15 @@ def test_unifiedrl_actor_loss_matches_eq4_per_set(penalty):
     assert extra["bound_penalty"].item() > 0  # the random μ_bp puts the untrained actor outside some boxes
 
 
+def test_unifiedrl_with_a_single_critic_per_set_trains_without_nan():
+    learner, store = build("unifiedrl", critics=1), tiny_store()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        out = learner.update(store.sample(32, g))
+    assert out["q_std"] == 0.0 and all(math.isfinite(v) for v in out.values())
+    assert all(torch.isfinite(p).all() for p in learner.actor.parameters())
+
+
 def test_unifiedrl_actor_step_leaves_the_critics_alone():
     learner, b = build("unifiedrl"), tiny_store().all()
     before = [p.clone() for p in learner.critic.parameters()]
