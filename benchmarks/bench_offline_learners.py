@@ -142,7 +142,7 @@ def main() -> None:
         cells = [(f"{r:.1f}", f"{1000 / r:.1f}", f"{100 * r * flops[label] / bound[t]:.0f} %")
                  for r, t in zip(rates, threads, strict=True)]  # fmt: skip
         table.add_row(label, f"{flops[label]:.2f}", *[x for c in cells for x in c])
-    console = Console()
+    console = Console(width=160)  # the table is wide; keep it whole when piped to a file
     console.print(table)
     console.print("matmul bound ([256, 2048] @ [2048, 2048]): "
                   + ", ".join(f"{t} thread(s) {r:.0f} GFLOP/s" for t, r in bound.items()))  # fmt: skip
