@@ -216,3 +216,45 @@ def test_config_and_registry_errors_are_one_line_domain_errors():
         build_learner("iql", S, A, (1.0,), "cpu", 0, expectile=1.0)
     with pytest.raises(RegistryError, match="unknown offline learner 'sac'"):
         get_learner("sac")
+
+
+def test_cql_regulariser_assembles_the_three_action_sources_per_state():
+    learner, b = build("cql_sac", num_samples=3), tiny_store(n=8).all()
+    state = learner.generator.get_state()
+    q_data = learner.critic(b.state, b.action).detach()
+    got = learner.conservative(b, q_data).detach()
+    learner.generator.set_state(state)  # replay the same draws, in the same order, one state at a time below
+    n, k = len(b), 3
+    s, s2 = b.state.repeat_interleave(k, 0), b.next_state.repeat_interleave(k, 0)
+    with torch.no_grad():
+        a_rand = learner.rand(n * k, A) * 2.0 - 1.0
+        a_pi, logp_pi = learner.actor(s, learner.generator)
+        a_nx, logp_nx = learner.actor(s2, learner.generator)
+    for c in range(2):
+        rows = []
+        for i in range(n):
+            terms = []
+            for j in range(i * k, (i + 1) * k):
+                x = s[j : j + 1]
+                terms.append(naive_q(learner.critic, c, x, a_rand[j : j + 1]).item() + A * math.log(2.0))
+                terms.append(naive_q(learner.critic, c, x, a_pi[j : j + 1]).item() - logp_pi[j].item())
+                terms.append(naive_q(learner.critic, c, x, a_nx[j : j + 1]).item() - logp_nx[j].item())
+            rows.append(math.log(sum(math.exp(t) for t in terms)) - q_data[c, i].item())
+        assert got[c].item() == pytest.approx(statistics.fmean(rows), rel=1e-4, abs=1e-5)
+
+
+def test_squashed_gaussian_log_prob_matches_torch_distributions():
+    from torch.distributions import Independent, Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    learner = build("cql_sac")
+    s = torch.randn(16, S)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        a, logp = learner.actor(s, g)
+        mean, log_std = learner.actor.net(s).chunk(2, -1)
+        dist = TransformedDistribution(
+            Independent(Normal(mean, log_std.clamp(-5, 2).exp()), 1), [TanhTransform()]
+        )
+    torch.testing.assert_close(logp, dist.log_prob(a.clamp(-1 + 1e-6, 1 - 1e-6)), rtol=1e-3, atol=1e-3)
+    assert torch.equal(learner.act(s), torch.tanh(mean))
