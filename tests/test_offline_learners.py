@@ -258,3 +258,21 @@ def test_squashed_gaussian_log_prob_matches_torch_distributions():
         )
     torch.testing.assert_close(logp, dist.log_prob(a.clamp(-1 + 1e-6, 1 - 1e-6)), rtol=1e-3, atol=1e-3)
     assert torch.equal(learner.act(s), torch.tanh(mean))
+
+
+def test_bcq_target_takes_the_best_of_n_generated_actions_per_next_state():
+    learner, b = build("bcq", num_samples=4), tiny_store(n=6).all()
+    state = learner.generator.get_state()
+    y = learner.target(b)
+    learner.generator.set_state(state)
+    z = learner.prior(6 * 4)  # the same latent draws, row i·N + j for next state i
+    for i in range(6):
+        best = -math.inf
+        for j in range(4):
+            s2 = b.next_state[i : i + 1]
+            with torch.no_grad():
+                a = learner.actor_target(s2, learner.vae.decode(s2, z[i * 4 + j : i * 4 + j + 1]))
+            q1, q2 = (naive_q(learner.critic_target, c, s2, a).item() for c in range(2))
+            best = max(best, 0.75 * min(q1, q2) + 0.25 * max(q1, q2))
+        ref = b.reward[i] @ torch.tensor([1.0, 0.5]) + 0.9 * (1 - b.done[i]) * best
+        assert y[i].item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-5)
