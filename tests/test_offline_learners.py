@@ -276,3 +276,27 @@ def test_bcq_target_takes_the_best_of_n_generated_actions_per_next_state():
             best = max(best, 0.75 * min(q1, q2) + 0.25 * max(q1, q2))
         ref = b.reward[i] @ torch.tensor([1.0, 0.5]) + 0.9 * (1 - b.done[i]) * best
         assert y[i].item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-5)
+
+
+def test_iql_update_logs_match_its_three_losses_on_the_pre_update_networks():
+    learner, b = build("iql"), tiny_store(n=16).all()
+    with torch.no_grad():
+        v = learner.value(b.state)[:, 0].tolist()
+        v_next = learner.value(b.next_state)[:, 0].tolist()
+        std = learner.policy.log_std.clamp(-5, 2).exp().tolist()
+        mean = learner.policy.mean(b.state).tolist()
+    value_terms, q_terms, policy_terms = [], [], []
+    for r in range(len(b)):
+        s, a = b.state[r : r + 1], b.action[r : r + 1]
+        qt = min(naive_q(learner.critic_target, c, s, a).item() for c in range(2))
+        u = qt - v[r]
+        value_terms.append((0.7 if u >= 0 else 0.3) * u * u)
+        y = (b.reward[r] @ torch.tensor([1.0, 0.5])).item() + 0.9 * (1 - b.done[r].item()) * v_next[r]
+        q_terms.append(sum((naive_q(learner.critic, c, s, a).item() - y) ** 2 for c in range(2)))
+        logp = sum(-0.5 * ((a[0, d].item() - mean[r][d]) / std[d]) ** 2 - math.log(std[d]) - 0.5 * math.log(2 * math.pi)
+                   for d in range(A))  # fmt: skip
+        policy_terms.append(-min(math.exp(3.0 * u), 100.0) * logp)
+    out = learner.update(b)
+    assert out["value_loss"] == pytest.approx(statistics.fmean(value_terms), rel=1e-4)
+    assert out["critic_loss"] == pytest.approx(statistics.fmean(q_terms), rel=1e-4)
+    assert out["policy_loss"] == pytest.approx(statistics.fmean(policy_terms), rel=1e-4)
