@@ -1,6 +1,7 @@
 """Every offline learner against naive reference computations on a tiny batch, plus the contract the caller
 relies on: parameters move, a state_dict round-trip reproduces act() and training, errors are one line."""
 
+import copy
 import io
 import math
 import statistics
@@ -300,3 +301,24 @@ def test_iql_update_logs_match_its_three_losses_on_the_pre_update_networks():
     assert out["value_loss"] == pytest.approx(statistics.fmean(value_terms), rel=1e-4)
     assert out["critic_loss"] == pytest.approx(statistics.fmean(q_terms), rel=1e-4)
     assert out["policy_loss"] == pytest.approx(statistics.fmean(policy_terms), rel=1e-4)
+
+
+def test_ddpg_update_logs_match_its_td_and_actor_losses():
+    learner, b = build("ddpg"), tiny_store(n=16).all()
+    with torch.no_grad():
+        a_next = learner.actor_target(b.next_state)
+    critic_terms = []
+    for r in range(len(b)):
+        q_next = naive_q(learner.critic_target, 0, b.next_state[r : r + 1], a_next[r : r + 1]).item()
+        y = (b.reward[r] @ torch.tensor([1.0, 0.5])).item() + 0.9 * (1 - b.done[r].item()) * q_next
+        critic_terms.append(
+            (naive_q(learner.critic, 0, b.state[r : r + 1], b.action[r : r + 1]).item() - y) ** 2
+        )
+    actor_before = copy.deepcopy(learner.actor)
+    out = learner.update(b)
+    assert out["critic_loss"] == pytest.approx(statistics.fmean(critic_terms), rel=1e-4)
+    # the actor loss −mean Q(s, μ(s)) uses the pre-step actor and the critic after its own step
+    with torch.no_grad():
+        a = actor_before(b.state)
+    q = [naive_q(learner.critic, 0, b.state[r : r + 1], a[r : r + 1]).item() for r in range(len(b))]
+    assert out["actor_loss"] == pytest.approx(-statistics.fmean(q), rel=1e-4)
