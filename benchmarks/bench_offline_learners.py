@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from recrl_cli.nets.layers import MLP
 from recrl_cli.offline.batch import TransitionStore
@@ -59,10 +60,22 @@ def random_store(n: int, device: torch.device) -> TransitionStore:
     return TransitionStore.from_tensors({k: v.to(device) for k, v in data.items()})
 
 
-def learner_rate(name: str, store: TransitionStore, args: argparse.Namespace, **overrides) -> float:
+def learner_rate(
+    name: str, store: TransitionStore, args: argparse.Namespace, **overrides
+) -> tuple[float, float]:
+    """(updates/s, matmul GFLOP per update counted by torch's FlopCounterMode on one update)."""
     learner = build_learner(name, S, A, (1.0,) * Q, store.device, 0, **overrides)
     g = torch.Generator(store.device).manual_seed(0)
-    return best_rate(lambda: learner.update(store.sample(BATCH, g)), args.steps, args.repeats)
+    with FlopCounterMode(display=False) as counter:
+        learner.update(store.sample(BATCH, g))
+    rate = best_rate(lambda: learner.update(store.sample(BATCH, g)), args.steps, args.repeats)
+    return rate, counter.get_total_flops() / 1e9
+
+
+def matmul_rate(device: torch.device) -> float:
+    """GFLOP/s of a [256, 2048] @ [2048, 2048] matmul: the bound the learners' matmuls could reach."""
+    a, b = torch.randn(256, 2048, device=device), torch.randn(2048, 2048, device=device)
+    return best_rate(lambda: a @ b, 20, 3) * 2 * 256 * 2048 * 2048 / 1e9
 
 
 def critic_step_rates(
@@ -108,21 +121,31 @@ def main() -> None:
     rows = [(f"unifiedrl m={m} ({Q * m} critics)", {"critics": m}) for m in (2, 10, 24)] + rows
     table = Table(title=f"offline learner updates/s, batch {BATCH}, S={S}, A={A}, Q={Q}, device {device}")
     table.add_column("learner")
+    table.add_column("GFLOP/step", justify="right")
     for t in threads:
-        table.add_column(f"{t} thread(s) steps/s", justify="right")
-        table.add_column(f"{t} thread(s) ms/step", justify="right")
+        table.add_column(f"{t}T steps/s", justify="right")
+        table.add_column(f"{t}T ms/step", justify="right")
+        table.add_column(f"{t}T % of mm bound", justify="right")
     results: dict[str, list[float]] = {label: [] for label, _ in rows}
+    flops: dict[str, float] = {}
     crit: dict[int, dict[str, float]] = {}
+    bound: dict[int, float] = {}
     for t in threads:
         torch.set_num_threads(t)
+        bound[t] = matmul_rate(device)
         for label, overrides in rows:
             name = "unifiedrl" if label.startswith("unifiedrl") else label
-            results[label].append(learner_rate(name, store, args, **overrides))
+            rate, flops[label] = learner_rate(name, store, args, **overrides)
+            results[label].append(rate)
         crit[t] = critic_step_rates(store, args)
     for label, rates in results.items():
-        table.add_row(label, *[x for r in rates for x in (f"{r:.1f}", f"{1000 / r:.1f}")])
-    console = Console()
+        cells = [(f"{r:.1f}", f"{1000 / r:.1f}", f"{100 * r * flops[label] / bound[t]:.0f} %")
+                 for r, t in zip(rates, threads, strict=True)]  # fmt: skip
+        table.add_row(label, f"{flops[label]:.2f}", *[x for c in cells for x in c])
+    console = Console(width=160)  # the table is wide; keep it whole when piped to a file
     console.print(table)
+    console.print("matmul bound ([256, 2048] @ [2048, 2048]): "
+                  + ", ".join(f"{t} thread(s) {r:.0f} GFLOP/s" for t, r in bound.items()))  # fmt: skip
     ens = Table(title="48 critics, one regression step (fwd + bwd + Adam), steps/s")
     for col in ("threads", "one EnsembleQ", "loop over 48 MLPs", "speed-up"):
         ens.add_column(col, justify="right")

@@ -140,6 +140,18 @@ def test_store_rejects_malformed_data_with_one_line_errors(edit, message):
         TransitionStore.from_tensors(data)
 
 
+def test_store_concat_keeps_rows_in_order_and_checks_widths():
+    first, second = transitions(4), transitions(6)
+    both = TransitionStore.concat([TransitionStore.from_tensors(first), TransitionStore.from_tensors(second)])
+    assert len(both) == 10 and torch.equal(both.all().state[4:], second["state"])
+    with pytest.raises(DataError, match="differ in"):
+        TransitionStore.concat(
+            [TransitionStore.from_tensors(transitions(a=3)), TransitionStore.from_tensors(first)]
+        )
+    with pytest.raises(DataError, match="no transition stores"):
+        TransitionStore.concat([])
+
+
 def test_store_rejects_a_non_positive_batch_size():
     with pytest.raises(DataError, match="batch size"):
         TransitionStore.from_tensors(transitions()).sample(0, torch.Generator())

@@ -1,6 +1,7 @@
 """Every offline learner against naive reference computations on a tiny batch, plus the contract the caller
 relies on: parameters move, a state_dict round-trip reproduces act() and training, errors are one line."""
 
+import copy
 import io
 import math
 import statistics
@@ -93,6 +94,15 @@ def test_unifiedrl_actor_loss_matches_eq4_per_set(penalty):
         rows.append(total)
     assert loss.item() == pytest.approx(statistics.fmean(rows), rel=1e-4)
     assert extra["bound_penalty"].item() > 0  # the random μ_bp puts the untrained actor outside some boxes
+
+
+def test_unifiedrl_with_a_single_critic_per_set_trains_without_nan():
+    learner, store = build("unifiedrl", critics=1), tiny_store()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        out = learner.update(store.sample(32, g))
+    assert out["q_std"] == 0.0 and all(math.isfinite(v) for v in out.values())
+    assert all(torch.isfinite(p).all() for p in learner.actor.parameters())
 
 
 def test_unifiedrl_actor_step_leaves_the_critics_alone():
@@ -207,3 +217,108 @@ def test_config_and_registry_errors_are_one_line_domain_errors():
         build_learner("iql", S, A, (1.0,), "cpu", 0, expectile=1.0)
     with pytest.raises(RegistryError, match="unknown offline learner 'sac'"):
         get_learner("sac")
+
+
+def test_cql_regulariser_assembles_the_three_action_sources_per_state():
+    learner, b = build("cql_sac", num_samples=3), tiny_store(n=8).all()
+    state = learner.generator.get_state()
+    q_data = learner.critic(b.state, b.action).detach()
+    got = learner.conservative(b, q_data).detach()
+    learner.generator.set_state(state)  # replay the same draws, in the same order, one state at a time below
+    n, k = len(b), 3
+    s, s2 = b.state.repeat_interleave(k, 0), b.next_state.repeat_interleave(k, 0)
+    with torch.no_grad():
+        a_rand = learner.rand(n * k, A) * 2.0 - 1.0
+        a_pi, logp_pi = learner.actor(s, learner.generator)
+        a_nx, logp_nx = learner.actor(s2, learner.generator)
+    for c in range(2):
+        rows = []
+        for i in range(n):
+            terms = []
+            for j in range(i * k, (i + 1) * k):
+                x = s[j : j + 1]
+                terms.append(naive_q(learner.critic, c, x, a_rand[j : j + 1]).item() + A * math.log(2.0))
+                terms.append(naive_q(learner.critic, c, x, a_pi[j : j + 1]).item() - logp_pi[j].item())
+                terms.append(naive_q(learner.critic, c, x, a_nx[j : j + 1]).item() - logp_nx[j].item())
+            rows.append(math.log(sum(math.exp(t) for t in terms)) - q_data[c, i].item())
+        assert got[c].item() == pytest.approx(statistics.fmean(rows), rel=1e-4, abs=1e-5)
+
+
+def test_squashed_gaussian_log_prob_matches_torch_distributions():
+    from torch.distributions import Independent, Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    learner = build("cql_sac")
+    s = torch.randn(16, S)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        a, logp = learner.actor(s, g)
+        mean, log_std = learner.actor.net(s).chunk(2, -1)
+        dist = TransformedDistribution(
+            Independent(Normal(mean, log_std.clamp(-5, 2).exp()), 1), [TanhTransform()]
+        )
+    torch.testing.assert_close(logp, dist.log_prob(a.clamp(-1 + 1e-6, 1 - 1e-6)), rtol=1e-3, atol=1e-3)
+    assert torch.equal(learner.act(s), torch.tanh(mean))
+
+
+def test_bcq_target_takes_the_best_of_n_generated_actions_per_next_state():
+    learner, b = build("bcq", num_samples=4), tiny_store(n=6).all()
+    state = learner.generator.get_state()
+    y = learner.target(b)
+    learner.generator.set_state(state)
+    z = learner.prior(6 * 4)  # the same latent draws, row i·N + j for next state i
+    for i in range(6):
+        best = -math.inf
+        for j in range(4):
+            s2 = b.next_state[i : i + 1]
+            with torch.no_grad():
+                a = learner.actor_target(s2, learner.vae.decode(s2, z[i * 4 + j : i * 4 + j + 1]))
+            q1, q2 = (naive_q(learner.critic_target, c, s2, a).item() for c in range(2))
+            best = max(best, 0.75 * min(q1, q2) + 0.25 * max(q1, q2))
+        ref = b.reward[i] @ torch.tensor([1.0, 0.5]) + 0.9 * (1 - b.done[i]) * best
+        assert y[i].item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-5)
+
+
+def test_iql_update_logs_match_its_three_losses_on_the_pre_update_networks():
+    learner, b = build("iql"), tiny_store(n=16).all()
+    with torch.no_grad():
+        v = learner.value(b.state)[:, 0].tolist()
+        v_next = learner.value(b.next_state)[:, 0].tolist()
+        std = learner.policy.log_std.clamp(-5, 2).exp().tolist()
+        mean = learner.policy.mean(b.state).tolist()
+    value_terms, q_terms, policy_terms = [], [], []
+    for r in range(len(b)):
+        s, a = b.state[r : r + 1], b.action[r : r + 1]
+        qt = min(naive_q(learner.critic_target, c, s, a).item() for c in range(2))
+        u = qt - v[r]
+        value_terms.append((0.7 if u >= 0 else 0.3) * u * u)
+        y = (b.reward[r] @ torch.tensor([1.0, 0.5])).item() + 0.9 * (1 - b.done[r].item()) * v_next[r]
+        q_terms.append(sum((naive_q(learner.critic, c, s, a).item() - y) ** 2 for c in range(2)))
+        logp = sum(-0.5 * ((a[0, d].item() - mean[r][d]) / std[d]) ** 2 - math.log(std[d]) - 0.5 * math.log(2 * math.pi)
+                   for d in range(A))  # fmt: skip
+        policy_terms.append(-min(math.exp(3.0 * u), 100.0) * logp)
+    out = learner.update(b)
+    assert out["value_loss"] == pytest.approx(statistics.fmean(value_terms), rel=1e-4)
+    assert out["critic_loss"] == pytest.approx(statistics.fmean(q_terms), rel=1e-4)
+    assert out["policy_loss"] == pytest.approx(statistics.fmean(policy_terms), rel=1e-4)
+
+
+def test_ddpg_update_logs_match_its_td_and_actor_losses():
+    learner, b = build("ddpg"), tiny_store(n=16).all()
+    with torch.no_grad():
+        a_next = learner.actor_target(b.next_state)
+    critic_terms = []
+    for r in range(len(b)):
+        q_next = naive_q(learner.critic_target, 0, b.next_state[r : r + 1], a_next[r : r + 1]).item()
+        y = (b.reward[r] @ torch.tensor([1.0, 0.5])).item() + 0.9 * (1 - b.done[r].item()) * q_next
+        critic_terms.append(
+            (naive_q(learner.critic, 0, b.state[r : r + 1], b.action[r : r + 1]).item() - y) ** 2
+        )
+    actor_before = copy.deepcopy(learner.actor)
+    out = learner.update(b)
+    assert out["critic_loss"] == pytest.approx(statistics.fmean(critic_terms), rel=1e-4)
+    # the actor loss −mean Q(s, μ(s)) uses the pre-step actor and the critic after its own step
+    with torch.no_grad():
+        a = actor_before(b.state)
+    q = [naive_q(learner.critic, 0, b.state[r : r + 1], a[r : r + 1]).item() for r in range(len(b))]
+    assert out["actor_loss"] == pytest.approx(-statistics.fmean(q), rel=1e-4)

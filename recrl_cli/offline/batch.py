@@ -103,6 +103,16 @@ class TransitionStore:
         """From a dict with the :class:`TransitionBatch` field names (validated; cast to float32)."""
         return cls(tensors)
 
+    @classmethod
+    def concat(cls, stores: list[TransitionStore]) -> TransitionStore:
+        """The rows of several stores in order (e.g. the cumulative data of progressive training rounds)."""
+        if not stores:
+            raise DataError("no transition stores to concatenate")
+        widths = {(s.state_dim, s.action_dim, s.reward_dim) for s in stores}
+        if len(widths) > 1:
+            raise DataError(f"transition stores differ in (state, action, reward) width: {sorted(widths)}")
+        return cls({k: torch.cat([s._data[k].to(stores[0].device) for s in stores]) for k in FIELDS})
+
     def __len__(self) -> int:
         return self._data["state"].shape[0]
 

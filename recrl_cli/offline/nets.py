@@ -57,7 +57,7 @@ class SquashedGaussianActor(nn.Module):
 class EnsembleQ(nn.Module):
     """E independent Q(s, a) MLPs evaluated together: Linear → ReLU per hidden width, then Linear(→ 1).
 
-    The members share their input (s, a), so the first layer is ONE matmul [n, S + A] @ [S + A, E·H0]; the
+    The members share their input (s, a), so the first layer is ONE matmul [n, S + A] x [S + A, E·H0]; the
     later layers are one ``baddbmm`` over the E members. This replaces a Python loop over E small modules
     (E kernel launches per layer) and computes exactly the same numbers. Each member is initialised like
     ``nn.Linear`` (uniform ±1/√fan_in), independently.
@@ -83,11 +83,12 @@ class EnsembleQ(nn.Module):
         actor's loss only needs ∂Q/∂a, not the critics' weight gradients)."""
         ws = [w.detach() for w in self.weights] if detach else list(self.weights)
         bs = [b.detach() for b in self.biases] if detach else list(self.biases)
-        x = torch.cat([state, action], -1)
-        n, e = x.shape[0], self.members
-        w0 = ws[0]
-        h = x @ w0.reshape(w0.shape[0], -1)  # [n, E·H0]
-        h = h.view(n, e, -1).transpose(0, 1) + bs[0]  # [E, n, H0]
+        n, s_dim = state.shape
+        w0 = ws[0].reshape(ws[0].shape[0], -1)  # [S + A, E·H0], a view
+        # s @ W_s + a @ W_a rather than cat(s, a) @ W: the same numbers, but the actor's backward then computes
+        # ∂/∂a through the A action rows only, not through all S + A input rows (S = 128 vs A = 10).
+        h = torch.addmm(state @ w0[:s_dim], action, w0[s_dim:])  # [n, E·H0]
+        h = h.view(n, self.members, -1).transpose(0, 1) + bs[0]  # [E, n, H0]
         for w, b in zip(ws[1:], bs[1:], strict=True):
             h = torch.baddbmm(b, torch.relu(h), w)
         return h.squeeze(-1)

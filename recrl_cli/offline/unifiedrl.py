@@ -136,7 +136,9 @@ class UnifiedRL(LearnerBase):
         """Eq. 4 (v6 form) averaged over the batch; the critics' weights get no gradient from it."""
         cfg, a = self.cfg, self.actor(b.state)
         q = self.sets(self.critic(b.state, a, detach=True))  # [q, m, n]
-        q_mean, q_std = q.mean(1), q.std(1, correction=0)  # [q, n]: Eq. 4 uses the 1/m population std
+        q_mean = q.mean(1)  # [q, n]
+        # Eq. 4's 1/m population std (with one critic per set it is 0 by definition: no spread to penalise)
+        q_std = q.std(1, correction=0) if self.m > 1 else torch.zeros_like(q_mean)
         value = (self.set_coef[:, None] * q_mean).sum(0)
         spread = (self.set_coef[:, None] * q_std).sum(0)
         loss = -value + cfg.uncertainty * spread
