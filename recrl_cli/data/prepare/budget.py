@@ -24,10 +24,11 @@ from recrl_cli.errors import ConfigError, DataError
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-# Measured on a 27K-shaped proxy (KUAIRAND_NOTES.md), rounded up: imports ~90 MiB, the streaming engine
-# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row.
+# Measured on 27K-shaped proxies (KUAIRAND_NOTES.md), rounded up: imports ~90 MiB, the streaming engine
+# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row; the n-core
+# pass peaked at 514 MiB for 2.71 M distinct videos in 20 M rows (~160 bytes per video above the imports).
 BASE_BYTES = 450 * 2**20
-KEY_BYTES = 48
+KEY_BYTES = 160
 ITEM_BYTES = 200
 ROW_BYTES = 300
 PARTITION_CSV_BYTES = 128 * 2**20  # automatic partitions: one per this much standard-log CSV
