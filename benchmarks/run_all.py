@@ -28,6 +28,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--events", "50000", "--epochs", "2", "--bases", "mmoe"],
         ["--events", "1000000", "--epochs", "20"],
     ),
+    ("bench_scaling.py", ["train", "--events", "20000", "--repeats", "1"], ["train", "--events", "200000"]),
+    ("bench_scaling.py", ["study", "--runs", "2"], ["study", "--runs", "4"]),
 ]
 
 
