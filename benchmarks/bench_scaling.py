@@ -180,7 +180,7 @@ def bench_study(args: argparse.Namespace) -> None:
         root = Path(tmp)
         data = make_dataset(root, args.events)
         options = {"data.prepared_dir": str(data), "train.epochs": 1, "train.threads": 1, "train.device": "cpu",
-                   "model.embed_dim": 16, "model.bottom_dims": "64", "model.tower_dims": "16"}  # fmt: skip
+                   "model.embed_dim": args.embed_dim, "model.bottom_dims": args.bottom_dims, "model.tower_dims": "16"}  # fmt: skip
         cfg = resolve_config("mmoe", MTLConfig, options=options)
         axes = [("model.expert_num", ["2", "4"])]
         rows = []
@@ -211,7 +211,8 @@ def bench_study(args: argparse.Namespace) -> None:
             finally:
                 ray.shutdown()
     table = Table(
-        title=f"study of {2 * seeds} runs (mmoe, 2 variants × {seeds} seeds, 1 epoch, 1 thread each)"
+        title=f"study of {2 * seeds} runs (mmoe D={args.embed_dim} experts {args.bottom_dims}, {args.events:,} events, "
+        f"2 variants × {seeds} seeds, 1 epoch, 1 thread each)"
     )
     for column in ("backend", "runs", "wall s", "runs/min", "load before"):
         table.add_column(column, justify="left" if column in ("backend", "load before") else "right")
@@ -234,6 +235,8 @@ def main() -> None:
     study = sub.add_parser("study", help="study throughput: local one by one, local --jobs 2, Ray")
     study.add_argument("--events", type=int, default=20_000)
     study.add_argument("--runs", type=int, default=4)
+    study.add_argument("--embed-dim", type=int, default=16, help="the runs' embedding width (their size)")
+    study.add_argument("--bottom-dims", default="64", help="the runs' expert layer widths, e.g. 512,256")
     args = parser.parse_args()
     bench_train(args) if args.what == "train" else bench_study(args)
 

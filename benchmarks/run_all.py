@@ -59,6 +59,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
             "6",
         ],
     ),
+    ("bench_scaling.py", ["train", "--events", "20000", "--repeats", "1"], ["train", "--events", "200000"]),
+    ("bench_scaling.py", ["study", "--runs", "2"], ["study", "--runs", "4"]),
 ]
 
 

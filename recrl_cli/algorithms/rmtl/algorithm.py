@@ -225,8 +225,10 @@ class RMTL:
             num_fields = len(self.data.cardinalities)
             s = normalize_state_ids(s, self.critics.arch["cardinalities"], num_fields)
             s_next = normalize_state_ids(s_next, self.critics.arch["cardinalities"], num_fields)
-        return self.learner.step(s, mdp.actions[idx], mdp.rewards[idx], mdp.done[idx], s_next,
-                                 mdp.policy_actions[nxt], batch_rows=batch_rows)  # fmt: skip
+        batch = (s, mdp.actions[idx], mdp.rewards[idx], mdp.done[idx], s_next, mdp.policy_actions[nxt])
+        if batch_rows is None:
+            return self.learner.step(*batch)
+        return self.learner.step(*batch, batch_rows=batch_rows)
 
     def _after_critics(self) -> None:
         """Polish needs only the online critics: drop the target, Adam moments and buffer (memory, checkpoints)."""
