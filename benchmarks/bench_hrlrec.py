@@ -42,6 +42,10 @@ VARIANTS = {  # name -> HRLRecConfig overrides
     "ddpg-only": {"losses": "ddpg-only"},
     "click-only-reward": {"rewards": "click-only"},
     "flat-ddpg": {"variant": "flat-ddpg"},
+    "switch-bonus": {"switch_weight": 0.5},
+    "channel-eps": {
+        "channel_epsilon": 0.2
+    },  # ε-greedy channel exploration in the selector  # the selector's optional channel-alternation reward (B4)
 }
 METRICS = ("ctr", "clicks", "dwell", "ild", "novelty", "reward", "share_std", "share_kl")
 

@@ -111,7 +111,8 @@ def test_every_list_respects_the_chosen_channel_and_has_no_repeats(world, per_ch
     model, data, env = world
     ch = build_channels(data, "upload_type", max_channels=6, per_channel=per_channel)
     for seed in range(4):
-        agent = HRLAgent(model, data.items, ch, HRLRecConfig(**SMALL, noise_std=3.0), seed=seed)
+        cfg = HRLRecConfig(**SMALL, noise_std=3.0, channel_epsilon=0.5 if seed % 2 else 0.0)
+        agent = HRLAgent(model, data.items, ch, cfg, seed=seed)
         env.generator.manual_seed(seed)
         obs = env.reset()
         for _ in range(3):
@@ -284,3 +285,17 @@ def test_quota_list_follows_the_logged_shares(world):
     assert (counts - T * ch.logged_share).abs().max() < 1.0 + 1e-6  # largest remainder: within one slot
     top = single_ranker_list(ch, T)
     assert ch.score[top].min() >= ch.score[ch.pool()].sort(descending=True).values[T - 1]
+
+
+def test_channel_epsilon_spreads_the_selector_over_channels(world):
+    model, data, env = world
+    ch = build_channels(data, "upload_type", max_channels=6, per_channel=200)
+    greedy = HRLAgent(model, data.items, ch, HRLRecConfig(**SMALL, noise_std=0.0), seed=0)
+    spread = HRLAgent(
+        model, data.items, ch, HRLRecConfig(**SMALL, noise_std=0.0, channel_epsilon=1.0), seed=0
+    )
+    obs = env.reset()
+    _, c_greedy = greedy.act(obs, explore=True)
+    _, c_spread = spread.act(obs, explore=True)
+    assert len(c_spread.unique()) > len(c_greedy.unique())  # same weights: only ε differs
+    assert torch.equal(spread.act(obs, explore=False)[1], c_greedy)  # ε is a training-only exploration

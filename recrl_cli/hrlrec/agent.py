@@ -6,7 +6,9 @@ over the channels that still have an unplaced candidate. The recommender's actor
 to a point in the item embedding space; the item is the arg-max over the chosen channel's candidates not yet in
 the list. Both constraints (item from the chosen channel, no repeats) are enforced by masking, never by
 rejection. Exploration (training only) adds truncated-normal noise N(0, σ²) cut at ±2σ to both actions (the
-released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit ones).
+released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit ones); with
+``channel_epsilon`` > 0 the selector also picks a uniformly random available channel with that probability per
+user and position.
 
 Learning (:meth:`HRLAgent.update`) takes a :class:`ListBatch` (simulated or logged lists) and makes one critic
 step and one actor step per level with the four losses of :mod:`recrl_cli.hrlrec.losses`; the targets follow by
@@ -120,7 +122,15 @@ class HRLAgent:
             p = slice(0, t + 1)
             if self.hierarchical:
                 a_low = self._noise(self.nets["low_actor"](state, prev_i[:, p], prev_c[:, p])[:, t], explore)
-                score = (a_low @ self.chan_emb.T).masked_fill(used >= self.sizes, float("-inf"))
+                score = a_low @ self.chan_emb.T
+                if explore and self.cfg.channel_epsilon > 0:  # ε-greedy channel: a random score for the row
+                    coin = (
+                        torch.rand(b, 1, generator=self.generator, device=self.device)
+                        < self.cfg.channel_epsilon
+                    )
+                    noise = torch.rand(score.shape, generator=self.generator, device=self.device)
+                    score = torch.where(coin, noise, score)
+                score = score.masked_fill(used >= self.sizes, float("-inf"))
                 c = score.argmax(1)
                 cur_c[:, t] = self.chan_emb[c]
                 a_high = self._noise(

@@ -67,6 +67,9 @@ class HRLRecConfig:
     critic_lr: float = param(2e-4, help="Critics' (and user encoder's) Adam learning rate.")
     grad_clip: float = param(5.0, help="Global gradient-norm clip.")
     noise_std: float = param(0.2, help="σ of the truncated-normal (±2σ) exploration noise on both actions.")
+    channel_epsilon: float = param(
+        0.0, help="Training: probability of a random available channel per position."
+    )
     # -- losses and rewards
     losses: str = param(
         "full", help="Extra actor losses: full, no-sup, no-sim, ddpg-only.", choices=LOSS_SETS
@@ -98,6 +101,8 @@ class HRLRecConfig:
             raise ConfigError(
                 f"model.gamma must be in [0, 1] and model.tau in (0, 1], got {self.gamma}, {self.tau}"
             )
+        if not 0.0 <= self.channel_epsilon <= 1.0:
+            raise ConfigError(f"model.channel_epsilon must be in [0, 1], got {self.channel_epsilon}")
         if self.noise_std < 0 or self.sim_temperature <= 0 or self.dwell_cap <= 0:
             raise ConfigError("model.noise_std must be >= 0 and model.sim_temperature, model.dwell_cap > 0")
 
