@@ -102,7 +102,7 @@ def test_logs_round_trip_through_parquet_into_a_transition_store(world, tmp_path
     assert len(store) == 24 and store.reward_dim == 2 and store.action_dim == 10
 
 
-@pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "data"])])
+@pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "config"])])
 def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, world, mlflow_sqlite_uri, tmp_path,
                                                                          algo, own):  # fmt: skip
     prepared, sim_dir, ranker_dir = world
@@ -120,7 +120,8 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
         assert f"eval/test/{key}" in metrics, key
     assert 0.0 <= metrics["eval/test/policy/mtf_gauc"] <= 1.0
     assert metrics["eval/test/ranker_is_simulator"] == 0.0
-    assert metrics["eval/test/reward_weight/watch_minute"] == (1.0 if own else 0.5)  # fitted: 1 per minute
+    # Default: fitted on the data (1 per watch minute); --weights-from config: the given fallback vector (0.5).
+    assert metrics["eval/test/reward_weight/watch_minute"] == (0.5 if own else 1.0)
     files = sorted(p.name for p in (tmp_path / "logs").rglob("*.parquet"))
     rounds = 5 if algo == "unifiedrl" else 1
     assert files == sorted([f"round{r}.parquet" for r in range(rounds)] + ["test.parquet", "ncis.parquet"])

@@ -42,8 +42,9 @@ class MTFRunConfig:
     item_correlation: float = param(0.2, help="ρ of the simulator's item-correlation penalty.")
     weights: tuple[float, ...] = param(FALLBACK_WEIGHTS, help="Reward weights per item: valid consumption, watch "
                                        "minute, like, follow, comment, forward, hate (subtracted).")  # fmt: skip
-    weights_from: str = param("config", help="config: use --weights; data: fit them on the train rows (regression "
-                              "of play minutes on behaviour counts per user).", choices=("config", "data"))  # fmt: skip
+    weights_from: str = param("data", help="data (default): fit the weights on the train rows (regression of play "
+                              "minutes on behaviour counts per user, the paper's correlation-with-dwell recipe); "
+                              "config: use --weights as given.", choices=("config", "data"))  # fmt: skip
     # -- behaviour policy (ES/CEM)
     cem_iterations: int = param(5, help="CEM generations tuning μ_bp.")
     cem_population: int = param(16, help="CEM population (<= batch_users).")
