@@ -36,10 +36,13 @@ def test_rmtl_prints_base_next_to_final_and_transfers_critics_by_run_id(
     assert base == pytest.approx(logged["eval/pretrained/test/mean/s_logloss"], abs=1e-4)
     assert final == pytest.approx(logged["eval/test/mean/s_logloss"], abs=1e-4)
 
-    second = ok(cli("train", "rmtl", "--base", "ple", "--critics", source, *RMTL_TINY, *common))
+    runs_dir = workdir / "elsewhere"
+    second = ok(cli("train", "rmtl", "--base", "ple", "--critics", source, "--runs-dir", str(runs_dir),
+                    *RMTL_TINY, *common))  # fmt: skip
     transfer = MlflowClient(mlflow_sqlite_uri).get_run(run_id_of(second))
     critics_param = transfer.data.params["model.critics"]
     assert re.search(rf"{source}[/\\]model\.pt$", critics_param)  # resolved to the downloaded file
+    assert (runs_dir / "critics" / source / "model.pt").is_file()  # cached under --runs-dir, not ./runs
     assert not any(k.startswith("train/critics/") for k in transfer.data.metrics)  # no critic stage
 
 

@@ -168,7 +168,7 @@ def ablate(
     )
     retain_freed_cpu_memory()  # as in `recrl train`: this process only trains
     tracker = make_tracker(tracking_uri)
-    cfg = resolve_references(cfg, tracker)
+    cfg = resolve_references(cfg, tracker, runs_dir)
     exp = default_experiment(cfg, experiment)
 
     def announce(variant: str, s: int, skipped: bool) -> None:

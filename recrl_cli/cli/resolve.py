@@ -107,17 +107,17 @@ def preflight(cfg: RunConfig) -> None:
     preflight_text(cfg.model, Path(cfg.data.prepared_dir))  # --item-encoder text: extra, model dir, item text
 
 
-def resolve_references(cfg: RunConfig, tracker: Tracker) -> RunConfig:
+def resolve_references(cfg: RunConfig, tracker: Tracker, runs_dir: Path = Path("runs")) -> RunConfig:
     """Replace references to other runs in the model section by local files.
 
     Today that is RMTL's ``critics`` (a model file, a run directory or an MLflow run id): a run id is
-    downloaded once to a fixed path, so the resolved config, and with it the run key that ``--resume``
-    looks up, is the same on every call.
+    downloaded once to a fixed path under ``runs_dir/critics``, so the resolved config, and with it the
+    run key that ``--resume`` looks up, is the same on every call.
     """
     ref = getattr(cfg.model, "critics", "") if cfg.algo == "rmtl" else ""  # UnifiedRL's critics is a count
     if not ref:
         return cfg
     from recrl_cli.algorithms.rmtl.transfer import resolve_critics_source
 
-    local = str(resolve_critics_source(str(ref), tracker))
+    local = str(resolve_critics_source(str(ref), tracker, Path(runs_dir) / "critics"))
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, critics=local))

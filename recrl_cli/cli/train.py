@@ -155,7 +155,7 @@ def train(
             tracker = make_tracker(tracking_uri)
             if main:
                 distributed.barrier()
-            cfg = resolve_references(cfg, tracker)
+            cfg = resolve_references(cfg, tracker, runs_dir)
             exp = default_experiment(cfg, experiment)
             with graceful_interrupt() as stop, progress_bar() as progress:
                 result = train_run(
