@@ -115,7 +115,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # two fresh interpreters importing torch: ~10 s idle, ~40 s on the shared 2-core box
+# Two fresh interpreters importing torch: ~10 s idle, ~40 s on a loaded 2-core box. In the fast suite: it is the
+# check that data-parallel training means what it says.
 def test_two_gloo_processes_end_with_the_metrics_of_one_process(prepared, tmp_path):
     cfg = small_cfg(prepared)
     one, two = tmp_path / "one", tmp_path / "two"
