@@ -187,10 +187,11 @@ class WholeSessionEnv:
     _STATE = ("user", "origin", "ring_items", "ring_feedback", "head", "length", "temper", "steps", "total")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The B users' state tensors (on the CPU) and the env generator's state."""
+        """The B users' state tensors (on the CPU) and the states of the env's two generators."""
         return {
             **{k: getattr(self, k).cpu().clone() for k in self._STATE},
             "generator": self.generator.get_state(),
+            "play_generator": self.play_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -198,6 +199,8 @@ class WholeSessionEnv:
         for k in self._STATE:
             getattr(self, k).copy_(state[k])
         self.generator.set_state(state["generator"])
+        if "play_generator" in state:  # checkpoints written before the play-time head have none
+            self.play_generator.set_state(state["play_generator"])
         self._obs = self._vectors = None
 
     def observation(self) -> Observation:
