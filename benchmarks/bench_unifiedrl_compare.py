@@ -39,7 +39,7 @@ METHODS = {"ES": ("mtf-es", []), "DDPG (D1)": ("mtf-ddpg", []), "TD3+BC (D1)": (
            "CQL+SAC (D1)": ("mtf-cql", []), "UnifiedRL w/o PTM (D2)": ("unifiedrl", [("ptm", "false")]),
            "UnifiedRL (D3)": ("unifiedrl", [])}  # fmt: skip
 SHOWN = ("policy/reward_change_pct", "policy/valid_consumption_change_pct", "policy/watch_minutes_change_pct",
-         "policy/depth", "policy/mtf_gauc", "policy/ncis/request_reward", "policy/ncis/session_return",
+         "policy/depth", "policy/mtf_gauc", "policy/mtf_gauc_by_request", "policy/ncis/request_reward", "policy/ncis/session_return",
          "policy/premise/share_dims_in_box")  # fmt: skip
 
 

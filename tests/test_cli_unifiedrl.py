@@ -115,7 +115,7 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
     (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
     metrics = run.data.metrics
     for key in ("es/valid_consumption", "policy/watch_minutes", "policy/reward_change_pct", "policy/depth_change_ci",
-                "policy/mtf_gauc", "es/mtf_gauc", "policy/ncis/request_reward", "policy/premise/share_dims_in_box",
+                "policy/mtf_gauc", "es/mtf_gauc", "es/mtf_gauc_by_request", "policy/ncis/request_reward", "policy/premise/share_dims_in_box",
                 "ncis/cap", "ncis/kernel"):  # fmt: skip
         assert f"eval/test/{key}" in metrics, key
     assert 0.0 <= metrics["eval/test/policy/mtf_gauc"] <= 1.0

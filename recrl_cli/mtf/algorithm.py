@@ -191,6 +191,9 @@ class MTFAlgorithm:
                 mean, ci = mean_ci(ab[who][k].cpu().numpy())
                 out[f"{who}/{k}"], out[f"{who}/{k}_ci"] = mean, ci
             out[f"{who}/mtf_gauc"] = log_mtf_gauc(test, pol, self.env.action_map, self.env.weights)
+            out[f"{who}/mtf_gauc_by_request"] = log_mtf_gauc(
+                test, pol, self.env.action_map, self.env.weights, by="request"
+            )
             for k, v in log_ncis(explore_log, pol, batch=m.batch_users, noise="uniform", width=m.bounds,
                                  kernel=kernel, cap=m.ncis_cap).items():  # fmt: skip
                 out[f"{who}/{k}"] = v

@@ -52,17 +52,27 @@ def ab_sessions(make_env: Callable[[int], FusionEnv], policy: Policy, seeds: Seq
 
 
 @torch.no_grad()
-def log_mtf_gauc(logs: Logs, policy: Policy, action_map: ActionMap, weights: Tensor, c: float = 1.0) -> float:
+def log_mtf_gauc(logs: Logs, policy: Policy, action_map: ActionMap, weights: Tensor, c: float = 1.0,
+                 by: str = "user") -> float:  # fmt: skip
     """MTF-GAUC of ``policy`` on a test log: its fused score of every shown item, label play > 10 s, sample weight
-    ω = r + c (r the item's reward, both parts) floored at 0.1 (hate makes r negative; ω must stay > 0),
-    groups = users."""
+    ω = r + c (r the item's reward, both parts) floored at 0.1 (hate makes r negative; ω must stay > 0).
+
+    ``by="user"`` (A5's groups): pairs of one user's shown items, across all of that user's requests. Eq. 1's
+    score is a within-request ranking score whose level moves with the request's action (a personalised policy
+    changes its powers with the state), so these cross-request pairs also score how the action's level tracks
+    the user's engagement over the session, not only the ranking. ``by="request"``: pairs within one slate
+    only, the pure ranking quality (UNIFIEDRL_NOTES.md, "Why MTF-GAUC is below 0.5").
+    """
+    if by not in ("user", "request"):
+        raise ValueError(f"MTF-GAUC groups are 'user' or 'request', got {by!r}")
     powers, biases = action_map(policy(logs.state))
     k = logs.preds.shape[-1]
     shown = logs.preds.gather(1, logs.slate[..., None].expand(-1, -1, k))  # [n, K, k]
     score = fused_log_scores(shown, powers, biases)  # [n, K]
     watch, rest = item_rewards(logs.responses, logs.play, weights.to(logs.play.device))
     omega = (watch + rest + c).clamp(min=0.1)
-    group = logs.user[:, None].expand_as(score)
+    key = logs.user if by == "user" else torch.arange(len(logs), device=score.device)
+    group = key[:, None].expand_as(score)
     return mtf_gauc(group.reshape(-1).cpu().numpy(), score.reshape(-1).cpu().numpy(),
                     (logs.play > VALID_SECONDS).reshape(-1).cpu().numpy(), omega.reshape(-1).cpu().numpy())  # fmt: skip
 

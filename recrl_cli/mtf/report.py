@@ -6,7 +6,7 @@ from rich.table import Table
 
 from recrl_cli.mtf.evaluate import AB_METRICS
 
-OFFLINE = ("mtf_gauc", "ncis/session_return", "ncis/request_reward")
+OFFLINE = ("mtf_gauc", "mtf_gauc_by_request", "ncis/session_return", "ncis/request_reward")
 
 
 def fusion_table(metrics: dict[str, float], title: str, prefix: str = "test/") -> Table:
