@@ -290,7 +290,7 @@ def test_quota_list_follows_the_logged_shares(world):
 def test_channel_epsilon_spreads_the_selector_over_channels(world):
     model, data, env = world
     ch = build_channels(data, "upload_type", max_channels=6, per_channel=200)
-    greedy = HRLAgent(model, data.items, ch, HRLRecConfig(**SMALL, noise_std=0.0), seed=0)
+    greedy = HRLAgent(model, data.items, ch, HRLRecConfig(**SMALL, noise_std=0.0, channel_epsilon=0.0), seed=0)
     spread = HRLAgent(
         model, data.items, ch, HRLRecConfig(**SMALL, noise_std=0.0, channel_epsilon=1.0), seed=0
     )

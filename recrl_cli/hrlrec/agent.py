@@ -87,10 +87,10 @@ class HRLAgent:
                 return ListEncoder(s, e, d, cfg.n_heads, self.T, current, cfg.dropout)
 
             nets = {"user": user, "high_actor": ListActor(enc(hierarchical), d, e),
-                    "high_critic": ListCritic(enc(hierarchical), d, e, cfg.hidden)}  # fmt: skip
+                    "high_critic": ListCritic(enc(hierarchical), d, e, cfg.hidden, "item", cfg.prefix_similarity)}  # fmt: skip
             if hierarchical:
                 nets["low_actor"] = ListActor(enc(False), d, e)
-                nets["low_critic"] = ListCritic(enc(False), d, e, cfg.hidden)
+                nets["low_critic"] = ListCritic(enc(False), d, e, cfg.hidden, "channel", cfg.prefix_similarity)
         self.nets = nn.ModuleDict(nets).to(dev)
         self.target = copy.deepcopy(self.nets).eval().requires_grad_(False)
         actors = [p for n, m in self.nets.items() if n.endswith("actor") for p in m.parameters()]
@@ -101,6 +101,16 @@ class HRLAgent:
     # -- acting ------------------------------------------------------------------------------------------------
     def _noise(self, a: torch.Tensor, explore: bool) -> torch.Tensor:
         return a + truncated_noise(a.shape, self.cfg.noise_std, self.generator, a.device) if explore else a
+
+    def _refine(self, dot: torch.Tensor, state, prev_i, prev_c, t: int) -> torch.Tensor:
+        """Channel scores [B, C]: the low critic's Q(s_t, e_c) on the k channels with the highest dot product
+        with the actor's point ``dot`` [B, C], −inf elsewhere (k = ``channel_knn``, 0 = all channels)."""
+        q = self.nets["low_critic"].q_of(state, prev_i, prev_c, self.chan_emb, t)  # [B, C]
+        k = self.cfg.channel_knn
+        if k == 0 or k >= dot.shape[1]:
+            return q
+        near = torch.zeros_like(dot, dtype=torch.bool).scatter_(1, dot.topk(k, 1).indices, True)
+        return q.masked_fill(~near, float("-inf"))
 
     @torch.no_grad()
     def act(self, obs: Observation, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +133,8 @@ class HRLAgent:
             if self.hierarchical:
                 a_low = self._noise(self.nets["low_actor"](state, prev_i[:, p], prev_c[:, p])[:, t], explore)
                 score = a_low @ self.chan_emb.T
+                if self.cfg.channel_knn != 1:  # Wolpertinger: the critic picks among the k nearest channels
+                    score = self._refine(score, state, prev_i[:, p], prev_c[:, p], t)
                 if explore and self.cfg.channel_epsilon > 0:  # ε-greedy channel: a random score for the row
                     coin = (
                         torch.rand(b, 1, generator=self.generator, device=self.device)
