@@ -49,7 +49,18 @@ VARIANTS = {  # name -> HRLRecConfig overrides
     # The design before the fix: nearest channel, no channel reward, no prefix feature, no ε.
     "previous": {"channel_knn": 1, "switch_weight": 0.0, "prefix_similarity": False, "channel_epsilon": 0.0},
 }
-METRICS = ("ctr", "clicks", "dwell", "ild", "novelty", "reward", "ch_entropy", "top_share", "share_std", "share_kl")
+METRICS = (
+    "ctr",
+    "clicks",
+    "dwell",
+    "ild",
+    "novelty",
+    "reward",
+    "ch_entropy",
+    "top_share",
+    "share_std",
+    "share_kl",
+)
 
 
 def world(work: Path, args) -> tuple[Path, Path]:

@@ -90,7 +90,9 @@ class HRLAgent:
                     "high_critic": ListCritic(enc(hierarchical), d, e, cfg.hidden, "item", cfg.prefix_similarity)}  # fmt: skip
             if hierarchical:
                 nets["low_actor"] = ListActor(enc(False), d, e)
-                nets["low_critic"] = ListCritic(enc(False), d, e, cfg.hidden, "channel", cfg.prefix_similarity)
+                nets["low_critic"] = ListCritic(
+                    enc(False), d, e, cfg.hidden, "channel", cfg.prefix_similarity
+                )
         self.nets = nn.ModuleDict(nets).to(dev)
         self.target = copy.deepcopy(self.nets).eval().requires_grad_(False)
         actors = [p for n, m in self.nets.items() if n.endswith("actor") for p in m.parameters()]

@@ -132,7 +132,9 @@ class ListCritic(nn.Module):
         super().__init__()
         self.encoder, self.prefix, self.use_prefix = encoder, prefix, use_prefix
         extra = 2 if use_prefix else 0
-        self.head = nn.Sequential(nn.Linear(enc_dim + action_dim + extra, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(enc_dim + action_dim + extra, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
     def _placed(self, prev_item: torch.Tensor, prev_channel: torch.Tensor) -> torch.Tensor:
         return prev_channel if self.prefix == "channel" else prev_item
