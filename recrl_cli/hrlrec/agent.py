@@ -1,14 +1,25 @@
 """The HRL-Rec agent: channel selector (LRA, low level) + item recommender (HRA, high level), both DDPG-style.
 
 Acting builds a list of T positions left to right. At position t the selector's actor maps (user state, items
-and channels placed so far) to a point in the channel embedding space; the channel is the arg-max dot product
-over the channels that still have an unplaced candidate. The recommender's actor, given that channel too, maps
-to a point in the item embedding space; the item is the arg-max over the chosen channel's candidates not yet in
-the list. Both constraints (item from the chosen channel, no repeats) are enforced by masking, never by
-rejection. Exploration (training only) adds truncated-normal noise N(0, σ²) cut at ±2σ to both actions (the
-released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit ones); with
-``channel_epsilon`` > 0 the selector also picks a uniformly random available channel with that probability per
-user and position.
+and channels placed so far) to a point in the channel embedding space (the proto-action); among the
+``channel_knn`` channels nearest to it (0 = all) that still have an unplaced candidate, the channel with the
+highest low-critic value Q_L(s_t, e_c) is chosen (Wolpertinger: Dulac-Arnold et al. 2015, "Deep RL in large
+discrete action spaces", the standard way to act with DDPG over embedded discrete actions; the released LRA does
+not say how its action becomes a channel, unifiedrl_hrlrec.md B2). The recommender's actor, given that channel
+too, maps to a point in the item embedding space; the item is the arg-max dot product over the chosen channel's
+candidates not yet in the list. Both constraints (item from the chosen channel, no repeats) are enforced by
+masking, never by rejection. Exploration (training only) adds truncated-normal noise N(0, σ²) cut at ±2σ to
+both actions (the released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit
+ones) and, with probability ``channel_epsilon`` per user and position, a uniformly random available channel
+(with k = all channels the proto-action's noise no longer moves the choice, so ε is the selector's exploration).
+
+Why the critic chooses (benchmarks/HRLREC_NOTES.md, "channel collapse"): with the nearest channel to the
+actor's point (``channel_knn=1``, the earlier rule) the selector put 85–100 % of its impressions in one channel
+per seed, with or without the supervised/similarity losses. The point drifts to a state-independent spot (the
+DDPG gradient pushes it into a corner of the tanh box, the supervised loss towards the mean of the clicked
+embeddings) and its nearest channel is then the same everywhere, whatever the critic has learned; even a
+channel-switch reward of 0.5 did not reach the choices. Acting on Q lets the selector's own reward (B4's
+channel-level term, ``switch_weight``) decide the channel mix.
 
 Learning (:meth:`HRLAgent.update`) takes a :class:`ListBatch` (simulated or logged lists) and makes one critic
 step and one actor step per level with the four losses of :mod:`recrl_cli.hrlrec.losses`; the targets follow by

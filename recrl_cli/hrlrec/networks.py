@@ -7,9 +7,13 @@
   *given* the channel] + pos_t; one causal multi-head self-attention block with a tanh feed-forward
   ("feature interaction"), then a GRU over positions ("sequential modelling") -> h [B, T, d].
 - :class:`ListActor`: h -> tanh(Linear) = a point μ_t in the action embedding space [B, T, e].
-- :class:`ListCritic`: its own ListEncoder; Q_t = MLP([h_t, a_t]) [B, T]. The action enters at the head, not
-  the encoder (the released code feeds it through the encoder), so Q(s_t, μ(s_t)) can be evaluated at every
-  position without changing the state of the later positions.
+- :class:`ListCritic`: its own ListEncoder; Q_t = MLP([h_t, a_t, sim_t]) [B, T]. The action enters at the head,
+  not the encoder (the released code feeds it through the encoder), so Q(s_t, μ(s_t)) can be evaluated at every
+  position without changing the state of the later positions. What the released critic gets from passing the
+  action through the self-attention, a comparison of the action with the earlier positions, is given explicitly
+  as sim_t = :func:`prefix_similarity` (max and mean dot product with the same level's placed actions): without
+  it the critic did not learn within the budgets measured that repeating a channel forfeits the selector's
+  channel-switch reward.
 
 Action embeddings are *fixed* (:func:`action_tables`): the supervised and similarity losses pull μ towards them,
 which would collapse learned targets. Items get the normalised sum of seeded random vectors of their id, their
