@@ -147,12 +147,14 @@ def comparison(prepared: Path, sim: Path, args) -> None:
         print(f"| {label} | " + " | ".join(cells) + " |")
     ref = results["hrlrec"]
     print("\n## Paired difference to HRL-Rec full (same seeds; mean ± 95 % CI, p)\n")
-    print("| policy | Δ ctr | Δ dwell | Δ ild | Δ share_kl |\n|---|---:|---:|---:|---:|")
+    print(
+        "| policy | Δ ctr | Δ dwell | Δ ild | Δ ch_entropy | Δ top_share | Δ share_kl |\n|---|" + "---:|" * 6
+    )
     for label, cols in results.items():
         if label == "hrlrec":
             continue
         cells = []
-        for k in ("ctr", "dwell", "ild", "share_kl"):
+        for k in ("ctr", "dwell", "ild", "ch_entropy", "top_share", "share_kl"):
             d, ci, p = paired_difference(cols[k], ref[k])
             cells.append(f"{d:+.4f} ± {ci:.4f} (p {p:.3f})")
         print(f"| {label} | " + " | ".join(cells) + " |")
