@@ -111,7 +111,9 @@ def test_every_list_respects_the_chosen_channel_and_has_no_repeats(world, per_ch
     model, data, env = world
     ch = build_channels(data, "upload_type", max_channels=6, per_channel=per_channel)
     for seed in range(4):
-        cfg = HRLRecConfig(**SMALL, noise_std=3.0, channel_epsilon=0.5 if seed % 2 else 0.0)
+        cfg = HRLRecConfig(
+            **SMALL, noise_std=3.0, channel_epsilon=0.5 if seed % 2 else 0.0, channel_knn=(0, 1, 2, 0)[seed]
+        )  # fmt: skip  critic over all / nearest / 2 nearest
         agent = HRLAgent(model, data.items, ch, cfg, seed=seed)
         env.generator.manual_seed(seed)
         obs = env.reset()

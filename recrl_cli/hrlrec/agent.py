@@ -117,7 +117,8 @@ class HRLAgent:
 
     def _refine(self, dot: torch.Tensor, state, prev_i, prev_c, t: int) -> torch.Tensor:
         """Channel scores [B, C]: the low critic's Q(s_t, e_c) on the k channels with the highest dot product
-        with the actor's point ``dot`` [B, C], −inf elsewhere (k = ``channel_knn``, 0 = all channels)."""
+        with the actor's point ``dot`` [B, C] (−inf on unavailable channels, so the k are the nearest available
+        ones), −inf elsewhere (k = ``channel_knn``, 0 = all channels)."""
         q = self.nets["low_critic"].q_of(state, prev_i, prev_c, self.chan_emb, t)  # [B, C]
         k = self.cfg.channel_knn
         if k == 0 or k >= dot.shape[1]:
@@ -145,9 +146,12 @@ class HRLAgent:
             p = slice(0, t + 1)
             if self.hierarchical:
                 a_low = self._noise(self.nets["low_actor"](state, prev_i[:, p], prev_c[:, p])[:, t], explore)
-                score = a_low @ self.chan_emb.T
+                full = used >= self.sizes  # [B, C] channels with no unplaced candidate
+                score = (a_low @ self.chan_emb.T).masked_fill(full, float("-inf"))
                 if self.cfg.channel_knn != 1:  # Wolpertinger: the critic picks among the k nearest channels
-                    score = self._refine(score, state, prev_i[:, p], prev_c[:, p], t)
+                    score = self._refine(score, state, prev_i[:, p], prev_c[:, p], t).masked_fill(
+                        full, float("-inf")
+                    )
                 if explore and self.cfg.channel_epsilon > 0:  # ε-greedy channel: a random score for the row
                     coin = (
                         torch.rand(b, 1, generator=self.generator, device=self.device)
