@@ -42,12 +42,25 @@ VARIANTS = {  # name -> HRLRecConfig overrides
     "ddpg-only": {"losses": "ddpg-only"},
     "click-only-reward": {"rewards": "click-only"},
     "flat-ddpg": {"variant": "flat-ddpg"},
-    "switch-bonus": {"switch_weight": 0.5},
-    "channel-eps": {
-        "channel_epsilon": 0.2
-    },  # ε-greedy channel exploration in the selector  # the selector's optional channel-alternation reward (B4)
+    # The selector fix, one part at a time (benchmarks/HRLREC_NOTES.md, "channel collapse"):
+    "no-switch": {"switch_weight": 0.0},  # no channel-level reward for the selector
+    "no-prefix": {"prefix_similarity": False},  # critics without the action-vs-placed-prefix feature
+    "nearest-channel": {"channel_knn": 1},  # the actor's nearest channel, the critic not consulted
+    # The design before the fix: nearest channel, no channel reward, no prefix feature, no ε.
+    "previous": {"channel_knn": 1, "switch_weight": 0.0, "prefix_similarity": False, "channel_epsilon": 0.0},
 }
-METRICS = ("ctr", "clicks", "dwell", "ild", "novelty", "reward", "share_std", "share_kl")
+METRICS = (
+    "ctr",
+    "clicks",
+    "dwell",
+    "ild",
+    "novelty",
+    "reward",
+    "ch_entropy",
+    "top_share",
+    "share_std",
+    "share_kl",
+)
 
 
 def world(work: Path, args) -> tuple[Path, Path]:
@@ -115,12 +128,16 @@ def comparison(prepared: Path, sim: Path, args) -> None:
             if name == "hrlrec":
                 rows.update({b: b for b in ("quota", "single-ranker", "random")})
             for label, who in rows.items():
+                # top_share: the most shown channel's share of the policy's impressions (1 = collapsed).
+                shares = [v for k, v in res.metrics.items() if k.startswith(f"shares/{who}/")]
+                res.metrics[f"test/{who}/top_share"] = max(shares)
                 for k in METRICS:
                     results.setdefault(label, {}).setdefault(k, []).append(res.metrics[f"test/{who}/{k}"])
             for k in ("item_auc", "channel_acc"):
                 if f"test/offline/{k}" in res.metrics:
                     results.setdefault(name, {}).setdefault(k, []).append(res.metrics[f"test/offline/{k}"])
-            print(f"  {name} seed {seed}: ctr {res.metrics['test/agent/ctr']:.4f} "
+            print(f"  {name} seed {seed}: ctr {res.metrics['test/agent/ctr']:.4f} top share "
+                  f"{res.metrics['test/agent/top_share']:.2f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
     print(f"\n## HRL-Rec vs baselines and ablations ({args.seeds} seeds, {args.iterations} online iterations, "
           f"evaluation {args.eval_days} days x {args.day_steps} steps; mean ± 95 % CI)\n")  # fmt: skip
@@ -130,12 +147,14 @@ def comparison(prepared: Path, sim: Path, args) -> None:
         print(f"| {label} | " + " | ".join(cells) + " |")
     ref = results["hrlrec"]
     print("\n## Paired difference to HRL-Rec full (same seeds; mean ± 95 % CI, p)\n")
-    print("| policy | Δ ctr | Δ dwell | Δ ild | Δ share_kl |\n|---|---:|---:|---:|---:|")
+    print(
+        "| policy | Δ ctr | Δ dwell | Δ ild | Δ ch_entropy | Δ top_share | Δ share_kl |\n|---|" + "---:|" * 6
+    )
     for label, cols in results.items():
         if label == "hrlrec":
             continue
         cells = []
-        for k in ("ctr", "dwell", "ild", "share_kl"):
+        for k in ("ctr", "dwell", "ild", "ch_entropy", "top_share", "share_kl"):
             d, ci, p = paired_difference(cols[k], ref[k])
             cells.append(f"{d:+.4f} ± {ci:.4f} (p {p:.3f})")
         print(f"| {label} | " + " | ".join(cells) + " |")

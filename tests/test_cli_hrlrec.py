@@ -107,6 +107,7 @@ def test_ablate_losses_runs_every_variant_and_seed(cli, simulator, mlflow_sqlite
         (["--losses", "no-everything"], "losses"),
         (["--channel-by", "author"], "channel_by"),
         (["--per-channel", 1, "--max-channels", 2], "a list needs"),
+        (["--channel-knn", -1], "channel_knn"),
     ],
 )
 def test_bad_input_is_a_one_line_error(cli, simulator, tmp_path, args, needle):

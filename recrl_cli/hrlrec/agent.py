@@ -1,14 +1,25 @@
 """The HRL-Rec agent: channel selector (LRA, low level) + item recommender (HRA, high level), both DDPG-style.
 
 Acting builds a list of T positions left to right. At position t the selector's actor maps (user state, items
-and channels placed so far) to a point in the channel embedding space; the channel is the arg-max dot product
-over the channels that still have an unplaced candidate. The recommender's actor, given that channel too, maps
-to a point in the item embedding space; the item is the arg-max over the chosen channel's candidates not yet in
-the list. Both constraints (item from the chosen channel, no repeats) are enforced by masking, never by
-rejection. Exploration (training only) adds truncated-normal noise N(0, σ²) cut at ±2σ to both actions (the
-released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit ones); with
-``channel_epsilon`` > 0 the selector also picks a uniformly random available channel with that probability per
-user and position.
+and channels placed so far) to a point in the channel embedding space (the proto-action); among the
+``channel_knn`` channels nearest to it (0 = all) that still have an unplaced candidate, the channel with the
+highest low-critic value Q_L(s_t, e_c) is chosen (Wolpertinger: Dulac-Arnold et al. 2015, "Deep RL in large
+discrete action spaces", the standard way to act with DDPG over embedded discrete actions; the released LRA does
+not say how its action becomes a channel, unifiedrl_hrlrec.md B2). The recommender's actor, given that channel
+too, maps to a point in the item embedding space; the item is the arg-max dot product over the chosen channel's
+candidates not yet in the list. Both constraints (item from the chosen channel, no repeats) are enforced by
+masking, never by rejection. Exploration (training only) adds truncated-normal noise N(0, σ²) cut at ±2σ to
+both actions (the released LRA's scheme; its σ = 0.01 is on unnormalised embeddings, ours default 0.2 on unit
+ones) and, with probability ``channel_epsilon`` per user and position, a uniformly random available channel
+(with k = all channels the proto-action's noise no longer moves the choice, so ε is the selector's exploration).
+
+Why the critic chooses (benchmarks/HRLREC_NOTES.md, "channel collapse"): with the nearest channel to the
+actor's point (``channel_knn=1``, the earlier rule) the selector put 85–100 % of its impressions in one channel
+per seed, with or without the supervised/similarity losses. The point drifts to a state-independent spot (the
+DDPG gradient pushes it into a corner of the tanh box, the supervised loss towards the mean of the clicked
+embeddings) and its nearest channel is then the same everywhere, whatever the critic has learned; even a
+channel-switch reward of 0.5 did not reach the choices. Acting on Q lets the selector's own reward (B4's
+channel-level term, ``switch_weight``) decide the channel mix.
 
 Learning (:meth:`HRLAgent.update`) takes a :class:`ListBatch` (simulated or logged lists) and makes one critic
 step and one actor step per level with the four losses of :mod:`recrl_cli.hrlrec.losses`; the targets follow by
@@ -87,10 +98,12 @@ class HRLAgent:
                 return ListEncoder(s, e, d, cfg.n_heads, self.T, current, cfg.dropout)
 
             nets = {"user": user, "high_actor": ListActor(enc(hierarchical), d, e),
-                    "high_critic": ListCritic(enc(hierarchical), d, e, cfg.hidden)}  # fmt: skip
+                    "high_critic": ListCritic(enc(hierarchical), d, e, cfg.hidden, "item", cfg.prefix_similarity)}  # fmt: skip
             if hierarchical:
                 nets["low_actor"] = ListActor(enc(False), d, e)
-                nets["low_critic"] = ListCritic(enc(False), d, e, cfg.hidden)
+                nets["low_critic"] = ListCritic(
+                    enc(False), d, e, cfg.hidden, "channel", cfg.prefix_similarity
+                )
         self.nets = nn.ModuleDict(nets).to(dev)
         self.target = copy.deepcopy(self.nets).eval().requires_grad_(False)
         actors = [p for n, m in self.nets.items() if n.endswith("actor") for p in m.parameters()]
@@ -101,6 +114,17 @@ class HRLAgent:
     # -- acting ------------------------------------------------------------------------------------------------
     def _noise(self, a: torch.Tensor, explore: bool) -> torch.Tensor:
         return a + truncated_noise(a.shape, self.cfg.noise_std, self.generator, a.device) if explore else a
+
+    def _refine(self, dot: torch.Tensor, state, prev_i, prev_c, t: int) -> torch.Tensor:
+        """Channel scores [B, C]: the low critic's Q(s_t, e_c) on the k channels with the highest dot product
+        with the actor's point ``dot`` [B, C] (−inf on unavailable channels, so the k are the nearest available
+        ones), −inf elsewhere (k = ``channel_knn``, 0 = all channels)."""
+        q = self.nets["low_critic"].q_of(state, prev_i, prev_c, self.chan_emb, t)  # [B, C]
+        k = self.cfg.channel_knn
+        if k == 0 or k >= dot.shape[1]:
+            return q
+        near = torch.zeros_like(dot, dtype=torch.bool).scatter_(1, dot.topk(k, 1).indices, True)
+        return q.masked_fill(~near, float("-inf"))
 
     @torch.no_grad()
     def act(self, obs: Observation, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +146,12 @@ class HRLAgent:
             p = slice(0, t + 1)
             if self.hierarchical:
                 a_low = self._noise(self.nets["low_actor"](state, prev_i[:, p], prev_c[:, p])[:, t], explore)
-                score = a_low @ self.chan_emb.T
+                full = used >= self.sizes  # [B, C] channels with no unplaced candidate
+                score = (a_low @ self.chan_emb.T).masked_fill(full, float("-inf"))
+                if self.cfg.channel_knn != 1:  # Wolpertinger: the critic picks among the k nearest channels
+                    score = self._refine(score, state, prev_i[:, p], prev_c[:, p], t).masked_fill(
+                        full, float("-inf")
+                    )
                 if explore and self.cfg.channel_epsilon > 0:  # ε-greedy channel: a random score for the row
                     coin = (
                         torch.rand(b, 1, generator=self.generator, device=self.device)

@@ -67,8 +67,18 @@ class HRLRecConfig:
     critic_lr: float = param(2e-4, help="Critics' (and user encoder's) Adam learning rate.")
     grad_clip: float = param(5.0, help="Global gradient-norm clip.")
     noise_std: float = param(0.2, help="σ of the truncated-normal (±2σ) exploration noise on both actions.")
+    channel_knn: int = param(
+        0,
+        help="Selector: the k channels nearest the actor's point, re-ranked by the "
+        "critic's Q (Wolpertinger); 0 = all channels, 1 = nearest only (no critic).",
+    )
+    prefix_similarity: bool = param(
+        True,
+        help="Critics see how close the action is to the same level's "
+        "actions already in the list (max and mean dot product).",
+    )
     channel_epsilon: float = param(
-        0.0, help="Training: probability of a random available channel per position."
+        0.1, help="Training: probability of a random available channel per position."
     )
     # -- losses and rewards
     losses: str = param(
@@ -81,7 +91,7 @@ class HRLRecConfig:
     dwell_weight: float = param(1.0, help="λ_d: dwell reward weight.")
     diversity_weight: float = param(0.2, help="λ_v: diversity reward weight.")
     novelty_weight: float = param(0.2, help="λ_n: novelty reward weight.")
-    switch_weight: float = param(0.0, help="λ_c: selector bonus for a channel not in the last two positions.")
+    switch_weight: float = param(0.5, help="λ_c: selector bonus for a channel not in the last two positions.")
     dwell_cap: float = param(120.0, help="Play seconds at which the dwell reward saturates at 1.")
     novelty_window: int = param(50, help="Recent history items the novelty reward compares tags with.")
 
@@ -101,6 +111,12 @@ class HRLRecConfig:
             raise ConfigError(
                 f"model.gamma must be in [0, 1] and model.tau in (0, 1], got {self.gamma}, {self.tau}"
             )
+        if (
+            isinstance(self.channel_knn, bool)
+            or not isinstance(self.channel_knn, int)
+            or self.channel_knn < 0
+        ):
+            raise ConfigError(f"model.channel_knn must be an integer >= 0, got {self.channel_knn!r}")
         if not 0.0 <= self.channel_epsilon <= 1.0:
             raise ConfigError(f"model.channel_epsilon must be in [0, 1], got {self.channel_epsilon}")
         if self.noise_std < 0 or self.sim_temperature <= 0 or self.dwell_cap <= 0:

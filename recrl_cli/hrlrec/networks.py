@@ -7,9 +7,13 @@
   *given* the channel] + pos_t; one causal multi-head self-attention block with a tanh feed-forward
   ("feature interaction"), then a GRU over positions ("sequential modelling") -> h [B, T, d].
 - :class:`ListActor`: h -> tanh(Linear) = a point μ_t in the action embedding space [B, T, e].
-- :class:`ListCritic`: its own ListEncoder; Q_t = MLP([h_t, a_t]) [B, T]. The action enters at the head, not
-  the encoder (the released code feeds it through the encoder), so Q(s_t, μ(s_t)) can be evaluated at every
-  position without changing the state of the later positions.
+- :class:`ListCritic`: its own ListEncoder; Q_t = MLP([h_t, a_t, sim_t]) [B, T]. The action enters at the head,
+  not the encoder (the released code feeds it through the encoder), so Q(s_t, μ(s_t)) can be evaluated at every
+  position without changing the state of the later positions. What the released critic gets from passing the
+  action through the self-attention, a comparison of the action with the earlier positions, is given explicitly
+  as sim_t = :func:`prefix_similarity` (max and mean dot product with the same level's placed actions): without
+  it the critic did not learn within the budgets measured that repeating a channel forfeits the selector's
+  channel-switch reward.
 
 Action embeddings are *fixed* (:func:`action_tables`): the supervised and similarity losses pull μ towards them,
 which would collapse learned targets. Items get the normalised sum of seeded random vectors of their id, their
@@ -92,14 +96,66 @@ class ListActor(nn.Module):
         return torch.tanh(self.head(self.encoder(state, prev_item, prev_channel, channel)))
 
 
-class ListCritic(nn.Module):
-    """Q_t = Linear(ReLU(Linear([h_t, a_t]))) [B, T] for actions a [B, T, e]."""
+def prefix_similarity(action: torch.Tensor, prefix: torch.Tensor, t: int | None = None) -> torch.Tensor:
+    """How close an action is to the actions already placed: [max, mean] over s < t of ⟨a_t, e_s⟩.
 
-    def __init__(self, encoder: ListEncoder, enc_dim: int, action_dim: int, hidden: int) -> None:
+    prefix [B, T, e] = the executed actions shifted right (position t holds e_{t−1}, position 0 zeros), so
+    positions 1..t of it are the placed prefix of position t. ``t`` None: action [B, T, e] (one per position)
+    -> [B, T, 2]; ``t`` given: K candidate actions [K, e] at position t -> [B, K, 2]. 0 where nothing is placed.
+    """
+    if t is None:
+        sims = action @ prefix.transpose(1, 2)  # [B, T(t), T(s)]
+        n = sims.shape[1]
+        ok = torch.ones(n, n, dtype=torch.bool, device=sims.device).tril()
+        ok[:, 0] = False  # position s = 0 of the shifted prefix is padding
+    else:
+        if t == 0:  # nothing placed yet
+            return action.new_zeros(prefix.shape[0], action.shape[0], 2)
+        sims = torch.einsum("ke,bse->bks", action, prefix[:, 1 : t + 1])  # [B, K, t]
+        ok = torch.ones(sims.shape[-1], dtype=torch.bool, device=sims.device)
+    count = ok.sum(-1).clamp(min=1)
+    top = sims.masked_fill(~ok, float("-inf")).amax(-1)
+    top = torch.where(ok.any(-1), top, torch.zeros_like(top))
+    mean = sims.masked_fill(~ok, 0.0).sum(-1) / count
+    return torch.stack([top, mean], -1)
+
+
+class ListCritic(nn.Module):
+    """Q_t = Linear(ReLU(Linear([h_t, a_t, sim_t]))) [B, T] for actions a [B, T, e].
+
+    sim_t = :func:`prefix_similarity` of a_t with the same level's actions placed before t (channels for the
+    selector, items for the recommender). The released critic feeds the action through the self-attention over
+    the list, where it is compared with the earlier positions; with the action at the head instead, the head
+    would have to learn that comparison from a concatenation, which it did not within the training budgets
+    measured (benchmarks/HRLREC_NOTES.md): the selector's channel-level reward (a bonus for a channel not used
+    just before) then never reached its choices. ``prefix_similarity=False`` drops the feature (earlier design).
+    """
+
+    def __init__(self, encoder: ListEncoder, enc_dim: int, action_dim: int, hidden: int, prefix: str = "channel",
+                 use_prefix: bool = True) -> None:  # fmt: skip
         super().__init__()
-        self.encoder = encoder
-        self.head = nn.Sequential(nn.Linear(enc_dim + action_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.encoder, self.prefix, self.use_prefix = encoder, prefix, use_prefix
+        extra = 2 if use_prefix else 0
+        self.head = nn.Sequential(
+            nn.Linear(enc_dim + action_dim + extra, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+
+    def _placed(self, prev_item: torch.Tensor, prev_channel: torch.Tensor) -> torch.Tensor:
+        return prev_channel if self.prefix == "channel" else prev_item
 
     def forward(self, state, prev_item, prev_channel, action, channel=None) -> torch.Tensor:
         h = self.encoder(state, prev_item, prev_channel, channel)
-        return self.head(torch.cat([h, action], -1)).squeeze(-1)
+        x = [h, action]
+        if self.use_prefix:
+            x.append(prefix_similarity(action, self._placed(prev_item, prev_channel)))
+        return self.head(torch.cat(x, -1)).squeeze(-1)
+
+    def q_of(self, state, prev_item, prev_channel, actions: torch.Tensor, t: int) -> torch.Tensor:
+        """Q at position t of each of K actions [K, e] -> [B, K]; prev_* [B, ≥t+1, e] (the encoder runs once:
+        the action enters only the head)."""
+        h = self.encoder(state, prev_item, prev_channel)[:, t]
+        b, k = h.shape[0], actions.shape[0]
+        x = [h[:, None].expand(b, k, -1), actions[None].expand(b, k, -1)]
+        if self.use_prefix:
+            x.append(prefix_similarity(actions, self._placed(prev_item, prev_channel), t))
+        return self.head(torch.cat(x, -1)).squeeze(-1)

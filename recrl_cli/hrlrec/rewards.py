@@ -8,8 +8,11 @@ For position t of a list of T items (all [B, T]):
 - novelty r^nov_t = 1[tags(d_t) ∩ tags(the user's last ``novelty_window`` history items) = ∅].
 
 The item recommender (HRA) gets r^H = r^clk + λ_d r^dwell + λ_v r^div + λ_n r^nov; the channel selector (LRA)
-gets r^L = r^H + λ_c 1[c_t ∉ {c_{t−1}, c_{t−2}}] (credit for the item placed in its slot plus an optional
-channel-alternation bonus). Defaults λ_d = 1, λ_v = 0.2, λ_n = 0.2 (B4's proposal), λ_c = 0.
+gets r^L = r^H + λ_c 1[c_t ∉ {c_{t−1}, c_{t−2}}] (credit for the item placed in its slot plus a channel-level
+diversity term). Defaults λ_d = 1, λ_v = 0.2, λ_n = 0.2 (B4's proposal), λ_c = 0.5: the author states that the
+LRA and HRA differ only in their rewards (B2, issue #4) and the paper rewards diversity, while with λ_c = 0 the
+selector's reward carries no channel-mix signal (on the benchmark world a click is as likely for a repeated
+channel as for a new one) and it collapses onto one channel; λ_c = 0 reproduces the earlier default.
 
 Tags are compared as multi-hot rows [B, T, V] (V = tag vocabulary, small on KuaiRand), so every pairwise
 Jaccard of a batch is one batched matmul. An item without tags has Jaccard 0 with everything.
@@ -32,7 +35,7 @@ class RewardWeights:
     dwell: float = 1.0
     diversity: float = 0.2
     novelty: float = 0.2
-    channel_switch: float = 0.0
+    channel_switch: float = 0.5
     dwell_cap: float = 120.0
 
     def ablated(self, rewards: str) -> RewardWeights:
