@@ -76,15 +76,18 @@ def user_blocks(user_rows: np.ndarray, chunk_rows: int) -> np.ndarray:
 
 
 def plan_blocks(
-    budget: str, chunk_rows: int, raw_videos: int, core_videos: int, user_rows: np.ndarray
-) -> BlockPlan:
+    budget: str, chunk_rows: int, raw_videos: int, core_videos: int, user_rows: np.ndarray,
+    count_bytes: int = 0,
+) -> BlockPlan:  # fmt: skip
     """Rows per user block: ``chunk_rows``, lowered until the model's peak stays within ``budget``.
 
     A block holds whole users, so the largest user's rows are a floor; a budget below what the counts
-    and that one user need is a DataError naming about the smallest budget that fits.
+    and that one user need is a DataError naming about the smallest budget that fits. ``count_bytes``:
+    the n-core count tables as allocated (``ncore.CountIndex.table_bytes``); it exceeds
+    ``KEY_BYTES * raw_videos`` only when the ids leave most slots of a dense table empty.
     """
     user_rows = np.asarray(user_rows, dtype=np.int64)
-    fixed = BASE_BYTES + max(KEY_BYTES * raw_videos, ITEM_BYTES * core_videos)
+    fixed = BASE_BYTES + max(KEY_BYTES * raw_videos, count_bytes, ITEM_BYTES * core_videos)
     limit = parse_bytes(budget) if budget else None
     rows = chunk_rows
     if limit is not None:
