@@ -62,14 +62,12 @@ class StagedLogs:
         return lf
 
     def id_batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(user_ids, video_ids) int64 arrays of <= batch_rows staged rows each, file by file: the n-core
-        filter's batch source (memory: one batch, whatever the partitions)."""
-        for f in (f for fs in self.files.values() for f in fs):
-            for batch in pq.ParquetFile(f).iter_batches(
-                batch_size=batch_rows, columns=["user_id", "video_id"]
-            ):
-                yield (batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
-                       batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))  # fmt: skip
+        """(user_ids, video_ids) int64 arrays of about batch_rows staged rows each: the n-core filter's
+        batch source (memory: a few batches, whatever the partitions). Read through polars' streaming
+        engine, not pyarrow, so the memory it frees is reused by the block pass that follows (a second
+        allocator kept ~100 MiB more at the peak on the 5 M-row proxy)."""
+        for frame in self.scan().select("user_id", "video_id").collect_batches(chunk_size=batch_rows):
+            yield frame["user_id"].to_numpy(), frame["video_id"].to_numpy()
 
 
 _STAGED_SCHEMA = {**{c: pl.Int64 for c in ("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms")},
