@@ -43,10 +43,12 @@ from recrl_cli.data.prepare.kuairand_logs import StagedLogs
 result = None
 """
 NUMPY = """
-from recrl_cli.data.prepare.kuairand_logs import StagedLogs
-from recrl_cli.data.prepare.ncore import ncore_filter
-staged = StagedLogs({0: [Path(f) for f in args["files"]]}, args["rows"], 0, 1, 1)
-users, items, passes, nbytes = ncore_filter(staged.id_batches, args["n"])
+import polars as pl
+from recrl_cli.data.prepare.ncore import BATCH_ROWS, ncore_filter
+def batches():  # as StagedLogs.id_batches reads the staged files (which have more columns)
+    for frame in pl.scan_parquet(args["files"]).collect_batches(chunk_size=BATCH_ROWS):
+        yield frame["user_id"].to_numpy(), frame["video_id"].to_numpy()
+users, items, passes, nbytes = ncore_filter(batches, args["n"])
 result = {"passes": passes, "table_bytes": nbytes}
 """
 POLARS = """
@@ -106,7 +108,7 @@ def main() -> None:
             table.add_row(*cells)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    Console().print(table)
+    Console(width=220).print(table)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,17 @@ def test_no_rows_gives_empty_tables():
     assert (
         users.height == items.height == 0 and passes == [{"rows": 0, "users": 0, "items": 0}] and nbytes == 0
     )
+
+
+def test_the_memory_plan_charges_the_count_tables_when_they_exceed_the_per_video_model():
+    from recrl_cli.data.prepare import budget
+    from recrl_cli.errors import DataError
+
+    rows = np.full(10, 100)
+    limit = budget.BASE_BYTES + budget.ITEM_BYTES * 1_000 + budget.ROW_BYTES * 1_000
+    assert budget.plan_blocks(str(limit), 10**9, 100, 1_000, rows).blocks == 1
+    # Sparse-looking dense ids: tables of 10 MiB for 100 videos -> the fixed part grows, blocks shrink.
+    plan = budget.plan_blocks(str(limit + 10 * 2**20), 10**9, 100, 1_000, rows, count_bytes=10 * 2**20)
+    assert plan.blocks == 1 and plan.estimated_peak_bytes <= limit + 10 * 2**20
+    with pytest.raises(DataError, match="raise it"):
+        budget.plan_blocks(str(limit), 10**9, 100, 1_000, rows, count_bytes=10 * 2**20)

@@ -4,10 +4,11 @@
 choosing how many rows one user block may hold. The model (constants measured with
 ``benchmarks/bench_prepare_kuairand.py --calibrate``, see benchmarks/KUAIRAND_NOTES.md):
 
-    peak ~ BASE + max(KEY_BYTES * raw videos, ITEM_BYTES * core videos) + ROW_BYTES * rows of one block
+    peak ~ BASE + max(KEY_BYTES * raw videos, count tables, ITEM_BYTES * core videos) + ROW_BYTES * block rows
 
 ``BASE`` is the interpreter, polars/pyarrow and the streaming engine's buffers; the n-core pass holds
-one count per raw video; the block pass holds the core videos' ids and masks and later their feature
+one count and one keep flag per raw video id (``ncore.py``; its actual table bytes also bound the
+term, for ids with gaps); the block pass holds the core videos' ids and masks and later their feature
 rows; a block of B rows is read, joined, sorted and written at about ``ROW_BYTES`` per row. Nothing
 else grows with the data: staging and the n-core passes stream.
 """
@@ -25,10 +26,12 @@ from recrl_cli.errors import ConfigError, DataError
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 # Measured on 27K-shaped proxies (KUAIRAND_NOTES.md), rounded up: imports ~90 MiB, the streaming engine
-# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row; the n-core
-# pass peaked at 514 MiB for 2.71 M distinct videos in 20 M rows (~160 bytes per video above the imports).
+# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row. The n-core
+# pass (ncore.py: flat count arrays, 5 bytes per id slot) peaked 350, 392 and 401 MiB at 1.57, 3.13 and
+# 6.26 M raw videos (benchmarks/bench_prepare_kuairand_ncore.py): ~260 MiB of read-ahead, inside BASE,
+# plus ~11 bytes per raw video. (The polars group-by it replaced grew ~260 bytes per video.)
 BASE_BYTES = 450 * 2**20
-KEY_BYTES = 160
+KEY_BYTES = 12
 ITEM_BYTES = 200
 ROW_BYTES = 300
 PARTITION_CSV_BYTES = 128 * 2**20  # automatic partitions: one per this much standard-log CSV
