@@ -93,3 +93,11 @@ def test_the_memory_plan_charges_the_count_tables_when_they_exceed_the_per_video
     assert plan.blocks == 1 and plan.estimated_peak_bytes <= limit + 10 * 2**20
     with pytest.raises(DataError, match="raise it"):
         budget.plan_blocks(str(limit), 10**9, 100, 1_000, rows, count_bytes=10 * 2**20)
+
+
+def test_sparse_keys_merged_in_rounds_equal_the_distinct_ids(monkeypatch):
+    monkeypatch.setattr(ncore, "BATCH_ROWS", 2)  # merge after every few batches
+    rng = np.random.default_rng(5)
+    chunks = [rng.integers(-(10**15), 10**15, 50) for _ in range(30)] + [np.array([7, 7, 7])]
+    index = ncore.build_index(lambda: [(c, c) for c in chunks], 0, -(10**15), 10**15, rows=1_503)
+    assert np.array_equal(index.keys, np.unique(np.concatenate(chunks)))

@@ -56,9 +56,13 @@ def build_index(batches: Batches, column: int, low: int, high: int, rows: int) -
     span = high - low + 1
     if span <= max(rows, DENSE_FLOOR):
         return CountIndex(low, span, None, dtype)
-    keys = np.empty(0, dtype=np.int64)
+    keys, pending, held = np.empty(0, dtype=np.int64), [], 0
     for batch in batches():
-        keys = np.union1d(keys, batch[column])  # sorted distinct; transient ~3x keys
+        pending.append(np.unique(batch[column]))
+        held += pending[-1].size
+        if held > max(keys.size, 8 * BATCH_ROWS):  # merge when the pending ids outgrow the keys:
+            keys, pending, held = np.unique(np.concatenate([keys, *pending])), [], 0  # amortised O(K log K)
+    keys = np.unique(np.concatenate([keys, *pending]))  # sorted distinct; transient ~3x keys
     return CountIndex(low, keys.size, keys, dtype)
 
 
