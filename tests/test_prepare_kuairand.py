@@ -100,7 +100,7 @@ NCORE_ROWS = [(1, 10), (1, 11), (2, 10), (2, 11), (2, 12), (3, 12), (3, 13), (4,
 
 def test_ncore_filter_iterates_until_stable_and_counts_duplicates():
     frame = pl.LazyFrame({"user_id": [u for u, _ in NCORE_ROWS], "video_id": [v for _, v in NCORE_ROWS]})
-    users, items, passes = kr.ncore_filter(frame, 2)
+    users, items, passes, _ = kr.ncore_filter(frame, 2)
     assert users.rows() == [(1, 2), (2, 2), (4, 2)]
     assert items.rows() == [(10, 2), (11, 2), (14, 2)]
     assert passes == [{"rows": 9, "users": 4, "items": 5}, {"rows": 8, "users": 4, "items": 4},
@@ -115,6 +115,17 @@ def test_ncore_in_prepare_keeps_exactly_the_core_rows(tmp_path):
     m = mf.read_manifest(tmp_path / "out")
     assert m["ncore"]["passes"][-1] == {"rows": 6, "users": 3, "items": 3}
     assert pl.read_parquet(tmp_path / "out" / "items.parquet")["video_id"].to_list() == [10, 11, 14]
+
+
+def test_ncore_in_prepare_with_sparse_huge_ids_keeps_the_same_core(tmp_path):
+    # Ids far above the row count take ncore.py's sorted-key path instead of a dense count array (a
+    # dense one would need ~10^15 slots); the core must be the same rows as with small ids.
+    big_u, big_v = 10**12, 10**15
+    lines = [log(u * big_u, v * big_v + 3, T0 + k * MIN) for k, (u, v) in enumerate(NCORE_ROWS)]
+    rows = prepared_rows(tmp_path, lines, n_core=2)
+    want = [(1, 10), (1, 11), (2, 10), (2, 11), (4, 14), (4, 14)]
+    assert rows.select("user_id", "video_id").rows() == [(u * big_u, v * big_v + 3) for u, v in want]
+    assert mf.read_manifest(tmp_path / "out")["ncore"]["passes"][-1] == {"rows": 6, "users": 3, "items": 3}
 
 
 def kuaisim_ncore(pairs: list[tuple[int, int]], n: int) -> list[int]:
@@ -143,7 +154,7 @@ def test_ncore_matches_kuaisims_sequential_loop_on_random_logs():
         u = rng.zipf(1.6, 3_000) % 300
         i = (rng.zipf(1.4, 3_000) + rng.integers(0, 3, 3_000)) % 200
         pairs = list(zip(u.tolist(), i.tolist(), strict=True))
-        users, items, _ = kr.ncore_filter(pl.LazyFrame({"user_id": u, "video_id": i}), 5)
+        users, items, *_ = kr.ncore_filter(pl.LazyFrame({"user_id": u, "video_id": i}), 5)
         ours = [
             r for r, (a, b) in enumerate(pairs) if a in set(users["user_id"]) and b in set(items["video_id"])
         ]

@@ -4,10 +4,11 @@
 choosing how many rows one user block may hold. The model (constants measured with
 ``benchmarks/bench_prepare_kuairand.py --calibrate``, see benchmarks/KUAIRAND_NOTES.md):
 
-    peak ~ BASE + max(KEY_BYTES * raw videos, ITEM_BYTES * core videos) + ROW_BYTES * rows of one block
+    peak ~ BASE + max(KEY_BYTES * raw videos, count tables, ITEM_BYTES * core videos) + ROW_BYTES * block rows
 
 ``BASE`` is the interpreter, polars/pyarrow and the streaming engine's buffers; the n-core pass holds
-one count per raw video; the block pass holds the core videos' ids and masks and later their feature
+one count and one keep flag per raw video id (``ncore.py``; its actual table bytes also bound the
+term, for ids with gaps); the block pass holds the core videos' ids and masks and later their feature
 rows; a block of B rows is read, joined, sorted and written at about ``ROW_BYTES`` per row. Nothing
 else grows with the data: staging and the n-core passes stream.
 """
@@ -25,10 +26,14 @@ from recrl_cli.errors import ConfigError, DataError
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 # Measured on 27K-shaped proxies (KUAIRAND_NOTES.md), rounded up: imports ~90 MiB, the streaming engine
-# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row; the n-core
-# pass peaked at 514 MiB for 2.71 M distinct videos in 20 M rows (~160 bytes per video above the imports).
+# ~150 MiB, the row-group writer's pending group (2^20 rows) ~200 MiB; ~230 bytes per block row. The n-core
+# pass (ncore.py: flat count arrays, 5 bytes per id slot) peaked 350, 392 and 401 MiB at 1.57, 3.13 and
+# 6.26 M raw videos (benchmarks/bench_prepare_kuairand_ncore.py): ~260 MiB of read-ahead, inside BASE,
+# plus ~11 bytes per raw video. (The polars group-by it replaced grew ~260 bytes per video.)
 BASE_BYTES = 450 * 2**20
-KEY_BYTES = 160
+KEY_BYTES = 12
+# The 40 M proxy peaked 1,156 then 1,120 MiB under 1 GiB (model ~1,019 MiB) with blocks of ~1.65 M and
+# ~1.15 M rows: the excess does not follow the blocks; its source is not identified (KUAIRAND_NOTES.md).
 ITEM_BYTES = 200
 ROW_BYTES = 300
 PARTITION_CSV_BYTES = 128 * 2**20  # automatic partitions: one per this much standard-log CSV
@@ -76,15 +81,18 @@ def user_blocks(user_rows: np.ndarray, chunk_rows: int) -> np.ndarray:
 
 
 def plan_blocks(
-    budget: str, chunk_rows: int, raw_videos: int, core_videos: int, user_rows: np.ndarray
-) -> BlockPlan:
+    budget: str, chunk_rows: int, raw_videos: int, core_videos: int, user_rows: np.ndarray,
+    count_bytes: int = 0,
+) -> BlockPlan:  # fmt: skip
     """Rows per user block: ``chunk_rows``, lowered until the model's peak stays within ``budget``.
 
     A block holds whole users, so the largest user's rows are a floor; a budget below what the counts
-    and that one user need is a DataError naming about the smallest budget that fits.
+    and that one user need is a DataError naming about the smallest budget that fits. ``count_bytes``:
+    the n-core count tables as allocated (``ncore.CountIndex.table_bytes``); it exceeds
+    ``KEY_BYTES * raw_videos`` only when the ids leave most slots of a dense table empty.
     """
     user_rows = np.asarray(user_rows, dtype=np.int64)
-    fixed = BASE_BYTES + max(KEY_BYTES * raw_videos, ITEM_BYTES * core_videos)
+    fixed = BASE_BYTES + max(KEY_BYTES * raw_videos, count_bytes, ITEM_BYTES * core_videos)
     limit = parse_bytes(budget) if budget else None
     rows = chunk_rows
     if limit is not None:

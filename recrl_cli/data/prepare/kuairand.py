@@ -99,12 +99,12 @@ def prepare_kuairand(
         staged = stage_logs(logs, work, n_parts, id_range, progress=progress)
         n_raw = staged.rows
         report(f"{params.n_core}-core filter", 2, steps)
-        users, items, passes = ncore_filter(staged.scan().select("user_id", "video_id"), params.n_core)
+        users, items, passes, count_bytes = ncore_filter(staged.id_batches, params.n_core)
         if users.height == 0:
             raise DataError(f"no rows survive the {params.n_core}-core filter of {n_raw:,} standard rows; "
                             "lower n_core")  # fmt: skip
         plan = plan_blocks(params.memory_budget, params.chunk_rows, passes[0]["items"], items.height,
-                           users["rows"].to_numpy())  # fmt: skip
+                           users["rows"].to_numpy(), count_bytes)  # fmt: skip
         report("rows, requests, sessions, holdout", 3, steps)
         rows_info, split_info, in_train = write_rows(
             staged, users, items, params, tmp, chunk_rows=plan.chunk_rows, progress=progress

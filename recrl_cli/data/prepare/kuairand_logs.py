@@ -1,4 +1,4 @@
-"""Stage the raw KuaiRand standard logs as user-range partitioned parquet, and n-core filter them.
+"""Stage the raw KuaiRand standard logs as user-range partitioned parquet (n-core filter: ncore.py).
 
 Staging streams each CSV once (``scan_csv`` -> ``sink_parquet`` with a partition key, constant memory)
 into ``work/log_<k>/part=<p>/*.parquet``: partition ``p`` holds the users whose id falls in the
@@ -10,9 +10,11 @@ step needs the logs sorted. Rows keep their ``file`` and ``line`` for a stable t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -24,8 +26,11 @@ from recrl_cli.data.prepare.kuairand_spec import (
     USER_SCHEMA,
     Progress,
 )
+from recrl_cli.data.prepare.ncore import BATCH_ROWS, ncore_filter
 from recrl_cli.data.prepare.rawfiles import polars_read
 from recrl_cli.errors import DataError
+
+__all__ = ["StagedLogs", "ncore_filter", "stage_logs", "user_id_range"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class StagedLogs:
         if first_user is not None:
             lf = lf.filter(pl.col("user_id").is_between(first_user, last_user))
         return lf
+
+    def id_batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(user_ids, video_ids) int64 arrays of about batch_rows staged rows each: the n-core filter's
+        batch source (memory: a few batches, whatever the partitions). Read through polars' streaming
+        engine, not pyarrow, so the memory it frees is reused by the block pass that follows (a second
+        allocator kept ~100 MiB more at the peak on the 5 M-row proxy)."""
+        for frame in self.scan().select("user_id", "video_id").collect_batches(chunk_size=batch_rows):
+            yield frame["user_id"].to_numpy(), frame["video_id"].to_numpy()
 
 
 _STAGED_SCHEMA = {**{c: pl.Int64 for c in ("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms")},
@@ -112,28 +125,3 @@ def stage_logs(
     if n == 0:  # one header-only file is tolerated (a tiny period); all of them is not data
         raise DataError(f"the standard logs {', '.join(p.name for p in paths)} have a header but no rows")
     return StagedLogs({p: sorted(fs) for p, fs in sorted(files.items())}, n, low, span, partitions)
-
-
-def ncore_filter(log: pl.LazyFrame, n: int) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, int]]]:
-    """Iterated n-core over (user_id, video_id) rows: drop every row whose user or video has fewer than
-    ``n`` rows among the kept rows, recount, repeat until a pass drops nothing.
-
-    Returns users [U: user_id, rows] and videos [I: video_id, rows] of the core, sorted by id, and one
-    {rows, users, items} entry per pass (the first = before filtering, the last = the core). Memory:
-    the two count tables, never the rows (each pass streams the scan).
-    """
-    keep_u = keep_i = None
-    passes = []
-    while True:
-        lf = log
-        if keep_u is not None:
-            lf = lf.filter(
-                pl.col("user_id").is_in(keep_u.implode()) & pl.col("video_id").is_in(keep_i.implode())
-            )
-        users, items = pl.collect_all([lf.group_by("user_id").agg(rows=pl.len().cast(pl.Int64)),
-                                       lf.group_by("video_id").agg(rows=pl.len().cast(pl.Int64))], engine="streaming")  # fmt: skip
-        passes.append({"rows": int(users["rows"].sum()), "users": users.height, "items": items.height})
-        ok_u, ok_i = users.filter(pl.col("rows") >= n), items.filter(pl.col("rows") >= n)
-        if ok_u.height == users.height and ok_i.height == items.height:
-            return users.sort("user_id"), items.sort("video_id"), passes
-        keep_u, keep_i = ok_u["user_id"], ok_i["video_id"]
