@@ -105,3 +105,14 @@ def cli_dataset(tmp_path_factory: pytest.TempPathFactory) -> CliDataset:
 
 
 # ---- end of CLI fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a module (opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

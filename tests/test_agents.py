@@ -38,12 +38,8 @@ SMALL = dict(latent=8, enc_dim=8, n_heads=2, ff_dim=16, n_layers=1, action_hidde
 USERS, ITEMS = 30, 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one thread is faster and keeps the suite from oversubscribing 2 cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_env(batch: int = 8, slate: int = 3, seed: int = 0) -> WholeSessionEnv:

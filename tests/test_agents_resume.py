@@ -47,12 +47,8 @@ def simulator(tmp_path_factory):
     return tiny_simulator(tmp_path_factory.mktemp("kr_resume"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one thread is faster and keeps the suite from oversubscribing 2 cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def final_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:

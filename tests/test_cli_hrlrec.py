@@ -23,12 +23,8 @@ TINY = ["--batch-users", 4, "--warmup-steps", 2, "--iterations", 3, "--eval-days
         "--batch-size", 8, "--buffer-size", 64, "--threads", 1, "--device", "cpu"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one thread is faster and keeps the suite from oversubscribing 2 cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,8 @@ TINY = ["--batch-users", 8, "--slate-size", 3, "--retrieved", 10, "--random-cand
         "--threads", 1]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one thread is faster and keeps the suite from oversubscribing 2 cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

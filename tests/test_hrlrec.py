@@ -30,12 +30,8 @@ SMALL = dict(latent=4, enc_dim=8, n_heads=2, ff_dim=8, action_dim=8, hidden=8, b
 USERS, ITEMS, T = 20, 60, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one thread is faster and keeps the suite from oversubscribing 2 cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,8 @@ USERS, ITEMS, D = 30, 40, 16
 SIGMA_1 = 0.7310586  # σ(1), the faithful ceiling
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation on a shared 2-core machine. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: a second thread only adds synchronisation on a shared 2-core machine (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(faithful: bool = False) -> UserResponseModel:

@@ -33,14 +33,8 @@ TINY = dict(user_latent=8, item_latent=8, enc_dim=16, n_layers=2, n_heads=2, ff_
 B, H, K = 5, 12, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation, which on a shared 2-core machine
-    makes each op several times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: a second thread only adds synchronisation on a shared 2-core machine (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, **switches) -> UserResponseModel:
