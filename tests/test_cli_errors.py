@@ -14,30 +14,11 @@ from mlflow import MlflowClient
 
 from recrl_cli.tracking.server import free_port
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def one_line_error(result) -> str:
-    """The single error line of a failed command; fails the test on anything else."""
-    assert result.exit_code == 1, result.output
-    # An uncaught exception also exits with 1 under CliRunner: only a clean exit is acceptable.
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    output = ANSI.sub("", result.output)
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("error: ")
-    assert result.stdout.strip() == ""  # errors go to stderr, stdout stays clean for pipes
-    return lines[0]
-
+from faults import entries, one_line_error
 
 def all_runs(uri: str) -> list:
     client = MlflowClient(uri)
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
-def entries(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
 # ---- recrl prepare: missing, empty, truncated, wrong columns or types -----------------------------
