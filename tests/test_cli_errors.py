@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import entries, one_line_error
 from mlflow import MlflowClient
 
 from recrl_cli.tracking.server import free_port
 
-from faults import entries, one_line_error
 
 def all_runs(uri: str) -> list:
     client = MlflowClient(uri)
