@@ -103,11 +103,30 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
         try:
             yield update
-        except Exception:
+        except BaseException:  # Ctrl-C and SIGTERM too: the error line is all that is shown
             # On an error the half-done bars are noise: erase them (a terminal) or never print
             # them (a pipe, a log file), so the one error line is all the user sees.
             progress.live.transient = True
             raise
+
+
+def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """For commands that write temporary outputs (an atomic output folder, a child process): SIGTERM is
+    handled like Ctrl-C (:func:`recrl_cli.signals.sigterm_as_interrupt`), so the same clean-up runs,
+    and either one ends with one error line and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from recrl_cli.signals import Terminated, sigterm_as_interrupt
+
+        try:
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+            fail(f"{what}; unfinished output was removed, nothing else was changed")
+
+    return wrapper
 
 
 @contextmanager

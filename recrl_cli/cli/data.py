@@ -10,10 +10,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from recrl_cli.cli.common import SetOpt, console, friendly_errors, progress_bar
+from recrl_cli.cli.common import SetOpt, console, friendly_errors, progress_bar, stops_cleanly
 from recrl_cli.errors import ConfigError, RegistryError
 
 DATASETS = ("retailrocket", "kuairand")
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace a non-empty --out folder that is not an earlier output of this command "
+        "(never the raw input, a folder holding it, the current or the home directory).",
+    ),
+]
 KUAIRAND_VERSIONS = ("pure", "1k", "27k")
 
 
@@ -60,12 +68,14 @@ def synth(
             "(RetailRocket: item_text.csv; KuaiRand: kuairand_video_captions.csv).",
         ),
     ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Write synthetic raw files in the exact public format, with planted ground truth beside them.
 
     The true per-event probabilities go to ground_truth.csv so that benchmarks can report the oracle
     (Bayes) AUC and logloss next to each model. RetailRocket's size is --events; KuaiRand's is
-    --impressions / --users / --items for the chosen --version.
+    --impressions / --users / --items for the chosen --version. An existing --out is replaced only
+    when an earlier `recrl synth` of the same dataset wrote it (or with --force).
     """
     _check_dataset(dataset)
     out = out or Path("datasets/raw") / dataset
@@ -81,7 +91,7 @@ def synth(
         with progress_bar() as progress:
             summary = write_kuairand(
                 out, version=version, num_users=users, num_items=items, num_impressions=impressions,
-                seed=seed, progress=progress, captions=item_text,
+                seed=seed, progress=progress, captions=item_text, force=force,
             )  # fmt: skip
     else:
         from recrl_cli.data.synth.retailrocket import write_retailrocket
@@ -91,7 +101,7 @@ def synth(
             raise ConfigError(f"{', '.join(given)} only apply to kuairand; RetailRocket's size is --events")
         with progress_bar() as progress:
             summary = write_retailrocket(
-                out, num_events=events, seed=seed, progress=progress, item_text=item_text
+                out, num_events=events, seed=seed, progress=progress, item_text=item_text, force=force
             )
     console.print(synth_table(summary, title=f"synthetic {dataset} raw files in {out}"))
 
@@ -161,10 +171,13 @@ def prepare(
         ),
     ] = None,
     sets: SetOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Turn raw files into chronological train/val/test parquet splits plus manifest.json.
 
-    Written atomically: on any error nothing is left at --out. Other parameters can be set with
+    Written atomically: on any error, Ctrl-C or SIGTERM nothing is left at --out. An existing --out is
+    replaced only when it holds an earlier preparation of the same dataset (or with --force; never the
+    raw folder or a folder holding it). Other parameters can be set with
     --set name=value: RetailRocket split, price_buckets, min_session_items; KuaiRand n_core,
     history_length, val_per_user, test_per_user, min_train_share, chunk_rows, partitions.
     """
@@ -192,14 +205,14 @@ def prepare(
         params = build_section(KuaiRandPrepareParams, {"version": version, **values}, "prepare")
         out = out or Path("datasets/prepared") / f"kuairand-{params.version}"
         with progress_bar() as progress:
-            manifest = prepare_kuairand(raw, out, params, progress=progress)
+            manifest = prepare_kuairand(raw, out, params, progress=progress, force=force)
     else:
         from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
 
         params = build_section(RetailRocketPrepareParams, values, "prepare")
         out = out or Path("datasets/prepared") / dataset
         with progress_bar() as progress:
-            manifest = prepare_retailrocket(raw, out, params, progress=progress)
+            manifest = prepare_retailrocket(raw, out, params, progress=progress, force=force)
     console.print(manifest_table(manifest, out))
     if "memory" in manifest:  # KuaiRand: how the out-of-core pass was cut
         mem = manifest["memory"]
@@ -222,5 +235,5 @@ def manifest_table(manifest: dict, out: Path) -> Table:
     return table
 
 
-synth_command = friendly_errors(synth)
-prepare_command = friendly_errors(prepare)
+synth_command = friendly_errors(stops_cleanly(synth))
+prepare_command = friendly_errors(stops_cleanly(prepare))

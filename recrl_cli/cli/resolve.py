@@ -94,14 +94,14 @@ def default_experiment(cfg: RunConfig, experiment: str | None) -> str:
 
 def preflight(cfg: RunConfig) -> None:
     """Checks that cost nothing and must fail before a tracking store, MLflow run or run directory
-    is created: the device exists and the prepared dataset is there."""
-    from recrl_cli.data.manifest import read_manifest
+    is created: the device exists and the prepared dataset is there and intact."""
+    from recrl_cli.data.manifest import open_prepared
     from recrl_cli.training.device import resolve_device
 
     resolve_device(cfg.train.device)
     # The simulator and the RL agents need KuaiRand whatever data.dataset says: name it in the hint.
     kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl", "rl-list", "mtf")
-    read_manifest(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
+    open_prepared(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
     from recrl_cli.text.attach import preflight_text
 
     preflight_text(cfg.model, Path(cfg.data.prepared_dir))  # --item-encoder text: extra, model dir, item text

@@ -248,7 +248,7 @@ def evaluate(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Score a trained model on a split of a prepared dataset and print AUC, GAUC, logloss and s-logloss."""
-    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.data.manifest import open_prepared
     from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import evaluate_saved, load_saved_model
     from recrl_cli.training.device import resolve_device
@@ -257,7 +257,7 @@ def evaluate(
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     device_name = device or "auto"
     resolve_device(device_name)
-    read_manifest(data)  # a missing dataset fails before anything is downloaded
+    open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs (and may create) the tracking store.
     saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)

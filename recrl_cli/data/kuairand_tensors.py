@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from recrl_cli.data.manifest import read_manifest
+from recrl_cli.data.manifest import open_prepared
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS
 from recrl_cli.errors import DataError
 
@@ -84,7 +84,7 @@ class History:
 def load_row_table(directory: Path, device: torch.device | str = "cpu") -> RowTable:
     """Read ``rows.parquet`` of a prepared KuaiRand directory (checked against its manifest)."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = open_prepared(directory, "kuairand")
     info = manifest.get("tables", {}).get("rows")
     if manifest.get("dataset") != "kuairand" or not info:
         raise DataError(f"{directory} is not a prepared KuaiRand dataset; run `recrl prepare kuairand`")
@@ -137,7 +137,7 @@ def load_feature_table(directory: Path, table: str, device: torch.device | str =
     """Read ``users.parquet`` or ``items.parquet`` (``table`` = ``users`` / ``items``) as dense id tensors,
     so that ``ids[item]`` (item: LongTensor [B, H] or [B]) gathers a batch's features in one step."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = open_prepared(directory, "kuairand")
     if table not in ("users", "items") or table not in manifest.get("tables", {}):
         raise DataError(f"{directory} has no KuaiRand {table!r} table; run `recrl prepare kuairand`")
     feats = [f for f in manifest["features"] if f.get("table") == table and f.get("kind") == "categorical"]
@@ -169,7 +169,7 @@ def load_feature_table(directory: Path, table: str, device: torch.device | str =
 def load_split_rows(directory: Path, split: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """LongTensor [S]: the row indices of one split (``train``, ``val`` or ``test``), ascending."""
     directory = Path(directory)
-    info = read_manifest(directory)["splits"].get(split)
+    info = open_prepared(directory, "kuairand")["splits"].get(split)
     if info is None:
         raise DataError(f"{directory} has no split {split!r}")
     rows = pq.read_table(directory / info["file"], columns=["row"]).column("row").to_numpy()

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from recrl_cli.data.manifest import read_manifest
+from recrl_cli.data.manifest import open_prepared, verify_prepared
 from recrl_cli.data.shards import RowShard, read_rows, session_aligned_shard
 from recrl_cli.errors import DataError
 
@@ -81,7 +81,9 @@ class PreparedData:
 def load_split(
     directory: Path, manifest: dict[str, Any], split: str, shard: RowShard | None = None
 ) -> SplitTensors:
-    """Read one parquet split (or only the rows of ``shard``) into CPU tensors, checked against the manifest."""
+    """Read one parquet split (or only the rows of ``shard``) into CPU tensors, checked against the manifest
+    (:func:`~recrl_cli.data.manifest.verify_prepared`, once per process)."""
+    verify_prepared(directory, manifest)
     info = manifest.get("splits", {}).get(split)
     if info is None:
         raise DataError(f"split '{split}' is not in {directory / 'manifest.json'}")
@@ -143,7 +145,7 @@ def load_split(
 def load_prepared(directory: Path, device: torch.device, splits: tuple[str, ...] = SPLITS) -> PreparedData:
     """Load the manifest and the given splits of a prepared dataset onto ``device``."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = open_prepared(directory)
     loaded = {name: load_split(directory, manifest, name).to(device) for name in splits}
     return PreparedData(manifest=manifest, splits=loaded)
 
@@ -153,7 +155,7 @@ def load_prepared_shard(
 ) -> PreparedData:
     """Like :func:`load_prepared`, but only process ``rank``'s session-aligned share of every split."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = open_prepared(directory)
     shards, loaded = {}, {}
     for name in splits:
         info = manifest.get("splits", {}).get(name)

@@ -30,7 +30,7 @@ from typing import Any
 
 from recrl_cli import __version__
 from recrl_cli.data import manifest as mf
-from recrl_cli.data.atomic import atomic_output_dir
+from recrl_cli.data.atomic import OutputKind, atomic_output_dir, check_output_dir
 from recrl_cli.data.prepare.budget import auto_partitions, plan_blocks
 from recrl_cli.data.prepare.kuairand_features import encode_items, encode_users
 from recrl_cli.data.prepare.kuairand_logs import StagedLogs, ncore_filter, stage_logs, user_id_range
@@ -67,6 +67,7 @@ __all__ = [
     "StagedLogs", "block_rows", "encode_items", "encode_users", "ncore_filter", "prepare_kuairand", "raw_files",
     "stage_logs", "write_rows",
 ]  # fmt: skip
+OUTPUT = OutputKind("prepared kuairand data", lambda folder: mf.prepared_names(folder, "kuairand"))
 MEMORY_PARAMETERS = ("chunk_rows", "memory_budget", "partitions")  # cut the work, never change the output
 
 
@@ -76,11 +77,16 @@ def _check_file(path: Path, columns: tuple[str, ...], hint: str) -> None:
 
 
 def prepare_kuairand(
-    raw_dir: Path, out_dir: Path, params: KuaiRandPrepareParams | None = None, progress: Progress = None
-) -> dict[str, Any]:
-    """Write rows/users/items/train/val/test parquet + ``manifest.json`` atomically; return the manifest."""
+    raw_dir: Path, out_dir: Path, params: KuaiRandPrepareParams | None = None, progress: Progress = None,
+    *, force: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Write rows/users/items/train/val/test parquet + ``manifest.json`` atomically; return the manifest.
+
+    ``out_dir`` is checked first (``atomic.check_output_dir``): only a previous KuaiRand preparation is
+    replaced, any other non-empty folder only with ``force``, the raw folder or a folder holding it never."""
     params = params or KuaiRandPrepareParams()
     raw_dir, report = Path(raw_dir), progress or (lambda *_: None)
+    check_output_dir(Path(out_dir), OUTPUT, inputs=(raw_dir,), force=force)
     files = raw_files(params.version)
     hint = HINT.format(name=SOURCE_NAME[params.version], raw=raw_dir, version=params.version)
     steps = 6
@@ -89,7 +95,7 @@ def prepare_kuairand(
         _check_file(raw_dir / name, LOG_COLUMNS, hint)
     _check_file(raw_dir / files["users"], USER_COLUMNS, hint)
     _check_file(raw_dir / files["videos"], VIDEO_COLUMNS, hint)
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(out_dir), OUTPUT, inputs=(raw_dir,), force=force) as tmp:
         work = tmp / ".staging"
         work.mkdir()
         report("stage standard logs", 1, steps)

@@ -24,7 +24,7 @@ import polars as pl
 from recrl_cli import __version__
 from recrl_cli.config.fields import param
 from recrl_cli.data import manifest as mf
-from recrl_cli.data.atomic import atomic_output_dir
+from recrl_cli.data.atomic import OutputKind, atomic_output_dir, check_output_dir
 from recrl_cli.data.prepare.encoding import encode_all, fit_vocabs
 from recrl_cli.data.prepare.rawfiles import check_csv_file
 from recrl_cli.data.prepare.rawfiles import collect as _collect
@@ -44,6 +44,7 @@ PROPERTY_OF = {"category": "categoryid", "available": "available", "price": "790
 FEATURES = ("item", "category", "parent_category", "available", "price_bucket",
             "prop_888", "prop_364", "prop_776", "position_bucket")  # fmt: skip
 TASKS = ("click", "pay")
+OUTPUT = OutputKind("prepared retailrocket data", lambda folder: mf.prepared_names(folder, "retailrocket"))
 HINT = (
     "download RetailRocket from Kaggle (retailrocket/ecommerce-dataset) into {} "
     "or run `recrl synth retailrocket`"
@@ -78,11 +79,16 @@ class RetailRocketPrepareParams:
 
 
 def prepare_retailrocket(
-    raw_dir: Path, out_dir: Path, params: RetailRocketPrepareParams | None = None, progress: Progress = None
-) -> dict[str, Any]:
-    """Write ``train/val/test.parquet`` + ``manifest.json`` to ``out_dir`` atomically; return the manifest."""
+    raw_dir: Path, out_dir: Path, params: RetailRocketPrepareParams | None = None, progress: Progress = None,
+    *, force: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Write ``train/val/test.parquet`` + ``manifest.json`` to ``out_dir`` atomically; return the manifest.
+
+    ``out_dir`` is checked first (``atomic.check_output_dir``): only a previous RetailRocket preparation
+    is replaced, any other non-empty folder only with ``force``, the raw folder or a folder holding it never."""
     params = params or RetailRocketPrepareParams()
     raw_dir, report = Path(raw_dir), progress or (lambda *_: None)
+    check_output_dir(Path(out_dir), OUTPUT, inputs=(raw_dir,), force=force)
     steps = 6
     report("validate raw files", 0, steps)
     for name, schema in ((EVENTS, EVENTS_SCHEMA), *((p, PROPS_SCHEMA) for p in PROPS)):
@@ -100,7 +106,7 @@ def prepare_retailrocket(
     report("split and encode", 4, steps)
     splits, features = encode_splits(split_sessions(rows, params), params)
     report("write parquet", 5, steps)
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(out_dir), OUTPUT, inputs=(raw_dir,), force=force) as tmp:
         summary = {}
         for name, frame in splits.items():
             frame.write_parquet(tmp / f"{name}.parquet", compression="zstd")

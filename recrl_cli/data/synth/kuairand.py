@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recrl_cli.data.atomic import atomic_output_dir
+from recrl_cli.data.atomic import OutputKind, atomic_output_dir, check_output_dir, json_object
 from recrl_cli.data.prepare.kuairand_spec import BEHAVIOURS, LOG_COLUMNS, VERSIONS, raw_files
 from recrl_cli.data.synth.auc import rank_auc
 from recrl_cli.data.synth.kuairand_impressions import block_impressions, calibration_rows
@@ -67,6 +67,19 @@ Progress = Callable[[str, int, int], None] | None
 BLOCK_ROWS = 2_000_000  # log rows generated per user block (bounds the generator's memory)
 
 
+def _synth_names(folder: Path) -> set[str] | None:
+    """What an earlier ``recrl synth kuairand`` wrote (its ground_truth.json names the version), else None."""
+    truth = json_object(folder / "ground_truth.json")
+    if truth is None or truth.get("version") not in VERSIONS or "seed" not in truth:
+        return None
+    files = raw_files(truth["version"])
+    return {*files["standard"], files["random"], files["users"], files["videos"], "ground_truth.csv",
+            "ground_truth.json", "kuairand_video_captions.csv"}  # fmt: skip
+
+
+OUTPUT = OutputKind("synthetic kuairand raw files", _synth_names)
+
+
 def write_kuairand(
     out_dir: Path,
     *,
@@ -78,6 +91,7 @@ def write_kuairand(
     seed: int = 0,
     progress: Progress = None,
     captions: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the raw files of ``version`` into ``out_dir`` atomically; return a summary.
 
@@ -98,6 +112,7 @@ def write_kuairand(
                              ("num_impressions", n_std, 100), ("num_random", n_rand, 0)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer of at least {low}, got {value!r}")
+    check_output_dir(Path(out_dir), OUTPUT, force=force)  # before any work: never the user's own files
     report = progress or (lambda *_: None)
     rng = np.random.default_rng(seed)
     report("synth: users and videos", 0, 3)
@@ -118,7 +133,7 @@ def write_kuairand(
     params["intercepts"] = calibrate(linear_parts(users, items, calibration))
     blocks = _blocks(users["n_std"] + users["n_rand"])
     stats = _Stats(names, n_items)
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(out_dir), OUTPUT, force=force) as tmp:
         user_frame(rng, users).write_csv(tmp / files["users"], null_value="")
         write_videos(tmp / files["videos"], items)
         with contextlib.ExitStack() as stack:

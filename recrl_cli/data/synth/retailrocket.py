@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recrl_cli.data.atomic import atomic_output_dir
+from recrl_cli.data.atomic import OutputKind, atomic_output_dir, check_output_dir, json_object
 from recrl_cli.data.synth.auc import rank_auc
 from recrl_cli.errors import ConfigError
 
@@ -38,6 +38,19 @@ COEF = {"cat_click": 1.0, "cat_cvr": 0.6, "brand_click": 1.0, "item_click": 1.0,
 CORE_PROPS = ("categoryid", "available", "790", "888", "364", "776", "283", "917", "6", "159")
 
 
+SYNTH_FILES = frozenset({"events.csv", "item_properties_part1.csv", "item_properties_part2.csv", "category_tree.csv",
+                         "ground_truth.csv", "ground_truth.json", "item_text.csv"})  # fmt: skip
+
+
+def _synth_names(folder: Path) -> set[str] | None:
+    """What an earlier ``recrl synth retailrocket`` wrote (its ground_truth.json says so), else None."""
+    truth = json_object(folder / "ground_truth.json")
+    return set(SYNTH_FILES) if truth is not None and {"num_events", "seed"} <= truth.keys() else None
+
+
+OUTPUT = OutputKind("synthetic retailrocket raw files", _synth_names)
+
+
 def write_retailrocket(
     out_dir: Path,
     *,
@@ -45,6 +58,7 @@ def write_retailrocket(
     seed: int = 0,
     progress: Progress = None,
     item_text: bool = False,
+    force: bool = False,
 ) -> dict:
     """Write the raw files into ``out_dir`` atomically; return a summary (counts, mix, oracle AUC).
 
@@ -52,6 +66,7 @@ def write_retailrocket(
     (:mod:`recrl_cli.text.synth_text`; its own random stream, so the other files do not change)."""
     if num_events < 100:
         raise ConfigError(f"num_events must be at least 100, got {num_events}")
+    check_output_dir(Path(out_dir), OUTPUT, force=force)  # before any work: never the user's own files
     rng = np.random.default_rng(seed)
     scale = num_events / REAL_EVENTS
     report = progress or (lambda *_: None)
@@ -67,7 +82,7 @@ def write_retailrocket(
               "categories": int(tree["id"].size), "items": items["n"], "snapshots": N_WEEKS,
               "snapshot0_ms": SNAP0, "event_start_ms": EVENT_START, "event_end_ms": EVENT_END}  # fmt: skip
     half = props.height // 2
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(out_dir), OUTPUT, force=force) as tmp:
         events.write_csv(tmp / "events.csv", null_value="")
         _write_property_parts(props, tmp)
         order = rng.permutation(tree["id"].size)  # the real file is not ordered by level
