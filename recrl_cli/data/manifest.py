@@ -33,14 +33,7 @@ _HINT = "run `recrl prepare retailrocket` again"
 # Columns of each prepared file besides the manifest's features and tasks (see the prepare modules).
 _RETAILROCKET_BASE = ("session_id", "visitorid", "itemid", "timestamp", "position")
 _KUAIRAND_TABLE_KEYS = {"users": ("user", "user_id"), "items": ("item", "video_id")}
-_KUAIRAND_ROW_COLUMNS = (
-    "item",
-    "user",
-    "user_start",
-    "user_pos",
-    "request_pos",
-    "split",
-)  # what loaders read
+_KUAIRAND_ROW_COLUMNS = ("item", "user", "user_start", "user_pos", "request_pos", "split")  # fmt: skip
 _VERIFIED: set[tuple] = set()  # directories verified by this process, keyed by their files' stat
 
 
@@ -188,8 +181,9 @@ def verify_prepared(directory: Path, manifest: dict[str, Any]) -> None:
             raise DataError(f"{path} is not a readable parquet file ({reason}); {hint}") from None
         if "rows" in entry and meta.num_rows != int(entry["rows"]):
             raise DataError(f"{path} has {meta.num_rows:,} rows, its manifest says {entry['rows']:,}; {hint}")
-        if name in expected and columns != expected[name]:
-            missing, extra = sorted(expected[name] - columns), sorted(columns - expected[name])
+        want, exact = expected.get(name, (columns, True))
+        if (columns != want) if exact else not want <= columns:
+            missing, extra = sorted(want - columns), sorted(columns - want) if exact else []
             what = "; ".join(
                 part for part in (f"lacks {', '.join(missing)}" if missing else "",
                                   f"has unlisted {', '.join(extra)}" if extra else "") if part
@@ -203,20 +197,24 @@ def verify_prepared(directory: Path, manifest: dict[str, Any]) -> None:
     _VERIFIED.add(key)
 
 
-def _expected_columns(manifest: dict[str, Any]) -> dict[str, set[str]]:
-    """File name -> its exact column set, for the datasets whose layout recrl knows."""
+def _expected_columns(manifest: dict[str, Any]) -> dict[str, tuple[set[str], bool]]:
+    """File name -> (columns, exact) for the datasets whose layout recrl knows: exactly these columns
+    (a feature missing from the manifest shows as an unlisted column), or at least these (KuaiRand's row
+    table, whose optional columns the loaders look for)."""
     dataset = manifest.get("dataset")
     features = manifest["features"]
     if dataset == "retailrocket":
         columns = {*_RETAILROCKET_BASE, *(f["name"] for f in features), *manifest["tasks"]}
-        return {manifest["splits"][s]["file"]: columns for s in SPLITS}
+        return {manifest["splits"][s]["file"]: (columns, True) for s in SPLITS}
     if dataset == "kuairand":
-        out = {manifest["splits"][s]["file"]: {"row"} for s in SPLITS}
+        out = {manifest["splits"][s]["file"]: ({"row"}, True) for s in SPLITS}
+        tables = manifest.get("tables", {})
+        if tables.get("rows"):
+            out[tables["rows"]["file"]] = ({*_KUAIRAND_ROW_COLUMNS, *manifest["tasks"]}, False)
         for table, keys in _KUAIRAND_TABLE_KEYS.items():
-            entry = manifest.get("tables", {}).get(table)
-            if entry:
+            if tables.get(table):
                 listed = (f["name"] for f in features if f.get("table") == table and f.get("kind") != "id")
-                out[entry["file"]] = {*keys, *listed}
+                out[tables[table]["file"]] = ({*keys, *listed}, True)
         return out
     return {}
 

@@ -76,6 +76,28 @@ _STAGED_SCHEMA = {**{c: pl.Int64 for c in ("user_id", "video_id", "time_ms", "pl
 _STAGED_SCHEMA = {c: _STAGED_SCHEMA[c] for c in (*STAGED, "file", "line")}
 
 
+# Ids, times and durations are never negative in KuaiRand; a negative one is a damaged or foreign file.
+NON_NEGATIVE = ("user_id", "video_id", "time_ms", "play_time_ms", "duration_ms")
+
+
+def _check_staged(path: Path, staged: pl.LazyFrame) -> None:
+    """One pass over a file's staged rows: DataError on missing fields, labels other than 0/1, or a
+    negative id, time or duration (naming the file, the column and the first data row)."""
+    missing = pl.any_horizontal(pl.col(REQUIRED).is_null())
+    first = staged.select(
+        pl.len().alias("rows"), missing.sum().alias("missing"), pl.col("line").filter(missing).min().alias("at"),
+        *(pl.col(c).lt(0).sum().alias(c) for c in NON_NEGATIVE),
+        *(pl.col("line").filter(pl.col(c) < 0).min().alias(f"{c}@") for c in NON_NEGATIVE),
+    ).collect().row(0, named=True)  # fmt: skip
+    if first["missing"]:
+        raise DataError(f"{path} has {first['missing']:,} rows with missing fields or labels other than "
+                        f"0/1 (first at data row {first['at'] + 1})")  # fmt: skip
+    for column in NON_NEGATIVE:
+        if first[column]:
+            raise DataError(f"{path} has {first[column]:,} rows with a negative {column} "
+                            f"(first at data row {first[column + '@'] + 1})")  # fmt: skip
+
+
 def user_id_range(users_csv: Path) -> tuple[int, int]:
     """(lowest id, number of ids up to the highest) of the user feature file: the partitioned range."""
     ids = polars_read(
@@ -111,13 +133,7 @@ def stage_logs(
         polars_read(lambda lf=lf, sink=sink: lf.sink_parquet(sink, compression="zstd", mkdir=True), path)
         written = sorted(target.glob("*/*.parquet"))
         if written:
-            bad = pl.scan_parquet(written, hive_partitioning=False).filter(
-                pl.any_horizontal(pl.col(REQUIRED).is_null())
-            )
-            first = bad.select(pl.len(), pl.col("line").min()).collect()
-            if first["len"][0]:
-                raise DataError(f"{path} has {first['len'][0]:,} rows with missing fields or labels other than "
-                                f"0/1 (first at data row {first['line'][0] + 1})")  # fmt: skip
+            _check_staged(path, pl.scan_parquet(written, hive_partitioning=False))
         for f in written:  # hive directory "part=<p>"; a null user id was reported above
             files.setdefault(int(f.parent.name.partition("=")[2]), []).append(f)
     report("stage logs (files)", len(paths), len(paths))

@@ -143,6 +143,11 @@ def read_events(path: Path) -> tuple[pl.DataFrame, int]:
         raise DataError(
             f"{path} has {bad.height} rows with missing fields (first at data row {bad['row'][0] + 1})"
         )
+    for column in ("timestamp", "visitorid", "itemid", "transactionid"):  # ids and times are never negative
+        negative = raw.filter(pl.col(column) < 0)
+        if negative.height:
+            raise DataError(f"{path} has {negative.height} rows with a negative {column} "
+                            f"(first at data row {negative['row'][0] + 1})")  # fmt: skip
     unknown = raw.filter(~pl.col("event").is_in(list(EVENT_ORDER)))
     if unknown.height:
         raise DataError(
