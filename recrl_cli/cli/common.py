@@ -113,18 +113,30 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     """For commands that write temporary outputs (an atomic output folder, a child process): SIGTERM is
     handled like Ctrl-C (:func:`recrl_cli.signals.sigterm_as_interrupt`), so the same clean-up runs,
-    and either one ends with one error line and exit code 1 instead of a traceback."""
+    and either one ends with one error line and exit code 1 instead of a traceback, also when native
+    code turned the interrupt into another exception or swallowed it."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from recrl_cli.signals import Terminated, sigterm_as_interrupt
+        from recrl_cli.signals import Terminated, sigterm_as_interrupt, stop_mark, stops_since
+
+        mark = stop_mark()
+
+        def stopped(sigterm: bool) -> None:
+            what = "stopped by SIGTERM" if sigterm else "interrupted (Ctrl-C)"
+            fail(f"{what}; unfinished output was removed, nothing else was changed")
 
         try:
             with sigterm_as_interrupt():
-                return command(*args, **kwargs)
-        except KeyboardInterrupt as exc:
-            what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-            fail(f"{what}; unfinished output was removed, nothing else was changed")
+                result = command(*args, **kwargs)
+        except BaseException as exc:
+            stops = stops_since(mark)
+            if stops or isinstance(exc, KeyboardInterrupt):
+                stopped(stops[-1] == signal.SIGTERM if stops else isinstance(exc, Terminated))
+            raise
+        if stops := stops_since(mark):
+            stopped(stops[-1] == signal.SIGTERM)
+        return result
 
     return wrapper
 
