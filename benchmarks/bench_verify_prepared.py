@@ -6,7 +6,8 @@ then ``recrl prepare retailrocket``), best of ``--repeats``:
 - ``stat``: the sizes of the split files against the manifest;
 - ``footers``: sizes + parquet footers (row counts) + arrow schemas (columns against features and tasks);
 - ``sha256``: streaming sha256 of every split file (``hashlib.file_digest``);
-- ``verify_prepared``: all of the above, as every loader runs it (the per-process cache cleared);
+- ``verify_prepared``: all of the above, as every loader runs it (the per-process cache cleared), and
+  the re-check of an already verified directory (stat of each file, as the later loads of a command);
 - ``load_prepared``: reading the three splits into tensors (what the verification is added to).
 
 Then it damages copies of the directory three ways (4 KiB zeroed in the middle of train.parquet, a
@@ -144,6 +145,7 @@ def main() -> None:
         ("footers + schemas", lambda: check_footers(directory, manifest)),
         ("sha256 (streaming)", lambda: check_sha(directory, manifest)),
         ("verify_prepared (all)", lambda: full_verify(directory, manifest)),
+        ("verify_prepared (cached re-check)", lambda: mf.verify_prepared(directory, manifest)),
         ("load_prepared (no cache)", lambda: (mf._VERIFIED.clear(), tensors.load_prepared(directory, torch.device("cpu")))),
     ):  # fmt: skip
         timings.add_row(name, f"{best_ms(action, args.repeats):,.1f}")

@@ -223,7 +223,7 @@ def test_damaged_prepared_data_fails_before_any_run_is_logged(cli, cli_dataset, 
     train = data / "train.parquet"
     train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
     line = one_line_error(cli("train", "mmoe", "--data", data, "--tracking-uri", mlflow_sqlite_uri))
-    assert re.search(r"train\.parquet is .* bytes, its manifest says .*recrl prepare retailrocket", line), line
+    assert re.search(r"train\.parquet is .* bytes, its manifest says .*prepare retailrocket", line), line
     (data / "manifest.json").write_text("{not json")
     line = one_line_error(cli("train", "mmoe", "--data", data, "--tracking-uri", mlflow_sqlite_uri))
     assert re.search(r"manifest\.json is not valid JSON", line), line

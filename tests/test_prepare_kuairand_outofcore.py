@@ -54,8 +54,8 @@ def budget_for(manifest: dict, rows: int) -> str:
 
 
 def comparable(manifest: dict) -> dict:
-    """The manifest without what the memory settings and the clock change."""
-    out = {k: v for k, v in manifest.items() if k not in ("created_at", "memory")}
+    """The manifest without what the memory settings and the clock change (and its checksum, over all of it)."""
+    out = {k: v for k, v in manifest.items() if k not in ("created_at", "memory", "checksum")}
     out["parameters"] = {k: v for k, v in manifest["parameters"].items() if k not in MEMORY_KEYS}
     return out
 
