@@ -30,6 +30,7 @@ class Terminated(KeyboardInterrupt):
 # converting a schema, say) can swallow the exception a handler raises or turn it into another one,
 # so whoever must not finish after a stop compares :func:`stop_mark` before and after instead.
 _stops: list[int] = []
+_marks: list[int] = []  # stop_mark() at the entry of each open sigterm_as_interrupt block, outermost first
 
 
 def stop_mark() -> int:
@@ -40,6 +41,12 @@ def stop_mark() -> int:
 def stops_since(mark: int) -> list[int]:
     """Signal numbers received (SIGINT, SIGTERM) since ``mark``, in order."""
     return _stops[mark:]
+
+
+def stops_in_block() -> list[int]:
+    """Stops received since the outermost open :func:`sigterm_as_interrupt` block began (a command's
+    whole run, when the CLI opened one): what an output must not be completed after."""
+    return stops_since(_marks[0]) if _marks else []
 
 
 def raise_stop(stops: list[int]) -> None:
@@ -67,9 +74,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
     except ValueError:  # not the main thread: no handler can be installed
         yield
         return
+    _marks.append(stop_mark())
     try:
         yield
     finally:
+        _marks.pop()
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 

@@ -10,6 +10,7 @@ data-loss cases of issue 13 are here verbatim: `--raw raw_same --out raw_same`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -327,6 +328,20 @@ def test_sigterm_mid_prepare_removes_the_temporary_folder_and_keeps_the_old_outp
     assert "stopped by SIGTERM" in one_line_process_error(done)
     assert leftovers(tmp_path) == [] and tree_digest(tmp_path) == before
     assert sorted(entries(tmp_path)) == ["prepared", "raw"] and entries(out)
+
+
+def test_a_sigterm_swallowed_by_native_code_still_stops_the_swap(tmp_path):
+    """polars can catch what a signal handler raises inside its callbacks: the output must not appear."""
+    from recrl_cli.data.atomic import atomic_output_dir
+    from recrl_cli.signals import Terminated
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("previous result")
+    with pytest.raises(Terminated), atomic_output_dir(tmp_path / "out") as tmp:
+        (tmp / "new.txt").write_text("half")
+        with contextlib.suppress(BaseException):  # what a native callback does with the exception
+            signal.raise_signal(signal.SIGTERM)  # handled: atomic_output_dir installed the handler
+    assert entries(tmp_path / "out") == ["old.txt"] and leftovers(tmp_path) == []
 
 
 def test_deferred_signals_deliver_after_the_block():

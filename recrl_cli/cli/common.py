@@ -124,7 +124,7 @@ def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 
         def stopped(sigterm: bool) -> None:
             what = "stopped by SIGTERM" if sigterm else "interrupted (Ctrl-C)"
-            fail(f"{what}; unfinished output was removed, nothing else was changed")
+            fail(f"{what}; no partial output was left")
 
         try:
             with sigterm_as_interrupt():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recrl_cli.errors import DataError
-from recrl_cli.signals import deferred_signals, raise_stop, sigterm_as_interrupt, stop_mark, stops_since
+from recrl_cli.signals import deferred_signals, raise_stop, sigterm_as_interrupt, stops_in_block
 
 TMP_MARK = ".recrl-tmp-"
 _SHOWN = 3  # names quoted in an error message
@@ -112,7 +112,6 @@ def atomic_output_dir(
         check_output_dir(target, kind, inputs=inputs, force=force)
     elif target.exists() and not target.is_dir():
         raise DataError(f"output path {target} exists and is not a directory")
-    mark = stop_mark()
     with sigterm_as_interrupt():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +122,7 @@ def atomic_output_dir(
         try:
             yield tmp
             with deferred_signals():  # the check and the swap are one step: never cut in two
-                raise_stop(stops_since(mark))  # a stop whose exception native code swallowed
+                raise_stop(stops_in_block())  # a stop whose exception native code swallowed
                 if kind is not None:
                     check_output_dir(target, kind, inputs=inputs, force=force)
                 _replace(tmp, target)
