@@ -199,6 +199,18 @@ def test_kuairand_negative_values_name_file_and_column(cli, kr_data, ws, column)
     assert line
 
 
+@pytest.mark.parametrize("column", ["timestamp", "itemid"])
+def test_retailrocket_negative_values_name_file_and_column(cli, cli_dataset, ws, column):
+    raw = shutil.copytree(cli_dataset.raw, ws / "raw")
+    lines = (raw / "events.csv").read_text().splitlines()
+    row = lines[9].split(",")
+    row[lines[0].split(",").index(column)] = "-3"
+    lines[9] = ",".join(row)
+    (raw / "events.csv").write_text("\n".join(lines) + "\n")
+    fails_cleanly(cli, ws, "prepare", "retailrocket", "--raw", "raw", "--out", "out",
+                  match=f"events.csv has 1 rows with a negative {column} (first at data row 9)")  # fmt: skip
+
+
 # ---- damaged prepared data: refused on load, before any run or store exists ----------------------
 
 
