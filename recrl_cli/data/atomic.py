@@ -160,7 +160,7 @@ def _unique_sibling(target: Path, tag: str) -> Path:
 
 
 def _resolved(path: Path) -> Path:
-    return Path(os.path.realpath(path.expanduser()))
+    return Path(os.path.realpath(path))  # no expanduser: a literal "~" is a folder named so, as written
 
 
 def _entries(folder: Path) -> list[str]:
