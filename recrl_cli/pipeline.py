@@ -21,7 +21,7 @@ import torch
 
 from recrl_cli import __version__
 from recrl_cli.algorithms.registry import check_dataset, get_algorithm
-from recrl_cli.algorithms.saved import read_saved_model
+from recrl_cli.algorithms.saved import download_saved_model, read_saved_model
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
@@ -34,7 +34,6 @@ from recrl_cli.training.device import resolve_device, seed_everything
 from recrl_cli.training.trainer import ProgressFn, StopSignal, Trainer
 
 EVAL_SPLITS = ("val", "test")
-MODEL_ARTIFACT = "model/model.pt"
 
 
 @dataclass(frozen=True)
@@ -283,8 +282,11 @@ def load_saved_model(source: str, tracker: Tracker | Callable[[], Tracker]) -> d
     if not hasattr(tracker, "download_artifact"):
         tracker = tracker()
     with tempfile.TemporaryDirectory() as tmp:
-        local = tracker.download_artifact(source, MODEL_ARTIFACT, Path(tmp))
-        return read_saved_model(local)
+        local = download_saved_model(tracker, source, Path(tmp))
+        try:
+            return read_saved_model(local)
+        except DataError as exc:  # name the run, not a temporary file that is gone once this returns
+            raise DataError(str(exc).replace(str(local), f"the model of MLflow run {source}")) from None
 
 
 def evaluate_saved(

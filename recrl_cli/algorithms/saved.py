@@ -10,6 +10,9 @@ names what is missing, never a ``KeyError`` deep in a loader.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import torch
 from recrl_cli.errors import DataError
 from recrl_cli.training.checkpoint import RETRAIN, check_schema, read_checkpoint, type_name
 
+MODEL_ARTIFACT = "model/model.pt"  # where the pipeline logs a run's saved model
 _NONE = type(None)
 _SEQ = (list, tuple)
 
@@ -92,3 +96,24 @@ def describe(payload: dict[str, Any]) -> str:
     algo = payload.get("algo")
     spec = ALGORITHMS.get(algo) if isinstance(algo, str) else None
     return f"a '{algo}' model ({spec.family})" if spec else f"a '{algo}' model"
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a download progress bar on stderr, which would break the one-line error of a refused file."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def download_saved_model(tracker: Any, run_id: str, dst_dir: Path) -> Path:
+    """The ``model.pt`` artifact of MLflow run ``run_id``, copied into ``dst_dir`` (not read or checked)."""
+    with _no_progress_bar():
+        return Path(tracker.download_artifact(run_id, MODEL_ARTIFACT, dst_dir))

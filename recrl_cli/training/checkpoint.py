@@ -94,19 +94,22 @@ def read_checkpoint(path: Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"(?:GLOBAL|global) ([\w.]+(?: [\w.]+)?)", str(exc))
-        if "Weights only load failed" in str(exc) or found:
-            names = f" ({found.group(1).replace(' ', '.')})" if found else ""
+        text = str(exc)
+        if "Weights only load failed" in text:  # the safe unpickler met something it does not build
+            found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(
+                r"WeightsUnpickler error: ([^\n]+)", text
+            )
+            names = f" ({found.group(1).rstrip('.')})" if found else ""
             raise DataError(
                 f"refused to load {path}: it holds Python objects{names}, not only tensors and plain values, "
                 f"and nothing in it was run; {RETRAIN}"
             ) from None
         raise DataError(
-            f"cannot read {what} {path}: not a recrl file or damaged ({error_detail(exc)})"
+            f"cannot read checkpoint {path}: not a recrl {what} or damaged ({error_detail(exc)})"
         ) from None
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         raise DataError(
-            f"cannot read {what} {path}: not a recrl file or damaged ({error_detail(exc)})"
+            f"cannot read checkpoint {path}: not a recrl {what} or damaged ({error_detail(exc)})"
         ) from None
 
 

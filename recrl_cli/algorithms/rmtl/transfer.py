@@ -16,12 +16,11 @@ import torch
 
 from recrl_cli.algorithms.rmtl.critics import TaskCritics
 from recrl_cli.algorithms.rmtl.mdp import critic_cardinalities
-from recrl_cli.algorithms.saved import describe, read_saved_model
+from recrl_cli.algorithms.saved import describe, download_saved_model, read_saved_model
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.tracking.base import Tracker
 from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail
 
-MODEL_ARTIFACT = "model/model.pt"  # where the pipeline logs the exported model (recrl_cli.pipeline)
 DEFAULT_CACHE = Path("runs") / "critics"
 
 
@@ -43,7 +42,7 @@ def resolve_critics_source(ref: str, tracker: Tracker, cache_dir: Path = DEFAULT
         return target
     created = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     try:
-        downloaded = tracker.download_artifact(ref, MODEL_ARTIFACT, target.parent)  # TrackingError if unknown
+        downloaded = download_saved_model(tracker, ref, target.parent)  # TrackingError if unknown
         if downloaded != target:
             downloaded.replace(target)
         read_exported_critics(target)  # a run's artifact is checked like any file before it is kept
