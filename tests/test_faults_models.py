@@ -244,6 +244,16 @@ def _write(obj):
     return lambda world, path: save_checkpoint(path, obj(world)) if callable(obj) else torch.save(obj, path)
 
 
+def _zip(world) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("model/data.pkl", b"not a pickle")
+    return buffer.getvalue()
+
+
 def _bytes(make):
     return lambda world, path: path.write_bytes(make(world))
 
@@ -260,7 +270,11 @@ MALFORMED = {
     "an empty file": (_bytes(lambda w: b""), r"is empty \(0 bytes\)"),
     "random bytes": (
         _bytes(lambda w: bytes(range(256)) * 8),
-        r"cannot read checkpoint .*not a recrl saved model",
+        r"cannot read checkpoint .*not a recrl saved model or damaged \(Unsupported operand",
+    ),
+    "a zip that is no torch file": (
+        _bytes(_zip),
+        r"cannot read checkpoint .*not a recrl saved model or damaged",
     ),
     "a truncated model": (
         _bytes(lambda w: w["model"].read_bytes()[: w["model"].stat().st_size // 2]),
@@ -356,7 +370,8 @@ def test_resume_checkpoint_of_another_algorithm(cli, world, work):
 def test_resume_checkpoint_that_is_not_a_dict(cli, world, work):
     runs = _interrupted_run(world, work, {"x": 1})
     (next(runs.iterdir()) / "checkpoint.pt").write_bytes(b"\x00" * 64)
-    fails_cleanly(cli, world, work, *_resume(world, runs), match=r"cannot read checkpoint .*checkpoint\.pt")
+    fails_cleanly(cli, world, work, *_resume(world, runs),
+                  match=r"cannot read checkpoint .*checkpoint\.pt: not a recrl resume checkpoint or damaged")  # fmt: skip
 
 
 # ---- datasets of the wrong kind --------------------------------------------------------------------------------
@@ -390,7 +405,7 @@ def test_evaluate_on_the_wrong_kind_of_dataset(cli, world, work):
 
 def test_evaluate_unknown_run_id_without_a_store_creates_none(cli, world, work):
     fails_cleanly(cli, world, work, "evaluate", "0123456789abcdef" * 2, "--data", world["rr"],
-                  match=r"no saved model file, run directory or MLflow run '0123.*' .*mlflow\.db does not exist")  # fmt: skip
+                  match=r"no saved model file, run directory or MLflow run '0123.*'.*mlflow\.db does not exist")  # fmt: skip
     assert not (work / "mlflow.db").exists()
 
 

@@ -72,11 +72,13 @@ LOAD_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError)
 
 
 def error_detail(exc: BaseException) -> str:
-    """The first line of an exception's message (``missing 'x'`` for a KeyError), for one-line errors."""
+    """An exception's message on one line, at most 300 characters (``missing 'x'`` for a KeyError)."""
     if isinstance(exc, KeyError):
         return f"missing {exc}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    text = " ".join(str(exc).split())  # load_state_dict puts its reasons on the lines after the first
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return text or type(exc).__name__
 
 
 def read_checkpoint(path: Path, what: str = "checkpoint") -> Any:
@@ -95,18 +97,15 @@ def read_checkpoint(path: Path, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text:  # the safe unpickler met something it does not build
-            found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(
-                r"WeightsUnpickler error: ([^\n]+)", text
-            )
-            names = f" ({found.group(1).rstrip('.')})" if found else ""
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:  # the safe unpickler met a class or function: nothing was built from it
             raise DataError(
-                f"refused to load {path}: it holds Python objects{names}, not only tensors and plain values, "
-                f"and nothing in it was run; {RETRAIN}"
+                f"refused to load {path}: it holds Python objects ({found.group(1)}), not only tensors and plain "
+                f"values, and nothing in it was run; {RETRAIN}"
             ) from None
-        raise DataError(
-            f"cannot read checkpoint {path}: not a recrl {what} or damaged ({error_detail(exc)})"
-        ) from None
+        detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+        detail = " ".join(detail.split("Check the documentation")[0].split()) or type(exc).__name__
+        raise DataError(f"cannot read checkpoint {path}: not a recrl {what} or damaged ({detail})") from None
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         raise DataError(
             f"cannot read checkpoint {path}: not a recrl {what} or damaged ({error_detail(exc)})"
