@@ -311,13 +311,17 @@ def evaluate_saved(
     check_dataset(algo, manifest.get("dataset"), prepared_dir, doing="scores")
     exported = saved["exported"]
     if algo == "simulator":  # scores row indices of the KuaiRand row table, not feature rows
-        from recrl_cli.sim.train import evaluate_saved_simulator
+        from recrl_cli.sim.train import evaluate_saved_simulator, load_response_model
 
-        try:
-            return evaluate_saved_simulator(exported, prepared_dir, split, device)
+        if exported["dataset_fingerprint"] != manifest.get("fingerprint"):  # its ids index that data's tables
+            raise DataError(f"the simulator was trained on other data than {prepared_dir} (dataset fingerprints "
+                            "differ): score it on the prepared directory it was trained on")  # fmt: skip
+        try:  # rebuilt once here so that only a model that does not fit its own export is reported as such
+            load_response_model(exported, "cpu")
         except LOAD_ERRORS as exc:
-            raise DataError(f"the saved simulator cannot be rebuilt or does not fit {prepared_dir} "
-                            f"({error_detail(exc)})") from None  # fmt: skip
+            raise DataError(f"the saved simulator cannot be rebuilt ({error_detail(exc)}); it was written by an "
+                            "older recrl or damaged: train it again") from None  # fmt: skip
+        return evaluate_saved_simulator(exported, prepared_dir, split, device)
     if list(manifest["tasks"]) != list(exported["tasks"]):
         raise DataError(
             f"the model predicts {list(exported['tasks'])} but {prepared_dir} has tasks {manifest['tasks']}"

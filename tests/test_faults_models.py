@@ -308,7 +308,7 @@ MALFORMED = {
     ),
     "a simulator for RetailRocket rows": (
         _write(lambda w: simulator_model()),
-        r"simulator scores prepared kuairand data .* holds prepared retailrocket data",
+        r"simulator scores prepared KuaiRand data .* holds prepared RetailRocket data",
     ),
 }
 
@@ -318,6 +318,12 @@ def test_evaluate_malformed_model_files(cli, world, work, case):
     make, message = MALFORMED[case]
     make(world, work / "model.pt")
     fails_cleanly(cli, world, work, "evaluate", work / "model.pt", "--data", world["rr"], match=message)
+
+
+def test_evaluate_simulator_on_other_kuairand_data(cli, world, work):
+    save_checkpoint(work / "sim.pt", simulator_model())
+    fails_cleanly(cli, world, work, "evaluate", work / "sim.pt", "--data", world["kr"],
+                  match=r"the simulator was trained on other data than .*fingerprints differ")  # fmt: skip
 
 
 def test_agent_checkpoint_as_simulator_is_named(cli, world, work):
@@ -380,24 +386,24 @@ def test_resume_checkpoint_that_is_not_a_dict(cli, world, work):
 @pytest.mark.parametrize(
     ("algo", "data", "need", "got"),
     [
-        ("mmoe", "kr", "retailrocket", "kuairand"),
-        ("rmtl", "kr", "retailrocket", "kuairand"),
-        ("simulator", "rr", "kuairand", "retailrocket"),
-        ("hac", "rr", "kuairand", "retailrocket"),
-        ("hrlrec", "rr", "kuairand", "retailrocket"),
-        ("mtf-iql", "rr", "kuairand", "retailrocket"),
+        ("mmoe", "kr", "RetailRocket", "KuaiRand"),
+        ("rmtl", "kr", "RetailRocket", "KuaiRand"),
+        ("simulator", "rr", "KuaiRand", "RetailRocket"),
+        ("hac", "rr", "KuaiRand", "RetailRocket"),
+        ("hrlrec", "rr", "KuaiRand", "RetailRocket"),
+        ("mtf-iql", "rr", "KuaiRand", "RetailRocket"),
     ],
 )
 def test_train_on_the_wrong_kind_of_dataset(cli, world, work, algo, data, need, got):
     fails_cleanly(cli, world, work, "train", algo, "--data", world[data],
-                  match=rf"{algo} trains on prepared {need} data \(`recrl prepare {need}`\), but .* holds prepared "
+                  match=rf"{algo} trains on prepared {need} data \(`recrl prepare {need.lower()}`\), but .* holds prepared "
                         rf"{got} data")  # fmt: skip
     assert not (work / "mlflow.db").exists()
 
 
 def test_evaluate_on_the_wrong_kind_of_dataset(cli, world, work):
     fails_cleanly(cli, world, work, "evaluate", world["model"], "--data", world["kr"],
-                  match=r"mmoe scores prepared retailrocket data .* holds prepared kuairand data")  # fmt: skip
+                  match=r"mmoe scores prepared RetailRocket data .* holds prepared KuaiRand data")  # fmt: skip
 
 
 # ---- evaluate by run id -----------------------------------------------------------------------------------------

@@ -76,17 +76,21 @@ def required_dataset(algo: str) -> str:
     return DATASET_OF_FAMILY[get_algorithm(algo).family]
 
 
+_DATASET_NAMES = {"retailrocket": "RetailRocket", "kuairand": "KuaiRand"}
+
+
 def check_dataset(algo: str, dataset: object, directory: object, doing: str = "trains on") -> None:
     """One-line DataError unless ``dataset`` (a manifest's ``dataset``) is what ``algo`` needs."""
     need = required_dataset(algo)
     if dataset != need:
         held = (
-            f"prepared {dataset} data"
+            f"prepared {_DATASET_NAMES.get(dataset, dataset)} data"
             if isinstance(dataset, str) and dataset
-            else "no dataset name in its manifest"
+            else "data whose manifest names no dataset"
         )
         raise DataError(
-            f"{algo} {doing} prepared {need} data (`recrl prepare {need}`), but {directory} holds {held}"
+            f"{algo} {doing} prepared {_DATASET_NAMES[need]} data (`recrl prepare {need}`), but {directory} "
+            f"holds {held}"
         )
 
 
