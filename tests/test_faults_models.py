@@ -70,11 +70,15 @@ def world(tmp_path_factory, new_mlflow_db, cli, cli_dataset) -> dict:
     evil_model(root / "evil-artifact" / "model.pt", root / "PWNED-FROM-MLFLOW")
     client.log_artifact(evil_run, str(root / "evil-artifact" / "model.pt"), "model")
     client.set_terminated(evil_run)
+    empty_run = client.create_run(
+        client.get_experiment_by_name("recrl/retailrocket").experiment_id
+    ).info.run_id
+    client.set_terminated(empty_run, "FAILED")  # a run that died before it saved a model
     kuairand = root / "kuairand"
     write_kuairand(kuairand / "raw", num_users=40, num_items=30, num_impressions=800, seed=7)
     prepare_kuairand(kuairand / "raw", kuairand / "prepared", KuaiRandPrepareParams(n_core=2))
     return {"root": root, "uri": uri, "rr": cli_dataset.prepared, "kr": kuairand / "prepared",
-            "run_dir": run_dir, "model": run_dir / "model.pt", "good_run": good_run, "evil_run": evil_run,
+            "run_dir": run_dir, "model": run_dir / "model.pt", "good_run": good_run, "evil_run": evil_run, "empty_run": empty_run,
             "train_args": args}  # fmt: skip
 
 
@@ -418,6 +422,11 @@ def test_evaluate_unknown_run_id_without_a_store_creates_none(cli, world, work):
 def test_evaluate_unknown_run_id_leaves_the_store_unchanged(cli, world, work):
     fails_cleanly(cli, world, work, "evaluate", "f" * 32, "--data", world["rr"], "--tracking-uri", world["uri"],
                   match=r"no MLflow run 'f{32}'")  # fmt: skip
+
+
+def test_evaluate_run_without_a_model(cli, world, work):
+    fails_cleanly(cli, world, work, "evaluate", world["empty_run"], "--data", world["rr"],
+                  "--tracking-uri", world["uri"], match=rf"model/model\.pt.*{world['empty_run']}")  # fmt: skip
 
 
 def test_evaluate_by_run_id_still_works(cli, world, work):
