@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from recrl_cli import __version__
-from recrl_cli.algorithms.registry import get_algorithm
+from recrl_cli.algorithms.registry import check_dataset, get_algorithm
+from recrl_cli.algorithms.saved import download_saved_model, read_saved_model
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
@@ -28,12 +29,11 @@ from recrl_cli.evaluation.evaluator import evaluate_split
 from recrl_cli.reporting import plot_learning_curve, write_history_csv
 from recrl_cli.tracking.base import NullTracker, Tracker, flatten_params
 from recrl_cli.training import distributed
-from recrl_cli.training.checkpoint import load_checkpoint, save_checkpoint
+from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail, save_checkpoint
 from recrl_cli.training.device import resolve_device, seed_everything
 from recrl_cli.training.trainer import ProgressFn, StopSignal, Trainer
 
 EVAL_SPLITS = ("val", "test")
-MODEL_ARTIFACT = "model/model.pt"
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,19 @@ class RunResult:
 DATA_PARALLEL_FAMILIES = ("mtl base", "rl-mtl")
 
 
-def load_data(directory: Path, device: torch.device):
+def load_data(directory: Path, device: torch.device, algo: str | None = None):
     """The prepared dataset as device tensors, by the manifest's dataset (KuaiRand keeps row indices).
 
-    In a data-parallel run (a torchrun process group) only this process's share of each split is loaded.
+    With ``algo``, a dataset of another kind than the algorithm reads is a one-line error first. In a
+    data-parallel run (a torchrun process group) only this process's share of each split is loaded.
     """
     from recrl_cli.data.manifest import read_manifest
     from recrl_cli.data.tensors import load_prepared_shard
 
-    kuairand = read_manifest(directory).get("dataset") == "kuairand"
+    dataset = read_manifest(directory).get("dataset")
+    if algo is not None:
+        check_dataset(algo, dataset, directory)
+    kuairand = dataset == "kuairand"
     rank, world = distributed.rank_world()
     if world > 1:
         if kuairand:
@@ -146,7 +150,7 @@ def train_run(
         stop = distributed.SyncedStop(stop)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.threads)
-    data = load_data(Path(cfg.data.prepared_dir), device)
+    data = load_data(Path(cfg.data.prepared_dir), device, cfg.algo)
     key = run_key(cfg, data.fingerprint)
     run_dir = runs_root / key
     checkpoint = run_dir / "checkpoint.pt"
@@ -261,23 +265,28 @@ def _save_artifacts(
 
 
 def load_saved_model(source: str, tracker: Tracker | Callable[[], Tracker]) -> dict[str, Any]:
-    """Read ``model.pt`` from a file, a run directory, or an MLflow run id.
+    """Read and check ``model.pt`` from a file, a run directory, or an MLflow run id (see
+    :func:`recrl_cli.algorithms.saved.read_saved_model`).
 
     ``tracker`` may be a function that makes one: it is then called only for a run id, so that
-    scoring a local file never opens (or creates) a tracking store.
+    scoring a local file never opens (or creates) a tracking store. A downloaded artifact lives in a
+    temporary directory that is removed whatever happens.
     """
     path = Path(source)
     if path.is_dir():
         path = path / "model.pt"
     if path.is_file():
-        return load_checkpoint(path)
-    if path.suffix or "/" in source or "\\" in source:
+        return read_saved_model(path)
+    if path.suffix or "/" in source or "\\" in source or not source.strip():
         raise DataError(f"no saved model at {source}")
     if not hasattr(tracker, "download_artifact"):
         tracker = tracker()
     with tempfile.TemporaryDirectory() as tmp:
-        local = tracker.download_artifact(source, MODEL_ARTIFACT, Path(tmp))
-        return load_checkpoint(local)
+        local = download_saved_model(tracker, source, Path(tmp))
+        try:
+            return read_saved_model(local)
+        except DataError as exc:  # name the run, not a temporary file that is gone once this returns
+            raise DataError(str(exc).replace(str(local), f"the model of MLflow run {source}")) from None
 
 
 def evaluate_saved(
@@ -288,27 +297,43 @@ def evaluate_saved(
     device_name: str = "auto",
     batch_size: int = 65536,
 ) -> dict[str, float]:
-    """Score a saved model on one split of a prepared dataset; returns ``<task>/<metric>`` metrics."""
+    """Score a saved model (checked by :func:`load_saved_model`) on one split of a prepared dataset;
+    returns ``<task>/<metric>`` metrics."""
     from recrl_cli.data.manifest import read_manifest
 
-    spec = get_algorithm(saved["algo"])
+    algo = saved["algo"]
+    spec = get_algorithm(algo)
     device = resolve_device(device_name)
-    if saved["algo"] == "simulator":  # scores row indices of the KuaiRand row table, not feature rows
-        from recrl_cli.sim.train import evaluate_saved_simulator
-
-        return evaluate_saved_simulator(saved["exported"], prepared_dir, split, device)
-    if spec.family == "rl":  # agents act in the simulator and score no rows: load_predictor says so
-        spec.load_predictor(saved["exported"], device)
+    if spec.family not in ("mtl base", "rl-mtl", "simulator"):  # policies act in the simulator and score no
+        spec.load_predictor(saved["exported"], device)  # rows: their load_predictor says so in one line
+        raise ConfigError(f"{algo} does not score rows; its metrics are in its training run")
     manifest = read_manifest(prepared_dir)
+    check_dataset(algo, manifest.get("dataset"), prepared_dir, doing="scores")
     exported = saved["exported"]
+    if algo == "simulator":  # scores row indices of the KuaiRand row table, not feature rows
+        from recrl_cli.sim.train import evaluate_saved_simulator, load_response_model
+
+        if exported["dataset_fingerprint"] != manifest.get("fingerprint"):  # its ids index that data's tables
+            raise DataError(f"the simulator was trained on other data than {prepared_dir} (dataset fingerprints "
+                            "differ): score it on the prepared directory it was trained on")  # fmt: skip
+        try:  # rebuilt once here so that only a model that does not fit its own export is reported as such
+            load_response_model(exported, "cpu")
+        except LOAD_ERRORS as exc:
+            raise DataError(f"the saved simulator cannot be rebuilt ({error_detail(exc)}); it was written by an "
+                            "older recrl or damaged: train it again") from None  # fmt: skip
+        return evaluate_saved_simulator(exported, prepared_dir, split, device)
     if list(manifest["tasks"]) != list(exported["tasks"]):
         raise DataError(
-            f"the model predicts {exported['tasks']} but {prepared_dir} has tasks {manifest['tasks']}"
+            f"the model predicts {list(exported['tasks'])} but {prepared_dir} has tasks {manifest['tasks']}"
         )
     cards = [int(f["cardinality"]) for f in manifest["features"]]
     if "cardinalities" in exported and cards != list(exported["cardinalities"]):
         raise DataError(f"{prepared_dir} was prepared with other feature vocabularies than this model's data")
+    try:
+        predict = spec.load_predictor(exported, device)
+    except LOAD_ERRORS as exc:
+        raise DataError(f"the saved {algo} model cannot be rebuilt ({error_detail(exc)}); it was written by an "
+                        "older recrl or damaged: train it again") from None  # fmt: skip
     data = load_split(prepared_dir, manifest, split).to(device)
-    predict = spec.load_predictor(exported, device)
     with torch.no_grad():
         return evaluate_split(predict, data, manifest["tasks"], batch_size)

@@ -25,29 +25,48 @@ from recrl_cli.agents import make_agent
 from recrl_cli.agents.config import CONFIGS, AgentRunConfig, DDPGRunConfig
 from recrl_cli.agents.loop import REPORTED, AgentLoop, AgentResult, LoopConfig
 from recrl_cli.config.schema import RunConfig
-from recrl_cli.errors import ConfigError
+from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
 from recrl_cli.text.config import uses_text
+from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail
 from recrl_cli.training.trainer import Stage
 
 
-def load_simulator(source: str, device: torch.device):
-    """The response model saved by ``recrl train simulator`` (a run directory or a model.pt) and its export."""
-    from recrl_cli.sim.train import load_response_model
-    from recrl_cli.training.checkpoint import load_checkpoint
+def read_simulator(source: str, option: str = "--simulator") -> dict[str, Any]:
+    """The checked export of a simulator saved by ``recrl train simulator`` (a run directory or its model.pt).
+
+    Reads and validates only (cheap enough for a preflight); one-line errors for a missing, unsafe, malformed
+    or other kind of model file.
+    """
+    from recrl_cli.algorithms.saved import describe, read_saved_model
 
     if not source:
-        raise ConfigError("RL agents need a trained simulator: pass --simulator <run dir or model.pt>")
+        raise ConfigError(f"RL agents need a trained simulator: pass {option} <run dir or model.pt>")
     path = Path(source)
     if path.is_dir():
         path = path / "model.pt"
     if not path.is_file():
         raise ConfigError(f"no simulator model at {source} (expected a run directory or its model.pt)")
-    saved = load_checkpoint(path)
-    if saved.get("algo") != "simulator":
-        raise ConfigError(f"{source} is a {saved.get('algo')!r} model, not a trained simulator")
-    return load_response_model(saved["exported"], device), saved["exported"]
+    saved = read_saved_model(path)
+    if saved["algo"] != "simulator":
+        raise ConfigError(
+            f"{option} {source} is {describe(saved)}, not a trained simulator (recrl train simulator)"
+        )
+    return saved["exported"]
+
+
+def load_simulator(source: str, device: torch.device, option: str = "--simulator"):
+    """The response model saved by ``recrl train simulator`` (a run directory or a model.pt) and its export."""
+    from recrl_cli.sim.train import load_response_model
+
+    exported = read_simulator(source, option)
+    try:
+        return load_response_model(exported, device), exported
+    except LOAD_ERRORS as exc:
+        raise DataError(
+            f"{option} {source}: the saved simulator cannot be rebuilt ({error_detail(exc)})"
+        ) from None
 
 
 class RLAgentAlgorithm:

@@ -7,7 +7,7 @@ from recrl_cli.agents.algorithm import agent_builder, load_agent_predictor
 from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
-from recrl_cli.errors import RegistryError
+from recrl_cli.errors import DataError, RegistryError
 from recrl_cli.hrlrec.algorithm import build_hrlrec, load_hrlrec_predictor
 from recrl_cli.hrlrec.config import HRLRecConfig
 from recrl_cli.mtf.algorithm import load_mtf_predictor, mtf_builder
@@ -63,6 +63,35 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "hrlrec": AlgoSpec("hrlrec", HRLRecConfig, build_hrlrec, load_hrlrec_predictor,
                        "HRL-Rec: channel selector + item recommender building lists in the simulator.", "rl-list"),
 }  # fmt: skip
+
+
+# The prepared dataset each family reads (the manifest's "dataset"): RetailRocket's feature rows for the MTL bases and
+# RMTL, KuaiRand's logs and feature tables for the simulator and everything that acts in it.
+DATASET_OF_FAMILY = {"mtl base": "retailrocket", "rl-mtl": "retailrocket", "simulator": "kuairand",
+                     "rl": "kuairand", "rl-list": "kuairand", "mtf": "kuairand"}  # fmt: skip
+
+
+def required_dataset(algo: str) -> str:
+    """``retailrocket`` or ``kuairand``: what ``algo`` trains on (and what its saved model scores)."""
+    return DATASET_OF_FAMILY[get_algorithm(algo).family]
+
+
+_DATASET_NAMES = {"retailrocket": "RetailRocket", "kuairand": "KuaiRand"}
+
+
+def check_dataset(algo: str, dataset: object, directory: object, doing: str = "trains on") -> None:
+    """One-line DataError unless ``dataset`` (a manifest's ``dataset``) is what ``algo`` needs."""
+    need = required_dataset(algo)
+    if dataset != need:
+        held = (
+            f"prepared {_DATASET_NAMES.get(dataset, dataset)} data"
+            if isinstance(dataset, str) and dataset
+            else "data whose manifest names no dataset"
+        )
+        raise DataError(
+            f"{algo} {doing} prepared {_DATASET_NAMES[need]} data (`recrl prepare {need}`), but {directory} "
+            f"holds {held}"
+        )
 
 
 def get_algorithm(name: str) -> AlgoSpec:

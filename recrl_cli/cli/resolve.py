@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recrl_cli.algorithms.registry import get_algorithm
+from recrl_cli.algorithms.registry import check_dataset, get_algorithm, required_dataset
 from recrl_cli.config.fields import field_choices
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
@@ -99,12 +99,35 @@ def preflight(cfg: RunConfig) -> None:
     from recrl_cli.training.device import resolve_device
 
     resolve_device(cfg.train.device)
-    # The simulator and the RL agents need KuaiRand whatever data.dataset says: name it in the hint.
-    kuairand = get_algorithm(cfg.algo).family in ("simulator", "rl", "rl-list", "mtf")
-    open_prepared(Path(cfg.data.prepared_dir), "kuairand" if kuairand else cfg.data.dataset)
+    # The dataset the algorithm reads (the simulator and what acts in it: KuaiRand), whatever data.dataset says:
+    # named in the hint for a missing directory, and a directory of the other kind is an error now.
+    need = required_dataset(cfg.algo)
+    manifest = open_prepared(Path(cfg.data.prepared_dir), need)
+    check_dataset(cfg.algo, manifest.get("dataset"), cfg.data.prepared_dir)
     from recrl_cli.text.attach import preflight_text
 
     preflight_text(cfg.model, Path(cfg.data.prepared_dir))  # --item-encoder text: extra, model dir, item text
+    check_saved_models(cfg)
+
+
+def check_saved_models(cfg: RunConfig) -> None:
+    """Read and check the saved models a run builds on (``--simulator``, ``--ranker``, a local ``--critics``)
+    now, so that a missing, unsafe, malformed or wrong kind of file fails before anything is tracked.
+    (``--critics`` given as an MLflow run id is checked when it is downloaded, see resolve_references.)"""
+    family = get_algorithm(cfg.algo).family
+    model = cfg.model
+    if family in ("rl", "rl-list", "mtf"):
+        from recrl_cli.agents.algorithm import read_simulator
+
+        read_simulator(str(getattr(model, "simulator", "")))
+        if getattr(model, "ranker", ""):
+            read_simulator(str(model.ranker), "--ranker")
+    used = cfg.algo == "rmtl" and getattr(model, "uses_critics", False)  # UnifiedRL's critics is a count
+    critics = str(getattr(model, "critics", "") or "") if used else ""
+    if critics and Path(critics).exists():
+        from recrl_cli.algorithms.rmtl.transfer import read_exported_critics
+
+        read_exported_critics(critics)
 
 
 def resolve_references(cfg: RunConfig, tracker: Tracker, runs_dir: Path = Path("runs")) -> RunConfig:

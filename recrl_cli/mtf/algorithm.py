@@ -74,7 +74,7 @@ class MTFAlgorithm:
         if exported.get("dataset_fingerprint") != data.fingerprint:
             raise ConfigError(f"the simulator {m.simulator} was trained on other data than {data.directory}")
         if m.ranker:
-            self.ranker, r_exp = load_simulator(m.ranker, device)
+            self.ranker, r_exp = load_simulator(m.ranker, device, option="--ranker")
             if r_exp.get("dataset_fingerprint") != data.fingerprint:
                 raise ConfigError(f"the ranker {m.ranker} was trained on other data than {data.directory}")
         else:

@@ -21,14 +21,15 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from recrl_cli.data.tensors import batch_indices, num_batches
-from recrl_cli.training.checkpoint import load_checkpoint, save_checkpoint
+from recrl_cli.errors import DataError
+from recrl_cli.training.checkpoint import LOAD_ERRORS, RETRAIN, error_detail, load_checkpoint, save_checkpoint
 
 ProgressFn = Callable[[str, int, int], None]
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -117,6 +118,16 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+# What :meth:`Trainer.save` writes (``algorithm`` is the algorithm's own ``state_dict``).
+RESUME_SCHEMA = {
+    "algorithm": dict,
+    "loop": dict,
+    "generator": torch.Tensor,
+    "torch_rng": torch.Tensor,
+    "cuda_rng?": (list, tuple, type(None)),
+}
+
+
 class Trainer:
     """Runs stages in order with checkpoints every ``checkpoint_every`` steps and at epoch ends."""
 
@@ -161,14 +172,28 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, payload)
 
     def resume(self, path: Path) -> None:
-        """Load a checkpoint written by :meth:`save` and continue from it in :meth:`fit`."""
-        payload = load_checkpoint(path)
-        self.algorithm.load_state_dict(payload["algorithm"])
+        """Load a checkpoint written by :meth:`save` and continue from it in :meth:`fit`.
+
+        A file that is not such a checkpoint, or one whose state does not fit this run's algorithm, is a
+        one-line :class:`DataError`; the algorithm may then be half-loaded, so the run must not go on.
+        """
+        payload = load_checkpoint(path, RESUME_SCHEMA, "resume checkpoint")
+        names = {f.name for f in fields(LoopState)}
+        if set(payload["loop"]) != names:
+            odd = sorted(set(payload["loop"]) ^ names)
+            raise DataError(f"{path} is not a usable recrl resume checkpoint: its loop state differs in {odd}; "
+                            f"{RETRAIN}")  # fmt: skip
+        try:
+            self.algorithm.load_state_dict(payload["algorithm"])
+            self.generator.set_state(payload["generator"])
+            torch.set_rng_state(payload["torch_rng"])
+            if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        except LOAD_ERRORS as exc:
+            raise DataError(
+                f"cannot resume from {path}: its state does not fit this run ({error_detail(exc)}); train again without --resume"
+            ) from None
         self.state = LoopState(**payload["loop"])
-        self.generator.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict[str, Any]]:

@@ -16,11 +16,11 @@ import torch
 
 from recrl_cli.algorithms.rmtl.critics import TaskCritics
 from recrl_cli.algorithms.rmtl.mdp import critic_cardinalities
+from recrl_cli.algorithms.saved import describe, download_saved_model, read_saved_model
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.tracking.base import Tracker
-from recrl_cli.training.checkpoint import load_checkpoint
+from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail
 
-MODEL_ARTIFACT = "model/model.pt"  # where the pipeline logs the exported model (recrl_cli.pipeline)
 DEFAULT_CACHE = Path("runs") / "critics"
 
 
@@ -40,9 +40,21 @@ def resolve_critics_source(ref: str, tracker: Tracker, cache_dir: Path = DEFAULT
     target = cache_dir / ref / "model.pt"
     if target.is_file():
         return target
-    downloaded = tracker.download_artifact(ref, MODEL_ARTIFACT, target.parent)  # TrackingError if unknown
-    if downloaded != target:
-        downloaded.replace(target)
+    created = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+    try:
+        downloaded = download_saved_model(tracker, ref, target.parent)  # TrackingError if unknown
+        if downloaded != target:
+            downloaded.replace(target)
+        read_exported_critics(target)  # a run's artifact is checked like any file before it is kept
+    except BaseException:
+        # Nothing half-downloaded or refused stays in the cache (a later call would trust it).
+        target.unlink(missing_ok=True)
+        for directory in created:  # innermost first; only the empty directories this call made
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
     return target
 
 
@@ -56,14 +68,12 @@ def read_exported_critics(source: str | Path) -> dict[str, Any]:
             f"model.critics: no model file at {str(source)!r} (an MLflow run id must be resolved to a file first)"
         )
     try:
-        payload = load_checkpoint(path)
+        payload = read_saved_model(path)
     except DataError as exc:
         raise ConfigError(f"model.critics: {exc}") from None
-    exported = payload.get("exported", payload) if isinstance(payload, dict) else None
-    critics = exported.get("critics") if isinstance(exported, dict) else None
+    critics = payload["exported"].get("critics")
     if not critics:
-        algo = payload.get("algo", "?") if isinstance(payload, dict) else "?"
-        raise ConfigError(f"model.critics: {path} holds no RMTL critics (saved by algorithm '{algo}')")
+        raise ConfigError(f"model.critics: {path} holds no RMTL critics ({describe(payload)})")
     return critics
 
 
@@ -96,9 +106,14 @@ def load_critics(
 ) -> tuple[TaskCritics, bool]:
     """Rebuild saved critics on ``device`` after checking them; returns (critics, their context flag)."""
     saved = read_exported_critics(source)
-    check_compatible(saved, feature_names, cardinalities, tasks)
-    critics = TaskCritics.from_arch(saved["arch"]).to(device)
-    critics.load_state_dict(saved["weights"])
+    try:
+        check_compatible(saved, feature_names, cardinalities, tasks)
+        critics = TaskCritics.from_arch(saved["arch"]).to(device)
+        critics.load_state_dict(saved["weights"])
+    except LOAD_ERRORS as exc:
+        raise ConfigError(
+            f"model.critics: the critics saved in {source} cannot be rebuilt ({error_detail(exc)})"
+        ) from None
     return critics, bool(saved["context"])
 
 
