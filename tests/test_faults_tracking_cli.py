@@ -345,6 +345,18 @@ def test_reading_a_store_in_a_missing_directory_creates_neither(cli, cli_dataset
     assert entries(tmp_path) == []
 
 
+def test_a_store_path_that_can_never_be_created_fails_before_any_work(
+    cli, cli_dataset, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file where the store's directory should be")
+    before = tree_digest(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'notes.txt' / 'mlflow.db'}"
+    line = one_line_error(cli("train", "mmoe", "--data", cli_dataset.prepared, "--tracking-uri", uri))
+    assert line.endswith("notes.txt is not a directory"), line
+    assert tree_digest(tmp_path) == before and entries(tmp_path) == ["notes.txt"]  # no runs/ either
+
+
 # ---- usage errors: one line, exit 1, for every command ---------------------------------------------
 
 

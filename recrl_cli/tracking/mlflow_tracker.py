@@ -26,7 +26,7 @@ from recrl_cli.tracking.base import (
     terminal_status,
 )
 from recrl_cli.tracking.server import probe_health, redact, slug, sqlite_artifact_root, sqlite_db_path
-from recrl_cli.tracking.sqlite_store import prepare_store, quiet_mlflow_logs, store_state
+from recrl_cli.tracking.sqlite_store import check_creatable, prepare_store, quiet_mlflow_logs, store_state
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -104,6 +104,8 @@ class MlflowTracker:
             self._prepare()
         if state != "absent":
             self._open()
+        elif self._db is not None:
+            check_creatable(self._db)  # an unusable path still fails before any work
 
     def _prepare(self) -> None:
         assert self._db is not None and self._artifact_root is not None

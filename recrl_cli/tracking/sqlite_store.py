@@ -143,6 +143,18 @@ def store_state(db: Path) -> str:
     raise TrackingError(_repair_hint(store, problem))
 
 
+def check_creatable(db: Path) -> None:
+    """TrackingError (one line) unless a store could be created at `db` later, checked without
+    creating anything: the nearest existing ancestor is a writable directory."""
+    parent = db.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TrackingError(f"cannot create the MLflow database {db}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrackingError(f"cannot create the MLflow database {db}: {parent} is not writable")
+
+
 def prepare_store(db: Path, artifact_root: Path) -> None:
     """Make `db` a whole, current store before a run is written to it: create it, replace a broken
     one that holds nothing, or migrate an older one on a copy; all under the directory lock."""
