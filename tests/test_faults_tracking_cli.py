@@ -163,6 +163,7 @@ def test_directory_lock_excludes_a_second_holder(tmp_path):
 
 _CREATE_AND_LOG = """
 import sys
+import time
 from pathlib import Path
 from recrl_cli.tracking.mlflow_tracker import make_mlflow_tracker
 from recrl_cli.tracking.sqlite_store import read_store_file
@@ -170,7 +171,7 @@ from recrl_cli.tracking.sqlite_store import read_store_file
 uri = sys.argv[1]
 Path(sys.argv[2]).touch()  # ready
 while not Path(sys.argv[3]).exists():  # start both creations at the same moment
-    pass
+    time.sleep(0.005)
 print("new" if read_store_file(Path(uri[len("sqlite:///"):])).new else "exists", flush=True)
 tracker = make_mlflow_tracker(uri)
 with tracker.start_run(experiment="recrl/test", run_name=sys.argv[2]):
