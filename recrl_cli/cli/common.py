@@ -84,7 +84,7 @@ class RecrlGroup(TyperGroup):
     argument, a value out of range) as a usage panel with exit status 2; recrl's own checks of the
     same arguments print one ``error:`` line with exit status 1. Running the command in click's
     non-standalone mode and catching its exceptions here gives both the same form: one line,
-    ``error: <what> ; see '<command> --help'``, exit status 1. ``--help`` and ``--version`` still
+    ``error: <what>; see '<command> --help'``, exit status 1. ``--help`` and ``--version`` still
     print and exit 0; ``recrl`` or ``recrl text`` alone print their help. A Ctrl-C or SIGTERM
     during a command is ``error: interrupted`` with exit status 130 (143 for SIGTERM).
 
