@@ -61,6 +61,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ),
     ("bench_scaling.py", ["train", "--events", "20000", "--repeats", "1"], ["train", "--events", "200000"]),
     ("bench_scaling.py", ["study", "--runs", "2"], ["study", "--runs", "4"]),
+    ("bench_tracking_store.py", ["--repeats", "1"], ["--repeats", "3"]),
 ]
 
 

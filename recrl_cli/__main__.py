@@ -1,4 +1,4 @@
-"""Allow ``python -m recrl_cli``."""
+"""Allow ``python -m recrl_cli`` (the same entry point as the ``recrl`` console script)."""
 
 from recrl_cli.cli.app import main
 

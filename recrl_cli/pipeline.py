@@ -86,19 +86,22 @@ def run_key(cfg: RunConfig, dataset_fingerprint: str) -> str:
     return f"{cfg.algo}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def git_info() -> dict[str, str]:
+def git_info(code_dir: Path | None = None) -> dict[str, str]:
     """Commit SHA and dirty flag of the recrl code that runs ("unknown" outside a git checkout).
 
-    Asked of the package's own directory, not the current one: a run started from anywhere else
-    (a scratch directory, a test) must still record which code produced it.
+    Asked of the package's own directory (or `code_dir`), not the current one: a run started from
+    anywhere else (a scratch directory, a test) must still record which code produced it.
+    `--no-optional-locks`: a plain `git status` refreshes the index and takes `.git/index.lock` to
+    write it back, which makes a commit or checkout the user runs at that moment fail.
     """
-    code_dir = Path(__file__).resolve().parent
+    code_dir = code_dir or Path(__file__).resolve().parent
+    git = ["git", "--no-optional-locks"]
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=code_dir, capture_output=True, text=True, timeout=5, check=True
+            [*git, "rev-parse", "HEAD"], cwd=code_dir, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [*git, "status", "--porcelain", "--untracked-files=no"],
             cwd=code_dir,
             capture_output=True,
             text=True,

@@ -16,9 +16,9 @@ from click.testing import Result
 def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
     if not template.exists():
-        from recrl_cli.tracking.mlflow_tracker import make_mlflow_tracker
+        from recrl_cli.tracking.sqlite_store import prepare_store
 
-        make_mlflow_tracker(f"sqlite:///{template}")  # creates and migrates the file
+        prepare_store(template, template.parent / "mlruns")  # creates and migrates the file
     return template
 
 

@@ -1,49 +1,37 @@
-"""The ``recrl`` command: a thin Typer layer over the library (parse, call, render)."""
+"""The ``recrl`` console script: the one entry point, light enough to guard its own imports.
+
+``main`` installs the signal handling before anything heavy is imported (the commands pull in
+torch and, later, mlflow: seconds on a loaded machine), so a Ctrl-C or SIGTERM at any moment ends
+with one ``error: interrupted`` line and exit status 130 (143 for SIGTERM), never a traceback. The
+Typer application itself lives in :mod:`recrl_cli.cli.commands`; ``app`` is still importable from
+here for tests and embedding.
+"""
 
 from __future__ import annotations
 
-import typer
+from typing import Any
 
-from recrl_cli import __version__
-from recrl_cli.cli.ablate import ablate_command
-from recrl_cli.cli.data import prepare_command, synth_command
-from recrl_cli.cli.info import algos_command
-from recrl_cli.cli.text import text_app
-from recrl_cli.cli.train import EXTRA_ARGS, evaluate_command, train_command
-from recrl_cli.cli.ui import ui_command_cli
-
-app = typer.Typer(
-    name="recrl",
-    help="Reinforcement-learning multi-task recommendation experiments: synth → prepare → train → evaluate → ablate.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-app.command("synth")(synth_command)
-app.command("prepare")(prepare_command)
-app.command("train", context_settings=EXTRA_ARGS)(train_command)
-app.command("evaluate")(evaluate_command)
-app.command("ablate", context_settings=EXTRA_ARGS)(ablate_command)
-app.command("algos")(algos_command)
-app.command("ui")(ui_command_cli)
-app.add_typer(text_app, name="text")
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"recrl {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    """recrl: prepare session data, train MTL and RL recommenders, log every run to MLflow."""
+from recrl_cli.cli import signals
 
 
 def main() -> None:
-    app()
+    """Run ``recrl`` with ``sys.argv``; every outcome is an exit status (see RecrlGroup.main)."""
+    signals.install()
+    try:
+        from recrl_cli.cli.commands import app
+
+        app()  # exits: RecrlGroup.main turns usage errors and interrupts into one line
+    except KeyboardInterrupt:  # during the imports, or the instant before a handler was reached
+        signals.report_and_exit()
+    except SystemExit as exc:
+        if signals.interrupted():  # reported by RecrlGroup: end with exactly its status
+            signals.finish(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from recrl_cli.cli.app import app`, without importing it for `main`
+        from recrl_cli.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperGroup
 
+from recrl_cli.cli import signals
 from recrl_cli.errors import RecrlError
 from recrl_cli.training.trainer import StopSignal
 
@@ -53,15 +56,91 @@ TrackingUriOpt = Annotated[
 ]
 
 
-def fail(message: str) -> None:
-    """Print one red error line and exit with code 1.
+def error_line(message: str) -> None:
+    """Print ``error: <message>`` as one red line on stderr.
 
     The message is escaped: it often quotes user input ("unknown section [x]"), which rich would
     otherwise take for markup and drop.
     """
     line = " ".join(message.split()) or "unexpected error"
     err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print one red error line and exit with code 1."""
+    error_line(message)
     raise typer.Exit(code=1)
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt (Ctrl-C, or SIGTERM via signals) carried past Typer, which would
+    otherwise turn it into a silent exit 130."""
+
+
+class RecrlGroup(TyperGroup):
+    """The root command group: every way a command line can fail ends here, as one line.
+
+    Click and Typer report their own parse errors (a bad int, an unknown option, a missing
+    argument, a value out of range) as a usage panel with exit status 2; recrl's own checks of the
+    same arguments print one ``error:`` line with exit status 1. Running the command in click's
+    non-standalone mode and catching its exceptions here gives both the same form: one line,
+    ``error: <what>; see '<command> --help'``, exit status 1. ``--help`` and ``--version`` still
+    print and exit 0; ``recrl`` or ``recrl text`` alone print their help. A Ctrl-C or SIGTERM
+    during a command is ``error: interrupted`` with exit status 130 (143 for SIGTERM).
+
+    Both the console script (``recrl_cli.cli.app:main``) and CliRunner tests (``invoke(app)``)
+    call this ``main``, so the in-process tests see exactly what the user sees.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:  # a caller that handles click's exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # click's exceptions (Typer's public base class of them)
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `recrl`, `recrl text`
+                console.print(ctx.get_help(), highlight=False, soft_wrap=True, markup=False)
+                sys.exit(0)
+            if exc.exit_code == 2:  # a usage error: bad value, unknown option, missing argument, ...
+                fail_usage(exc)
+            error_line(exc.format_message())  # a file that cannot be opened and the like
+            sys.exit(1)
+        except typer.Abort:  # EOF at a prompt
+            error_line("aborted")
+            sys.exit(1)
+        except _Interrupted:
+            text, status = signals.take()
+            error_line(text)
+            sys.exit(status)
+        except RecrlError as exc:  # raised outside a command body (a callback): still one line
+            error_line(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            sys.exit(1)
+        # Non-standalone click returns the command's value, or the code of a typer.Exit it raised.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def fail_usage(exc: typer.TyperException) -> None:
+    """One line for a click/Typer parse error, pointing at the command's --help; exit status 1."""
+    text = " ".join(exc.format_message().split()).rstrip(".") or "bad command line"
+    text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "recrl"
+    error_line(f"{text}; see '{where} --help'")
+    sys.exit(1)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,31 +222,36 @@ def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def graceful_interrupt() -> Iterator[StopSignal]:
-    """First Ctrl-C asks the trainer to checkpoint and stop; a second one aborts at once."""
+    """First Ctrl-C or SIGTERM asks the trainer to checkpoint and stop; a second one aborts at once
+    (as a KeyboardInterrupt, which the top level reports in one line)."""
     stop = StopSignal()
+    catch = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
     try:
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {sig: signal.getsignal(sig) for sig in catch}
     except ValueError:  # not the main thread (tests): no handler
         yield stop
         return
 
     def handler(signum: int, frame: Any) -> None:
         if stop.requested:
-            raise KeyboardInterrupt
+            signals.raise_interrupt(signum, frame)
         stop.requested = True
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         err_console.print(
-            "[yellow]stopping after this step and writing a checkpoint (Ctrl-C again to abort)[/]"
+            f"[yellow]{name}: stopping after this step and writing a checkpoint (Ctrl-C again to abort)[/]"
         )
 
     try:
-        signal.signal(signal.SIGINT, handler)
+        for sig in catch:
+            signal.signal(sig, handler)
     except ValueError:
         yield stop
         return
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def parse_extra_options(args: list[str]) -> list[tuple[str, str]]:

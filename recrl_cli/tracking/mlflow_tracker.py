@@ -6,11 +6,9 @@ seconds and the CLI imports this module for every command.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from recrl_cli.tracking.base import (
     terminal_status,
 )
 from recrl_cli.tracking.server import probe_health, redact, slug, sqlite_artifact_root, sqlite_db_path
+from recrl_cli.tracking.sqlite_store import check_creatable, prepare_store, quiet_mlflow_logs, store_state
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -56,18 +55,6 @@ _log = logging.getLogger(__name__)
 def make_mlflow_tracker(tracking_uri: str) -> MlflowTracker:
     """An MlflowTracker for `tracking_uri`, checked to be reachable (TrackingError otherwise)."""
     return MlflowTracker(tracking_uri)
-
-
-def _check_sqlite_file(db: Path) -> None:
-    """Fail fast on a DB file that cannot be opened: MLflow retries those for about 100 s."""
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            conn.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
-    except (OSError, sqlite3.Error) as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        reason = (getattr(exc, "strerror", None) or str(exc)) + where
-        raise TrackingError(f"cannot open the MLflow database {db}: {reason}") from None
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -104,26 +91,47 @@ class MlflowTracker:
             os.environ.setdefault(key, value)
         if tracking_uri.split(":", 1)[0].lower() in ("http", "https"):
             probe_health(tracking_uri)
-        db = sqlite_db_path(tracking_uri)
-        if db is not None:
-            _check_sqlite_file(db)
         self._artifact_root = sqlite_artifact_root(tracking_uri)
         self._stack: list[str] = []
         self._params: dict[str, dict[str, str]] = {}  # run id -> params logged so far
         self._experiment_names: dict[str, str] = {}
+        self._client: MlflowClient | None = None
+        # A SQLite store is created only when a run starts (see sqlite_store): a command that fails
+        # before that, or only reads (evaluate RUN_ID), leaves no store behind.
+        self._db = sqlite_db_path(tracking_uri)
+        state = "ready" if self._db is None else store_state(self._db)
+        if state == "migrate":
+            self._prepare()
+        if state != "absent":
+            self._open()
+        elif self._db is not None:
+            check_creatable(self._db)  # an unusable path still fails before any work
+
+    def _prepare(self) -> None:
+        assert self._db is not None and self._artifact_root is not None
+        prepare_store(self._db, self._artifact_root)
+
+    def _open(self) -> None:
         import mlflow
 
-        # `import mlflow` sets its logger to INFO; DB creation and migrations would then print
-        # "Creating initial MLflow database tables..." to stderr on first use of a store.
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_mlflow_logs()  # no "Creating initial MLflow database tables..." on stderr
         try:
-            self._client: MlflowClient = mlflow.MlflowClient(tracking_uri)
-            self._client.search_experiments(max_results=1)  # opens (and migrates) the store now
+            self._client = mlflow.MlflowClient(self.uri)
+            self._client.search_experiments(max_results=1)  # opens the store now
         except Exception as exc:  # any failure here means the store is unusable: say so in one line
+            self._client = None
             raise TrackingError(
-                f"cannot open the MLflow tracking store {redact(tracking_uri)}: {_one_line(exc)}"
+                f"cannot open the MLflow tracking store {redact(self.uri)}: {_one_line(exc)}"
             ) from exc
+
+    @property
+    def client(self) -> MlflowClient:
+        """The client, for writing: a SQLite store that does not exist yet is created now."""
+        if self._client is None:
+            self._prepare()
+            self._open()
+        assert self._client is not None
+        return self._client
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class MlflowTracker:
         if parent is not None:
             tags[PARENT_TAG] = parent
         with _mlflow_errors(f"create run '{run_name}' in {redact(self.uri)}"):
-            run = self._client.create_run(experiment_id, run_name=run_name, tags=tags)
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self._params[run.info.run_id] = {}
         return run.info.run_id
 
@@ -171,7 +179,7 @@ class MlflowTracker:
         if run.info.lifecycle_stage == "deleted":
             raise TrackingError(f"run {run_id} is deleted in {redact(self.uri)}; it cannot be resumed")
         with _mlflow_errors(f"reopen run {run_id}"):
-            self._client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING")
         self._params[run_id] = dict(run.data.params)
         self._log_tags(run_id, tags)
         return run_id
@@ -180,7 +188,7 @@ class MlflowTracker:
         self._params.pop(run_id, None)
         try:
             with _mlflow_errors(f"end run {run_id}"):
-                self._client.set_terminated(run_id, status=status)
+                self.client.set_terminated(run_id, status=status)
         except TrackingError:
             if raising:
                 raise
@@ -194,18 +202,20 @@ class MlflowTracker:
     def _experiment_id(self, name: str, *, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException
 
+        if self._client is None and not create:
+            return None  # no store yet: no experiment
         with _mlflow_errors(f"look up experiment '{name}' in {redact(self.uri)}"):
-            exp = self._client.get_experiment_by_name(name)
+            exp = self.client.get_experiment_by_name(name)
             if exp is None and create:
                 # Anchor artifacts of a sqlite store beside the DB (see server.sqlite_artifact_root).
                 root = self._artifact_root
                 location = str(root / slug(name)) if root is not None else None
                 try:
-                    self._client.create_experiment(name, artifact_location=location)
+                    self.client.create_experiment(name, artifact_location=location)
                 except MlflowException as exc:  # another process may have won the race to create it
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                exp = self._client.get_experiment_by_name(name)
+                exp = self.client.get_experiment_by_name(name)
         if exp is None:
             return None
         if exp.lifecycle_stage == "deleted":
@@ -221,7 +231,7 @@ class MlflowTracker:
     def _experiment_name(self, experiment_id: str) -> str:
         if experiment_id not in self._experiment_names:
             with _mlflow_errors(f"read experiment {experiment_id}"):
-                self._experiment_names[experiment_id] = self._client.get_experiment(experiment_id).name
+                self._experiment_names[experiment_id] = self.client.get_experiment(experiment_id).name
         return self._experiment_names[experiment_id]
 
     # -- logging -------------------------------------------------------------------------------
@@ -238,12 +248,12 @@ class MlflowTracker:
         fresh = new_params(self._params[run_id], short, run_id)
         for batch in _chunks(list(fresh.items()), _PARAMS_PER_BATCH):
             with _mlflow_errors(f"log params of run {run_id}"):
-                self._client.log_batch(run_id, params=[Param(k, v) for k, v in batch])
+                self.client.log_batch(run_id, params=[Param(k, v) for k, v in batch])
             self._params[run_id].update(batch)
         for key in fresh:
             if short[key] != flat[key]:
                 with _mlflow_errors(f"log the full value of param '{key}'"):
-                    self._client.log_text(run_id, flat[key], f"params/{key}.txt")
+                    self.client.log_text(run_id, flat[key], f"params/{key}.txt")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -253,7 +263,7 @@ class MlflowTracker:
         items = [Metric(k, metric_value(k, v), now, step or 0) for k, v in metrics.items()]
         for batch in _chunks(items, _METRICS_PER_BATCH):
             with _mlflow_errors(f"log metrics of run {run_id}"):
-                self._client.log_batch(run_id, metrics=batch)
+                self.client.log_batch(run_id, metrics=batch)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._log_tags(self._active(), {k: str(v) for k, v in tags.items()})
@@ -263,7 +273,7 @@ class MlflowTracker:
 
         for batch in _chunks([RunTag(k, v) for k, v in tags.items()], _TAGS_PER_BATCH):
             with _mlflow_errors(f"set tags of run {run_id}"):
-                self._client.log_batch(run_id, tags=batch)
+                self.client.log_batch(run_id, tags=batch)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Log a file as `<artifact_path>/<name>`, a directory as `<artifact_path>/<dirname>/...`."""
@@ -273,15 +283,15 @@ class MlflowTracker:
         base = artifact_path.strip("/") if artifact_path else ""
         with _mlflow_errors(f"log artifact {path.name} of run {run_id}"):
             if path.is_dir():
-                self._client.log_artifacts(run_id, str(path), f"{base}/{path.name}" if base else path.name)
+                self.client.log_artifacts(run_id, str(path), f"{base}/{path.name}" if base else path.name)
             else:
-                self._client.log_artifact(run_id, str(path), base or None)
+                self.client.log_artifact(run_id, str(path), base or None)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         """Log `data` as indented JSON (whatever the file's extension); non-JSON values via str()."""
         run_id = self._active()
         with _mlflow_errors(f"log {artifact_file} of run {run_id}"):
-            self._client.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
+            self.client.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
     # -- reading back --------------------------------------------------------------------------
 
@@ -298,7 +308,7 @@ class MlflowTracker:
         token = None
         with _mlflow_errors(f"search runs of experiment '{experiment}'"):
             while True:
-                page = self._client.search_runs(
+                page = self.client.search_runs(
                     [experiment_id],
                     " and ".join(clauses),
                     order_by=["attributes.start_time DESC"],
@@ -318,8 +328,10 @@ class MlflowTracker:
     def _fetch(self, run_id: str) -> Run:
         from mlflow.exceptions import MlflowException
 
+        if self._client is None:  # no store yet: no run (and reading creates none)
+            raise TrackingError(f"no MLflow run '{run_id}' in {redact(self.uri)}")
         try:
-            return self._client.get_run(run_id)
+            return self.client.get_run(run_id)
         except MlflowException as exc:
             # A malformed id is INVALID_PARAMETER_VALUE; for the user it is just as absent.
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
@@ -346,4 +358,4 @@ class MlflowTracker:
         dst_dir.mkdir(parents=True, exist_ok=True)
         # Without the strip, "dir/" would download the directory's *contents* into dst_dir.
         with _mlflow_errors(f"download artifact '{artifact_path}' of run {run_id}"):
-            return Path(self._client.download_artifacts(run_id, artifact_path.strip("/"), str(dst_dir)))
+            return Path(self.client.download_artifacts(run_id, artifact_path.strip("/"), str(dst_dir)))

@@ -17,6 +17,7 @@ processes for GenAI jobs that recrl does not use): on a small machine that halve
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -171,6 +172,50 @@ def start_server(
         log_path = Path(name)
     argv = ui_command(tracking_uri, host, port, artifact_root)
     return ServerProcess(argv, log_path, owns_log=owns_log, env=server_env())
+
+
+def check_port_free(host: str, port: int) -> None:
+    """TrackingError (one line) unless a server could listen on host:port now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = "it is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise TrackingError(f"cannot serve the MLflow UI on {host}:{port}: {reason}") from None
+
+
+def run_server_in_foreground(argv: list[str]) -> None:
+    """Run `mlflow server` (argv from ui_command) until it exits or this process is interrupted.
+
+    The server runs in its own process group, with this terminal's output: MLflow's CLI starts
+    uvicorn (and its workers) as further processes and does not pass a SIGTERM on to them, so
+    only signalling the whole group stops them all. A Ctrl-C, or a SIGTERM (raised as
+    KeyboardInterrupt by the recrl command), stops the group, then propagates.
+    TrackingError when the server exits on its own with a non-zero status.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        env=server_env(),
+        start_new_session=os.name == "posix",
+        creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+    )
+    proc.own_group = os.name == "posix"  # type: ignore[attr-defined]  (read by stop_server)
+    try:
+        code = proc.wait()
+    except BaseException:
+        try:
+            stop_server(proc)
+        except BaseException:  # a second Ctrl-C during the grace period: no more grace
+            if proc.own_group:  # type: ignore[attr-defined]
+                _signal_group(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
+        raise
+    if code != 0:
+        raise TrackingError(f"mlflow server exited with code {code}; see its messages above")
 
 
 def wait_until_healthy(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
