@@ -258,29 +258,10 @@ def evaluate(
     device_name = device or "auto"
     resolve_device(device_name)
     open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
-    # A path is read directly; only a run id needs the tracking store, and a store that does not exist holds
-    # no run: say so instead of creating an empty one.
-    saved = load_saved_model(source, lambda: _existing_store_tracker(source, tracking_uri))
+    # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
+    saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
-
-
-def _existing_store_tracker(run_id: str, tracking_uri: str | None):
-    """The tracker of ``--tracking-uri`` (or the default) to fetch ``run_id`` from; a local SQLite store that
-    does not exist is an error here, so that looking a run up never leaves a new, empty store behind."""
-    from urllib.parse import unquote
-
-    from recrl_cli.errors import TrackingError
-    from recrl_cli.tracking.base import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
-        db = Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
-        if not db.is_file():
-            raise TrackingError(
-                f"no saved model file, run directory or MLflow run '{run_id}': the tracking store {db} does not exist"
-            )
-    return make_tracker(tracking_uri)
 
 
 train_command = friendly_errors(train)
