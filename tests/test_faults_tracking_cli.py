@@ -136,6 +136,7 @@ def test_half_migrated_store_without_runs_is_read_as_empty_and_replaced_by_the_f
 
 def test_a_file_that_is_not_a_store_is_one_line_and_left_as_it_was(cli, cli_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: ./mlflow.db
     (tmp_path / "mlflow.db").write_text("my notes, not a database")
     before = tree_digest(tmp_path)
     line = one_line_error(cli("train", "mmoe", "--data", cli_dataset.prepared))

@@ -172,7 +172,7 @@ def prepare_store(db: Path, artifact_root: Path) -> None:
         elif problem is None:
             return
         elif store.records == 0:
-            _log.warning("replacing the MLflow store %s, which holds no runs (%s)", db, problem)
+            _log.warning("note: replacing the unusable MLflow store %s (%s); it held no runs", db, problem)
             _build(db, artifact_root, source=None)
         elif _can_migrate(store):
             try:
