@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -92,27 +91,29 @@ def small_cfg(prepared: Path):
     return resolve_config("mmoe", MTLConfig, options=options)
 
 
-def _train(rank: int, world: int, port: int, cfg, out: Path) -> None:
-    """One process of a data-parallel run (``mp.spawn`` target): trains and writes what it ended with."""
+def _train(rank: int, world: int, cfg, out: Path) -> None:
+    """One process of a data-parallel run (``mp.spawn`` target): trains and writes what it ended with.
+
+    The rendezvous is a file in ``out``, not a TCP port: a port picked free in the parent and bound seconds
+    later by rank 0 (after two interpreters import torch) can be taken meanwhile by anything on the machine.
+    A spawned process ends through :func:`distributed.end_process`, as ``recrl train --nproc`` workers do:
+    gloo's threads outlive the group and abort the interpreter's finalization now and then under load.
+    """
     import torch.distributed as dist
 
     from recrl_cli.pipeline import train_run
     from recrl_cli.tracking.base import NullTracker
 
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        result = train_run(cfg, NullTracker(), experiment="t", runs_root=out / "runs")
-        (out / f"metrics-{rank}.json").write_text(json.dumps(result.metrics))
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        dist.init_process_group(
+            "gloo", init_method=f"file://{out / 'rendezvous'}", rank=rank, world_size=world
+        )
+    result = train_run(cfg, NullTracker(), experiment="t", runs_root=out / "runs")
+    if world > 1:
+        distributed.leave_process_group()
+    (out / f"metrics-{rank}.json").write_text(json.dumps(result.metrics))
+    if world > 1:
+        distributed.end_process(0)
 
 
 # Two fresh interpreters importing torch: ~10 s idle, ~40 s on a loaded 2-core box. In the fast suite: it is the
@@ -123,11 +124,11 @@ def test_two_gloo_processes_end_with_the_metrics_of_one_process(prepared, tmp_pa
     one.mkdir(), two.mkdir()
     threads = torch.get_num_threads()
     try:
-        _train(0, 1, 0, cfg, one)
+        _train(0, 1, cfg, one)
     finally:
         torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_train, args=(2, _free_port(), cfg, two), nprocs=2, join=True)
+    mp.spawn(_train, args=(2, cfg, two), nprocs=2, join=True)
 
     single = json.loads((one / "metrics-0.json").read_text())
     rank0 = json.loads((two / "metrics-0.json").read_text())

@@ -106,7 +106,9 @@ def local_runs(cli, cli_dataset, tmp_path_factory, new_mlflow_db) -> dict[str, d
 
 def test_a_ray_study_logs_the_runs_of_the_local_study(cli, cli_dataset, local_runs, tmp_path, new_mlflow_db):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a private instance. Without it ray.init() attaches to RAY_ADDRESS or to the
+    # last `ray start` cluster on this machine (someone else's, on a shared box) and then rejects num_cpus.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         runs = run_study_cli(cli, cli_dataset.prepared, tmp_path, new_mlflow_db, "--backend", "ray")
     finally:

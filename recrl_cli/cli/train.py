@@ -168,9 +168,11 @@ def train(
                 f"[yellow]interrupted at step {exc.global_step}; checkpoint saved. "
                 f"Continue with the same command plus --resume.[/]"
             )
+        if distributed.launched_by_torchrun():
+            distributed.end_process(130)
         raise typer.Exit(code=130) from None
     if not main:  # rank 0 reports for the whole group
-        return
+        distributed.end_process(0)
     has_val = any(k.startswith("val/") for k in result.metrics)  # RL agents have test metrics only
     which = "best validation epoch" if has_val else "exploration off, fresh users"
     from recrl_cli.algorithms.registry import get_algorithm
@@ -191,6 +193,8 @@ def train(
         f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
         f"files in {escape(str(result.run_dir))}"
     )
+    if distributed.launched_by_torchrun():  # a worker of --nproc N: see distributed.end_process
+        distributed.end_process(0)
 
 
 def _torchrun_rank() -> int:

@@ -14,6 +14,8 @@ How a W-process run works (``recrl train ... --nproc W`` or ``torchrun --nproc-p
   the split's row order), so AUC, s-logloss and GAUC are computed over the whole split, identically on every
   process: early-stopping decisions agree without another message.
 * Only rank 0 logs to MLflow and writes checkpoints, run state and artifacts.
+* Teardown: a barrier, then ``destroy_process_group``, then the worker process ends without interpreter
+  finalization (:func:`leave_process_group`, :func:`end_process`): gloo's threads outlive the group.
 
 Models are wrapped in ``DistributedDataParallel`` for the gradient all-reduce. RMTL's critics update only the
 table rows a batch touches (a leaf of gathered rows, not a module forward), so their step all-reduces by hand:
@@ -22,11 +24,13 @@ the union of the processes' rows, then one summed flat buffer (:func:`union_rows
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -68,8 +72,41 @@ def process_group(device_name: str) -> Iterator[None]:
     dist.init_process_group(backend=backend)
     try:
         yield
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other processes may be gone or stuck
+        raise
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Tear the group down in order: every process is past its last collective before any leaves.
+
+    Without the barrier a fast rank (rank 1: no files to write) closes its connections while rank 0 still
+    works. ``destroy_process_group`` does NOT stop gloo's worker threads once DDP has wrapped a model on the
+    group (measured with torch 2.13: they survive it and ``gc.collect()``, even with the DDP object, its
+    reducer and logger gone): the process must still end with :func:`end_process`.
+    """
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def end_process(code: int = 0) -> NoReturn:
+    """End a data-parallel worker process without interpreter finalization (output flushed first).
+
+    Why: gloo's worker threads outlive ``destroy_process_group`` (see :func:`leave_process_group`). A worker
+    thread that drops the last reference to a tensor created in Python must take the GIL to free the
+    Python object; if the interpreter has begun to finalize, CPython ends that thread with
+    ``pthread_exit``, whose forced unwind through torch's noexcept destructor calls ``std::terminate``:
+    "terminate called without an active exception", SIGABRT, after a run that succeeded. Under load the
+    gloo thread lags the main thread enough to hit that window (benchmarks/RELIABILITY_NOTES.md,
+    "Distributed test flake"). ``os._exit`` is how multiprocessing's own fork children end, for the same
+    reason: nothing is left to run but teardown, and teardown is what races.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(AttributeError, OSError, ValueError):  # a closed or replaced stream
+            stream.flush()
+    os._exit(code)
 
 
 def _comm_device() -> torch.device:
