@@ -17,9 +17,10 @@ from pathlib import Path
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def one_line_error(result) -> str:
-    """The single error line of a failed in-process (CliRunner) command; fails the test on anything else."""
-    assert result.exit_code == 1, result.output
+def one_line_error(result, code: int = 1) -> str:
+    """The single error line of a failed in-process (CliRunner) command; fails the test on anything else.
+    ``code``: the exit status expected (1 for refused input, 130 / 143 for a command stopped by Ctrl-C / SIGTERM)."""
+    assert result.exit_code == code, result.output
     # An uncaught exception also exits with 1 under CliRunner: only a clean exit is acceptable.
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     output = ANSI.sub("", result.output)
@@ -31,10 +32,10 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def one_line_process_error(proc: subprocess.CompletedProcess) -> str:
+def one_line_process_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
     """The same contract for a real ``recrl`` process (signals, imports, exit codes as a shell sees them)."""
     stderr = ANSI.sub("", proc.stderr)
-    assert proc.returncode == 1, f"rc={proc.returncode}\n{proc.stdout}\n{stderr}"
+    assert proc.returncode == code, f"rc={proc.returncode}\n{proc.stdout}\n{stderr}"
     assert "Traceback" not in stderr and "Traceback" not in proc.stdout, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr

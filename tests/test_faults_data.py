@@ -58,11 +58,11 @@ def kr_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "raw", root / "prepared"
 
 
-def fails_cleanly(cli, ws: Path, *args: object, match: str) -> str:
-    """Run `recrl ARGS` in ``ws``: one error line matching ``match``, the workspace untouched."""
+def fails_cleanly(cli, ws: Path, *args: object, match: str, code: int = 1) -> str:
+    """Run `recrl ARGS` in ``ws``: exit status ``code``, one error line matching ``match``, the workspace untouched."""
     before = tree_digest(ws)
     names = sorted(str(p.relative_to(ws)) for p in ws.rglob("*"))
-    line = one_line_error(cli(*args))
+    line = one_line_error(cli(*args), code)
     assert match in line, line
     assert tree_digest(ws) == before
     assert sorted(str(p.relative_to(ws)) for p in ws.rglob("*")) == names  # no new (empty) folder either
@@ -312,7 +312,7 @@ def test_ctrl_c_while_writing_leaves_nothing_and_keeps_the_old_output(cli, cli_d
 
     monkeypatch.setattr(rr, "_split_summary", ctrl_c_after_the_first_file)
     fails_cleanly(cli, ws, "prepare", "retailrocket", "--raw", "raw", "--out", "prepared",
-                  match="interrupted (Ctrl-C)")  # fmt: skip
+                  match="interrupted (Ctrl-C)", code=130)  # fmt: skip
     assert leftovers(ws) == []
 
 
@@ -337,7 +337,7 @@ def test_sigterm_mid_prepare_removes_the_temporary_folder_and_keeps_the_old_outp
     stdout, stderr = proc.communicate(timeout=240)
     assert seen, f"the temporary folder never appeared (rc={proc.returncode}): {ANSI.sub('', stderr)}"
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert "stopped by SIGTERM" in one_line_process_error(done)
+    assert "stopped by SIGTERM" in one_line_process_error(done, 143)
     assert leftovers(tmp_path) == [] and tree_digest(tmp_path) == before
     assert sorted(entries(tmp_path)) == ["prepared", "raw"] and entries(out)
 

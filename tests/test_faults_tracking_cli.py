@@ -266,7 +266,8 @@ def test_ctrl_c_while_the_command_imports_is_one_line_exit_130(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_inside_a_command_is_one_line_with_the_signal_status(cli, monkeypatch, sig):
-    from recrl_cli.cli import info, signals
+    from recrl_cli import signals
+    from recrl_cli.cli import info
 
     def interrupted(name):
         if sig == signal.SIGINT:
@@ -294,7 +295,7 @@ def test_graceful_interrupt_checkpoints_on_sigterm_and_aborts_on_the_second(caps
             time.sleep(1)
     assert signal.getsignal(signal.SIGTERM) is before
     assert "SIGTERM: stopping after this step" in capsys.readouterr().err
-    from recrl_cli.cli import signals
+    from recrl_cli import signals
 
     signals.take()  # the test's SIGTERM is consumed
 

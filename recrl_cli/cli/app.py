@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recrl_cli.cli import signals
+from recrl_cli import signals
 
 
 def main() -> None:
@@ -21,8 +21,8 @@ def main() -> None:
         from recrl_cli.cli.commands import app
 
         app()  # exits: RecrlGroup.main turns usage errors and interrupts into one line
-    except KeyboardInterrupt:  # during the imports, or the instant before a handler was reached
-        signals.report_and_exit()
+    except KeyboardInterrupt as stop:  # during the imports, or the instant before a handler was reached
+        signals.report_and_exit(stop)
     except SystemExit as exc:
         if signals.interrupted():  # reported by RecrlGroup: end with exactly its status
             signals.finish(exc.code if isinstance(exc.code, int) else 1)

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from typer.core import TyperGroup
 
-from recrl_cli.cli import signals
+from recrl_cli import signals
 from recrl_cli.errors import RecrlError
 from recrl_cli.training.trainer import StopSignal
 
@@ -122,8 +122,8 @@ class RecrlGroup(TyperGroup):
         except typer.Abort:  # EOF at a prompt
             error_line("aborted")
             sys.exit(1)
-        except _Interrupted:
-            text, status = signals.take()
+        except _Interrupted as exc:
+            text, status = signals.take(exc.__cause__)
             error_line(text)
             sys.exit(status)
         except RecrlError as exc:  # raised outside a command body (a callback): still one line
@@ -192,28 +192,31 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     """For commands that write temporary outputs (an atomic output folder, a child process): SIGTERM is
     handled like Ctrl-C (:func:`recrl_cli.signals.sigterm_as_interrupt`), so the same clean-up runs,
-    and either one ends with one error line and exit code 1 instead of a traceback, also when native
-    code turned the interrupt into another exception or swallowed it."""
+    and either one ends with one error line and the stopped exit status (130 for Ctrl-C, 143 for
+    SIGTERM, as every other command) instead of a traceback, also when native code turned the
+    interrupt into another exception or swallowed it."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from recrl_cli.signals import Terminated, sigterm_as_interrupt, stop_mark, stops_since
-
-        mark = stop_mark()
+        mark = signals.stop_mark()
 
         def stopped(sigterm: bool) -> None:
+            signals.take(
+                signals.Terminated() if sigterm else KeyboardInterrupt()
+            )  # reported: ends with this status
             what = "stopped by SIGTERM" if sigterm else "interrupted (Ctrl-C)"
-            fail(f"{what}; no partial output was left")
+            error_line(f"{what}; no partial output was left")
+            raise typer.Exit(code=128 + int(signal.SIGTERM if sigterm else signal.SIGINT))
 
         try:
-            with sigterm_as_interrupt():
+            with signals.sigterm_as_interrupt():
                 result = command(*args, **kwargs)
         except BaseException as exc:
-            stops = stops_since(mark)
+            stops = signals.stops_since(mark)
             if stops or isinstance(exc, KeyboardInterrupt):
-                stopped(stops[-1] == signal.SIGTERM if stops else isinstance(exc, Terminated))
+                stopped(stops[-1] == signal.SIGTERM if stops else isinstance(exc, signals.Terminated))
             raise
-        if stops := stops_since(mark):
+        if stops := signals.stops_since(mark):
             stopped(stops[-1] == signal.SIGTERM)
         return result
 

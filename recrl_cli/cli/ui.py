@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from recrl_cli.cli import signals
+from recrl_cli import signals
 from recrl_cli.cli.common import TrackingUriOpt, console, friendly_errors
 
 

@@ -113,13 +113,14 @@ def atomic_output_dir(
     elif target.exists() and not target.is_dir():
         raise DataError(f"output path {target} exists and is not a directory")
     with sigterm_as_interrupt():
+        tmp = _unique_sibling(target, "")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _unique_sibling(target, "")
-            tmp.mkdir()  # plain mkdir (not mkdtemp) so the result gets the user's umask, not 0700
-        except OSError as exc:
-            raise DataError(f"cannot create output directory beside {target}: {exc.strerror}") from exc
-        try:
+            # Created inside the clean-up block: a stop arriving just after the mkdir must remove it too.
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp.mkdir()  # plain mkdir (not mkdtemp) so the result gets the user's umask, not 0700
+            except OSError as exc:
+                raise DataError(f"cannot create output directory beside {target}: {exc.strerror}") from exc
             yield tmp
             with deferred_signals():  # the check and the swap are one step: never cut in two
                 raise_stop(stops_in_block())  # a stop whose exception native code swallowed
