@@ -48,18 +48,39 @@ def new_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The http URI of a real `mlflow server` on a free loopback port (tmp sqlite + artifacts)."""
+    from recrl_cli.errors import TrackingError
     from recrl_cli.tracking.server import free_port, start_server, stop_server, wait_until_healthy
 
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = start_server(f"sqlite:///{root / 'mlflow.db'}", port=port, artifact_root=root / "artifacts")
+    # free_port closes its probe socket before the server binds: another process (a Ray or gloo
+    # worker of a concurrent test) can take the port in between, and the server then exits at once.
+    # That is this fixture's race, not a failure of what is under test: start again on a new port.
+    for attempt in range(3):
+        port = free_port()
+        proc = start_server(f"sqlite:///{root / 'mlflow.db'}", port=port, artifact_root=root / "artifacts")
+        try:
+            _migrated_template(tmp_path_factory)  # overlaps with the server's start-up (own DB)
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(url, timeout_s=120, proc=proc)
+        except TrackingError:
+            exited, log = proc.poll() is not None, _server_log(proc)
+            stop_server(proc)
+            if not exited or attempt == 2 or "address already in use" not in log:
+                raise
+            continue
+        break
     try:
-        _migrated_template(tmp_path_factory)  # overlaps with the server's start-up (own DB)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, timeout_s=120, proc=proc)
         yield url
     finally:
         stop_server(proc)
+
+
+def _server_log(proc) -> str:
+    """What the server wrote (lower case), read before stop_server removes its log file."""
+    try:
+        return proc.log_path.read_text(errors="replace").lower()
+    except (OSError, AttributeError):
+        return ""
 
 
 # ---- end of MLflow tracking fixtures ----------------------------------------------------------
