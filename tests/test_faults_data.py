@@ -286,6 +286,14 @@ def test_simulator_training_refuses_damaged_kuairand_data(cli, kr_data, ws):
     assert "recrl prepare kuairand" in line
 
 
+def test_text_items_refuses_damaged_prepared_data_and_writes_nothing(cli, cli_dataset, ws):
+    data = shutil.copytree(cli_dataset.prepared, ws / "prepared")
+    shutil.copytree(cli_dataset.raw, ws / "raw")
+    zero_4k(data / "test.parquet")
+    fails_cleanly(cli, ws, "text", "items", "prepared", "--properties", "raw",
+                  match="test.parquet does not match its manifest hash")  # fmt: skip
+
+
 def test_kuairand_feature_removed_from_manifest_is_caught(kr_data, tmp_path):
     from recrl_cli.data.manifest import open_prepared
     from recrl_cli.errors import DataError

@@ -34,14 +34,15 @@ def items(
     ] = None,
 ) -> None:
     """Write DATA/item_text.parquet: one text per encoded item, from captions or RetailRocket properties."""
-    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.data.manifest import read_manifest, verify_prepared
     from recrl_cli.text.items import texts_from_captions, texts_from_properties, write_item_texts
 
     if (captions is None) == (properties is None):
         raise ConfigError("pass exactly one of --captions FILE or --properties RAW_DIR")
     if categories is not None and captions is None:
         raise ConfigError("--categories goes with --captions")
-    read_manifest(data)  # a missing dataset fails first, with the usual hint
+    # A missing dataset fails first, with the usual hint; damaged splits are refused like every loader does.
+    verify_prepared(data, read_manifest(data))
     if captions is not None:
         table = texts_from_captions(data, captions, categories)
     else:
