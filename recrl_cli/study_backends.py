@@ -20,6 +20,7 @@ parallel study restarts its unfinished variants from scratch (finished ones are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -117,18 +118,39 @@ class ProcessPoolBackend:
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            self.jobs, mp_context=context, initializer=_set_threads, initargs=(threads,)
+            self.jobs, mp_context=context, initializer=_start_worker, initargs=(threads,)
         ) as pool:
             futures = [pool.submit(execute, task) for task in tasks]
             try:
                 for future in as_completed(futures):
                     yield future.result()
+            except BaseException:
+                # Ctrl-C reached the workers too (one foreground process group); SIGTERM reached only
+                # this process, and leaving the pool would wait for every running variant to finish.
+                # Pass the stop on: each worker ends its run as stopped (see _start_worker).
+                _stop_workers(pool)
+                raise
             finally:
                 for future in futures:
                     future.cancel()
 
 
-def _set_threads(threads: str) -> None:
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every live worker of ``pool`` (the executor has no public way before Python 3.14)."""
+    import signal
+
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(process.pid, signal.SIGTERM)
+
+
+def _start_worker(threads: str) -> None:
+    """A pool worker: SIGTERM is a stop like Ctrl-C (its run ends KILLED, not killed mid-write), and
+    an equal share of the cores unless the runs fix their own thread count."""
+    from recrl_cli import signals
+
+    signals.install()
     os.environ.setdefault("OMP_NUM_THREADS", threads)
     import torch
 

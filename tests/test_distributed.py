@@ -13,6 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +195,64 @@ def test_recrl_train_rmtl_nproc_2_logs_one_run_with_the_1_process_metrics(cli, p
     assert set(single) == set(double) and any("pretrained/" in k for k in single)
     worst = max(abs(single[k] - double[k]) for k in single)
     assert worst <= TOLERANCE, worst
+
+
+# ---------------------------------------------------------------------------------------------- stops
+_FAKE_TORCHRUN = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *a: (mark.write_text("SIGTERM"), sys.exit(0)))
+mark.write_text("running")
+time.sleep(120)
+"""
+
+_LAUNCHER = """
+import sys
+from recrl_cli import signals
+from recrl_cli.training import distributed
+signals.install()
+distributed.torchrun_argv = lambda n, a: [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+try:
+    distributed.launch(2, [])
+except KeyboardInterrupt as stop:
+    print(type(stop).__name__)
+    sys.exit(143)
+"""
+
+
+def test_sigterm_to_an_nproc_run_reaches_torchrun_instead_of_orphaning_its_workers(tmp_path):
+    """SIGTERM goes to the `recrl` process only (unlike a terminal's Ctrl-C): it must pass it on to torchrun,
+    which stops its workers; subprocess.run would SIGKILL torchrun and leave the workers training."""
+    mark = tmp_path / "torchrun.txt"
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, _FAKE_TORCHRUN, str(mark)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (mark.exists() and mark.read_text() == "running") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, out.strip()) == (143, "Terminated"), err
+    assert mark.read_text() == "SIGTERM"  # the stand-in torchrun got the stop and ended by itself
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_stopped_study_stops_its_pool_workers_instead_of_waiting_for_them():
+    import concurrent.futures
+    import multiprocessing
+
+    from recrl_cli.study_backends import _stop_workers
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(_sleep, 300)
+        started = time.monotonic()
+        while not any(p.is_alive() for p in (pool._processes or {}).values()):
+            time.sleep(0.05)
+        _stop_workers(pool)
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            future.result(timeout=120)
+        assert time.monotonic() - started < 120  # ended by the stop, not by the 300 s task

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -244,6 +245,26 @@ def torchrun_argv(nproc: int, args: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
-    """Run ``recrl <args>`` in ``nproc`` local processes; returns torchrun's exit code."""
-    return subprocess.run(torchrun_argv(nproc, args), check=False).returncode
+def launch(nproc: int, args: Sequence[str], grace_s: float = 60.0) -> int:
+    """Run ``recrl <args>`` in ``nproc`` local processes; returns torchrun's exit code.
+
+    A stop of this process is passed on. Ctrl-C in a terminal reaches every process of the foreground
+    group, torchrun and its workers included, so they checkpoint and stop by themselves: wait for
+    them. SIGTERM reaches this process alone: pass it to torchrun, which terminates its workers
+    (they checkpoint on it too), and wait. ``subprocess.run`` would instead SIGKILL torchrun and leave
+    the workers running. A second stop, or ``grace_s`` without an end, kills torchrun.
+    """
+    from recrl_cli.signals import Terminated
+
+    proc = subprocess.Popen(torchrun_argv(nproc, args))
+    try:
+        return proc.wait()
+    except BaseException as stop:
+        if isinstance(stop, Terminated) and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+        raise
