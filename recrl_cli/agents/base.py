@@ -40,6 +40,21 @@ def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
+def gradients(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> list:
+    """d loss / d params without touching ``.grad`` (None where a parameter does not reach the loss), so two
+    losses of one forward can feed two optimisers over the same parameters."""
+    return list(torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
+
+
+def step_with(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list) -> None:
+    """One update of ``optimizer`` with the given gradients of ``params`` (Adam skips a None gradient)."""
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    optimizer.step()
+    for p in params:
+        p.grad = None
+
+
 class HyperActorAgent:
     """Base agent. ``seed`` fixes the parameter initialisation (without touching the global RNG) and the
     agent's own generator (exploration noise, TD3 target smoothing)."""

@@ -16,9 +16,10 @@ td3_discount_bug       8 #3    td3         y = r + (γ·done + (1 − done))·mi
                                            elsewhere [r + γ(1 − done) min]
 frozen_critic          8 #4    a2c         V(s), V(s') from critic_target, which no optimiser holds: the
                                            baseline stays the random initial critic [V trained]
-alignment_lr_bug       8 #6    hac         three Adam steps per update: L_π (actor lr), λ_h·L_H on θ ∪ ψ at
-                                           lr λ_h, L_BCE at behavior_lr / behavior_decay [one step on
-                                           L_π + λ_h L_H + λ_b L_BCE at the actor lr]
+alignment_lr_bug       8 #6    hac         three Adam steps per update, each on a fresh forward: L_π (actor
+                                           lr), λ_h·L_H on θ ∪ ψ at lr λ_h, λ_b·L_BCE at behavior_lr [L_π +
+                                           λ_h L_H at the actor lr and λ_b L_BCE at behavior_lr, both
+                                           gradients from one forward]
 uniform_noise          8 #7    all         exploration noise clamp(U[0, 1)·σ, −c, c), the random batch
                                            too [clamp(N(0, σ²), −c, c)]
 td3_no_delay           5.6     td3         actor and targets updated every step [every policy_delay]
@@ -104,8 +105,10 @@ class AgentRunConfig:
     # -- agent specific (§5.3, §5.6)
     hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
     behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
-    behavior_lr: float = param(1e-4, help="HAC with alignment_lr_bug: Adam lr of the behaviour-loss step.")
-    behavior_decay: float = param(3e-5, help="HAC with alignment_lr_bug: weight decay of that step.")
+    behavior_lr: float = param(
+        1e-4, help="HAC: Adam lr of the supervised behaviour-loss step (its own optimiser)."
+    )
+    behavior_decay: float = param(3e-5, help="HAC: weight decay of the behaviour-loss optimiser.")
     target_noise: float = param(0.2, help="TD3: target smoothing noise σ.")
     target_noise_clip: float = param(0.5, help="TD3: clip of the target smoothing noise.")
     policy_delay: int = param(2, help="TD3: critic updates per actor update.")
