@@ -53,6 +53,45 @@ def plot_learning_curve(history: Sequence[Mapping[str, Any]], path: Path, title:
     plt.close(fig)
 
 
+REFERENCE_STYLES = {"random": ("#888888", ":"), "popular": ("#DD8452", "--"), "oracle": ("#55A868", "-."),
+                    "agent": ("#C44E52", "--")}  # fmt: skip
+
+
+def plot_rl_curves(curves: Mapping[str, Sequence[tuple[int, float]]], metrics: Mapping[str, float], path: Path,
+                   title: str) -> None:  # fmt: skip
+    """An RL run's learning curve: reward per step, session depth and total reward over the training iterations
+    (exploration on) with the evaluation's ``test/<policy>/<metric>`` of random, popular, oracle and the agent
+    (exploration off) as horizontal lines, and every loss (symlog axis) in the fourth panel."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    panels = (("avg_reward", "reward per user and step"), ("depth", "session depth (users who left)"),
+              ("total_reward", "session total reward (users who left)"))  # fmt: skip
+    for ax, (name, label) in zip(axes.flat, panels, strict=False):
+        points = curves.get(name, [])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], color="#4C72B0", label="training")
+        for policy, (color, style) in REFERENCE_STYLES.items():
+            value = metrics.get(f"test/{policy}/{name}")
+            if value is not None and value == value:
+                tag = "agent (eval)" if policy == "agent" else policy
+                ax.axhline(value, color=color, linestyle=style, label=f"{tag} {value:.3g}")
+        ax.set(title=label, xlabel="iteration")
+    loss_ax = axes.flat[3]
+    for name, points in curves.items():
+        if name not in ("avg_reward", "depth", "total_reward") and points:
+            loss_ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+    loss_ax.set_yscale("symlog", linthresh=1e-2)
+    loss_ax.set(title="losses (bin means)", xlabel="iteration")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_study_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: Path, title: str) -> None:
     """Bar chart of one metric per variant with 95 % CI error bars (rows: variant, mean, ci)."""
     plt = _pyplot()

@@ -282,16 +282,21 @@ def test_train_agent_runs_end_to_end_with_finite_metrics(name):
     res = train_agent(agent, env, LoopConfig(warmup_steps=3, iterations=6, eval_steps=25),
                       progress=lambda label, done, total: calls.append((label, done, total)))  # fmt: skip
     assert agent.updates == 6 and calls[-1] == ("evaluate", 1, 1) and calls[2] == ("warm-up", 3, 9)
-    for metrics in (res.eval, res.random, res.oracle):
+    assert list(res.policies) == ["agent", "random", "popular", "oracle"]
+    for metrics in res.policies.values():
         assert all(math.isfinite(v) for v in metrics.values()), metrics
         assert 0 < metrics["coverage"] <= 8 * 3 and metrics["depth"] >= 1
+    assert res.popular["coverage"] == 3  # one constant slate for every user
     assert res.losses and all(math.isfinite(v) for v in res.losses.values())
-    assert math.isfinite(res.gap_fraction)
     assert res.oracle["total_reward"] > res.random["total_reward"]  # the calibration ordering holds
     want = (res.eval["total_reward"] - res.random["total_reward"]) / (
         res.oracle["total_reward"] - res.random["total_reward"]
     )
     assert res.gap_fraction == pytest.approx(want)
+    vs_popular = (res.eval["total_reward"] - res.popular["total_reward"]) / (
+        res.oracle["total_reward"] - res.popular["total_reward"]
+    )
+    assert res.eval["gap_vs_popular"] == pytest.approx(vs_popular)
 
 
 def test_evaluation_is_deterministic_with_exploration_off():
@@ -304,6 +309,7 @@ def test_evaluation_is_deterministic_with_exploration_off():
     assert evaluate_agent(agent, env, 25, seed=12) != first  # other users, other responses
 
 
-def test_gap_fraction():
+def test_gap_fraction_is_never_nan():
     assert gap_fraction(3.0, 1.0, 5.0) == 0.5
-    assert math.isnan(gap_fraction(1.0, 2.0, 2.0))
+    assert gap_fraction(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
+    assert gap_fraction(1.0, 2.0, float("nan")) == 0.0

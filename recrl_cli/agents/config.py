@@ -73,7 +73,12 @@ class AgentRunConfig:
     iterations: int = param(2000, help="Training iterations: one env step + updates_per_step gradient steps.")
     updates_per_step: int = param(1, help="Gradient steps per env step.")
     eval_steps: int = param(
-        200, help="Env steps of the evaluation (exploration off) and of the calibrations."
+        200,
+        help="Env steps of the evaluation (exploration off) and of the random / popular / oracle policies.",
+    )
+    eval_users: int = param(64, help="Users simulated in parallel in the evaluation env.")
+    eval_horizon: int = param(
+        20, help="Steps a session is followed in the evaluation (total_reward = return over them)."
     )
     eval_seed: int = param(1_000_003, help="Env seed of the evaluation users (far from training seeds).")
     window: int = param(10, help="Last training steps / updates averaged in the reported train metrics.")
@@ -141,7 +146,8 @@ class AgentRunConfig:
 
     def __post_init__(self) -> None:
         check_text_options(self)
-        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window",
+        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "eval_users",
+                     "eval_horizon", "window",
                      "batch_size", "buffer_size", "policy_delay", "enc_dim", "n_layers", "epsilon_steps"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
