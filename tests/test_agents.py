@@ -25,7 +25,7 @@ from recrl_cli.agents.losses import (
     soft_update,
     td_target,
 )
-from recrl_cli.agents.networks import InverseModule, item_scores, top_k
+from recrl_cli.agents.networks import InverseModule, item_scores, sample_k, top_k
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import Observation, WholeSessionEnv, response_weights
 from recrl_cli.sim.response_model import UserResponseModel
@@ -142,6 +142,31 @@ def test_soft_update_moves_targets_a_tau_fraction():
     soft_update(tgt, src, 0.25)
     for t, b, s in zip(tgt.parameters(), before, src.parameters(), strict=True):
         assert torch.allclose(t, 0.75 * b + 0.25 * s)
+
+
+def test_sampled_effect_action_follows_the_softmax_of_the_scores():
+    """K = 1 of 3 candidates: the sampled frequencies are softmax(score / τ) (20,000 draws: the binomial SE is
+    ≤ 0.0036, the tolerance 0.015 is > 4 SE); K = N is a permutation; a tiny τ is the top-K."""
+    table = torch.tensor([[0.0], [0.0], [1.0], [2.0]])  # d = 1, candidates 0..2 with kernels 0, 1, 2
+    hyper = torch.tensor([[1.0, 0.0]]).expand(20_000, 2)  # w = 1, b = 0: scores 0, 1, 2
+    picks = sample_k(hyper, table, 1, 1.0, torch.Generator().manual_seed(0))[:, 0]
+    freq = torch.bincount(picks, minlength=3).float() / len(picks)
+    assert torch.allclose(freq, torch.tensor([0.0, 1.0, 2.0]).softmax(0), atol=0.015)
+    perms = sample_k(hyper[:50], table, 3, 1.0, torch.Generator().manual_seed(1))
+    assert all(sorted(row) == [0, 1, 2] for row in perms.tolist())
+    greedy = sample_k(hyper[:50], table, 2, 1e-3, torch.Generator().manual_seed(2))
+    assert all(sorted(row) == [1, 2] for row in greedy.tolist())
+
+
+def test_agent_explores_with_sampled_slates_and_evaluates_with_the_top_k():
+    env = make_env()
+    agent = make_agent("hac", env, small("hac", effect_action="sample", sample_temperature=10.0), seed=0)
+    obs = env.observation()
+    greedy = agent.act(obs, explore=False)
+    assert torch.equal(greedy, agent.act(obs, explore=False))
+    explored = [agent.select(obs, explore=True, epsilon=0.0) for _ in range(5)]
+    assert any(set(a.slate[0].tolist()) != set(greedy[0].tolist()) for a in explored)
+    assert all(len(set(row)) == 3 for a in explored for row in a.slate.tolist())  # K distinct items
 
 
 # ---- exploration -------------------------------------------------------------------------------------------------

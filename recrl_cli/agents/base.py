@@ -16,7 +16,7 @@ from torch import nn
 from recrl_cli.agents.buffer import Batch
 from recrl_cli.agents.config import AgentRunConfig, agent_switches
 from recrl_cli.agents.exploration import LinearSchedule, perturb
-from recrl_cli.agents.networks import HyperPolicy, top_k
+from recrl_cli.agents.networks import HyperPolicy, sample_k, top_k
 from recrl_cli.sim.environment import Observation, WholeSessionEnv
 
 
@@ -99,6 +99,9 @@ class HyperActorAgent:
             eps = self.schedule.value(self.explore_steps) if epsilon is None else epsilon
             hyper = self.explore(hyper, eps)
             self.explore_steps += 1
+            if self.cfg.effect_action == "sample":  # exploration in item space as well (HAC §3.3)
+                slate = sample_k(hyper, table, self.slate_size, self.cfg.sample_temperature, self.generator)
+                return Action(slate=slate, hyper=hyper)
         return Action(slate=top_k(hyper, table, self.slate_size), hyper=hyper)
 
     def act(self, obs: Observation, explore: bool) -> torch.Tensor:

@@ -48,6 +48,7 @@ from recrl_cli.text.config import (
     text_model_field,
 )
 
+EFFECT_ACTIONS = ("topk", "sample")
 SWITCHES = ("td_done_bug", "td3_discount_bug", "frozen_critic", "alignment_lr_bug", "uniform_noise",
             "td3_no_delay", "td3_explore_smoothing", "a2c_topk_softmax")  # fmt: skip
 
@@ -107,6 +108,12 @@ class AgentRunConfig:
     epsilon_initial: float = param(0.01, help="ε (random hyper-action for the batch) at the start.")
     epsilon_final: float = param(0.01, help="ε after epsilon_steps exploring steps.")
     epsilon_steps: int = param(2000, help="Steps of the linear ε schedule.")
+    effect_action: str = param(
+        "topk", help="Exploring slate: the top-K of the explored hyper-action's scores, or K items sampled "
+        "without replacement from softmax(score / sample_temperature). Evaluation always takes the top-K.",
+        choices=EFFECT_ACTIONS,
+    )  # fmt: skip
+    sample_temperature: float = param(0.1, help="Temperature of the effect-action sampling.")
     # -- agent specific (§5.3, §5.6)
     hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
     behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
@@ -152,6 +159,12 @@ class AgentRunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.effect_action not in EFFECT_ACTIONS:
+            raise ConfigError(
+                f"model.effect_action must be one of {', '.join(EFFECT_ACTIONS)}, got {self.effect_action!r}"
+            )
+        if not self.sample_temperature > 0:
+            raise ConfigError(f"model.sample_temperature must be > 0, got {self.sample_temperature!r}")
         if self.updates_per_step < 0:
             raise ConfigError(f"model.updates_per_step must be >= 0, got {self.updates_per_step!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
