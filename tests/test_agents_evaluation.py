@@ -9,9 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_agents import make_env
+from test_agents import make_env, small
 
+from recrl_cli.agents import make_agent
 from recrl_cli.agents.evaluation import SessionTally, evaluate_policies, gap, verdict
+from recrl_cli.agents.loop import AgentLoop, LoopConfig
+from recrl_cli.reporting import plot_rl_curves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,3 +97,21 @@ def test_verdict_says_what_the_agent_does_not_beat():
     flat = {p: policy(2.0) for p in ("agent", "random", "popular", "oracle")}
     flat["popular"]["gap_fraction"] = 0.0
     assert any("oracle does not beat random" in line for line in verdict("hac", flat))
+
+
+def test_rl_learning_curve_draws_training_references_and_losses(tmp_path):
+    """The agents' curve (AgentLoop.curves) in the four panels: 3 outcome curves, their 4 reference lines each
+    (random, popular, oracle, the agent's evaluation) and every loss; binned to at most 200 points."""
+    env = make_env()
+    agent = make_agent("ddpg", env, small("ddpg"), seed=0)
+    loop = AgentLoop(agent, env, LoopConfig(warmup_steps=3, iterations=30, eval_steps=25))
+    for t in range(33):
+        loop.step(warm=t < 3)
+    curves = loop.curves(points=10)
+    assert {"avg_reward", "depth", "total_reward", "critic_loss", "policy_loss", "q"} <= set(curves)
+    assert [step for step, _ in curves["avg_reward"]] == list(range(3, 31, 3))  # 10 bins of 3 iterations
+    assert all(math.isfinite(v) for points in curves.values() for _, v in points)
+    metrics = {f"test/{who}/{k}": v for who, d in loop.result().policies.items() for k, v in d.items()}
+    losses = len(curves) - 3  # critic_loss, actor_loss, policy_loss, q
+    assert plot_rl_curves(curves, metrics, tmp_path / "curve.png", "ddpg") == 3 + 3 * 4 + losses == 19
+    assert plot_rl_curves({}, {}, tmp_path / "empty.png", "nothing") == 0
