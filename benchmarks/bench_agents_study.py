@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -84,33 +85,52 @@ def print_table(tables: list[tuple[str, Path]]) -> None:
         print(f"| {agent} | {n} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
 
 
+IGNORED = {"simulator", "iterations", "warmup_steps", "eval_steps", "eval_seed", "eval_users", "eval_horizon"}
+
+
+def variant_label(algo: str, model: dict) -> str:
+    """``algo`` plus the model options that differ from that agent's defaults (e.g. ``hac behavior_coef=0``)."""
+    from recrl_cli.agents.config import agent_config
+
+    default = json.loads(json.dumps(dataclasses.asdict(agent_config(algo)), default=list))
+    diff = [f"{k}={v}" for k, v in sorted(model.items())
+            if k not in IGNORED and k in default and default[k] != v]  # fmt: skip
+    return " ".join([algo, *diff])
+
+
 def runs_table(roots: list[Path]) -> None:
-    """The same table from finished run directories (any mix of `recrl ablate` and `recrl train` runs)."""
+    """The table from finished run directories (any mix of `recrl ablate` and `recrl train` runs), one row per
+    agent and variant (the options that differ from the agent's defaults) and protocol: mean ± 95 % t-CI over
+    seeds of the agent's total reward and gap fractions, the references (their seed means), and the paired
+    difference in gap fraction to the first row's variant on the seeds both have."""
     from recrl_cli.evaluation.stats import mean_ci
 
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, dict[int, dict]] = {}
     for metrics_file in sorted(p for root in roots for p in root.glob("*/metrics.json")):
         cfg = json.loads((metrics_file.parent / "config.resolved.json").read_text())
         if cfg["algo"] not in AGENTS:
             continue
         m = cfg["model"]
-        key = (cfg["algo"], m["iterations"], m["warmup_steps"], m["eval_steps"])
-        groups.setdefault(key, []).append(
-            {"seed": cfg["train"]["seed"], **json.loads(metrics_file.read_text())}
-        )
-    print("| agent | iterations | seeds | total_reward | depth | gap_fraction | random total_reward "
-          "| oracle total_reward |\n|---|---:|---|---:|---:|---:|---:|---:|")  # fmt: skip
-    for (agent, iters, _, _), runs in sorted(
-        groups.items(), key=lambda kv: (AGENTS.index(kv[0][0]), kv[0][1])
-    ):
+        key = (variant_label(cfg["algo"], m), m["iterations"], m["eval_steps"], m.get("eval_users", 32))
+        groups.setdefault(key, {})[cfg["train"]["seed"]] = json.loads(metrics_file.read_text())
+    print("| variant | iterations | seeds | total_reward | gap_fraction | gap_vs_popular | paired Δ gap vs first "
+          "| random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    first = None
+    for (label, iters, _, _), runs in groups.items():
+        first = first or runs
         cells = []
-        for k in SHOWN:
-            mean, ci = mean_ci([r[f"test/agent/{k}"] for r in runs])
+        for k in ("total_reward", "gap_fraction", "gap_vs_popular"):
+            values = [r[f"test/agent/{k}"] for r in runs.values() if f"test/agent/{k}" in r]
+            mean, ci = mean_ci(values) if values else (float("nan"), float("nan"))
             cells.append(f"{mean:.3f} ± {ci:.3f}")
-        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        rand = sum(r["test/random/total_reward"] for r in runs) / len(runs)
-        oracle = sum(r["test/oracle/total_reward"] for r in runs) / len(runs)
-        print(f"| {agent} | {iters} | {seeds} | " + " | ".join(cells) + f" | {rand:.3f} | {oracle:.3f} |")
+        common = sorted(set(runs) & set(first))
+        diff = [runs[s]["test/agent/gap_fraction"] - first[s]["test/agent/gap_fraction"] for s in common]
+        mean, ci = mean_ci(diff) if runs is not first and len(diff) > 1 else (float("nan"), float("nan"))
+        cells.append("—" if runs is first else f"{mean:+.3f} ± {ci:.3f}")
+        refs = [sum(r.get(f"test/{p}/total_reward", float("nan")) for r in runs.values()) / len(runs)
+                for p in ("random", "popular", "oracle")]  # fmt: skip
+        print(f"| {label} | {iters} | {len(runs)} | " + " | ".join(cells) + " | "
+              + " | ".join(f"{v:.3f}" for v in refs) + " |")  # fmt: skip
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.evaluation.evaluator import evaluate_split
-from recrl_cli.reporting import plot_learning_curve, write_history_csv
+from recrl_cli.reporting import plot_learning_curve, plot_rl_curves, write_history_csv
 from recrl_cli.tracking.base import NullTracker, Tracker, flatten_params
 from recrl_cli.training import distributed
 from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail, save_checkpoint
@@ -45,6 +45,9 @@ class RunResult:
     metrics: dict[str, float]  # "<split>/<task>/<metric>" on the best model
     history: list[dict[str, Any]]
     resumed: bool
+    notes: tuple[
+        str, ...
+    ] = ()  # what the evaluation cannot support (e.g. an agent that does not beat popular)
 
 
 DATA_PARALLEL_FAMILIES = ("mtl base", "rl-mtl")
@@ -223,12 +226,29 @@ def train_run(
         if extra is not None:
             metrics.update(extra())
         tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.state.global_step)
+        # RL algorithms: the learning curve per iteration bin, as MLflow metrics curve/<name> at that step.
+        curves = algorithm.curves() if hasattr(algorithm, "curves") else {}
+        for step, values in _by_step(curves).items():
+            tracker.log_metrics({f"curve/{k}": v for k, v in values.items()}, step=step)
+        notes = tuple(algorithm.notes()) if hasattr(algorithm, "notes") else ()
         if main:
-            _save_artifacts(run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker)
+            _save_artifacts(
+                run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker, curves
+            )
             _write_state(run_dir, {"mlflow_run_id": run_id, "status": "finished", "experiment": experiment})
     if main:
         checkpoint.unlink(missing_ok=True)  # the final model is kept; the resumable state is no longer needed
-    return RunResult(run_id=run_id, run_dir=run_dir, metrics=metrics, history=history, resumed=bool(resume))
+    return RunResult(run_id=run_id, run_dir=run_dir, metrics=metrics, history=history, resumed=bool(resume),
+                     notes=notes)  # fmt: skip
+
+
+def _by_step(curves: Mapping[str, list[tuple[int, float]]]) -> dict[int, dict[str, float]]:
+    """{step: {name: value}} of curves given as {name: [(step, value), ...]} (one tracker call per step)."""
+    out: dict[int, dict[str, float]] = {}
+    for name, points in curves.items():
+        for step, value in points:
+            out.setdefault(int(step), {})[name] = float(value)
+    return dict(sorted(out.items()))
 
 
 def _save_artifacts(
@@ -239,6 +259,7 @@ def _save_artifacts(
     history: list[dict[str, Any]],
     metrics: Mapping[str, float],
     tracker: Tracker,
+    curves: Mapping[str, list[tuple[int, float]]] | None = None,
 ) -> None:
     model_path = run_dir / "model.pt"
     save_checkpoint(
@@ -255,7 +276,11 @@ def _save_artifacts(
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_history_csv(history, run_dir / "history.csv")
-    plot_learning_curve(history, run_dir / "learning_curve.png", title=f"{cfg.algo} on {cfg.data.dataset}")
+    title = f"{cfg.algo} on {cfg.data.dataset}"
+    if curves:  # RL: reward, depth and losses per iteration against the reference policies
+        plot_rl_curves(curves, metrics, run_dir / "learning_curve.png", title=title)
+    else:
+        plot_learning_curve(history, run_dir / "learning_curve.png", title=title)
     tracker.log_artifact(model_path, "model")
     for name in (
         "config.resolved.json",

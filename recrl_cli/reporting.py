@@ -53,6 +53,70 @@ def plot_learning_curve(history: Sequence[Mapping[str, Any]], path: Path, title:
     plt.close(fig)
 
 
+REFERENCE_STYLES = {"random": ("#888888", ":"), "popular": ("#DD8452", "--"), "oracle": ("#55A868", "-."),
+                    "agent": ("#C44E52", "--")}  # fmt: skip
+OTHER_STYLES = (("#8172B3", "--"), ("#937860", ":"), ("#DA8BC3", "-."))
+# Curves drawn as outcome panels (with the evaluation's reference lines); every other curve is a loss.
+OUTCOMES = {"avg_reward": "reward per user and step", "depth": "session depth (users who left)",
+            "total_reward": "session total reward (users who left)", "ctr": "click-through rate of the lists",
+            "list_reward": "reward per list"}  # fmt: skip
+
+
+def bin_curve(rows: Sequence[Mapping[str, float]], points: int = 200) -> dict[str, list[tuple[int, float]]]:
+    """Per-iteration values (one mapping per iteration) in at most ``points`` equal bins: {name: [(last
+    iteration of the bin, mean over the bin's iterations that have the name)]}."""
+    size = max(1, -(-len(rows) // points))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for lo in range(0, len(rows), size):
+        chunk, sums, counts = rows[lo : lo + size], {}, {}
+        for row in chunk:
+            for k, v in row.items():
+                sums[k], counts[k] = sums.get(k, 0.0) + float(v), counts.get(k, 0) + 1
+        for k in sums:
+            out.setdefault(k, []).append((lo + len(chunk), sums[k] / counts[k]))
+    return out
+
+
+def plot_rl_curves(curves: Mapping[str, Sequence[tuple[int, float]]], metrics: Mapping[str, float], path: Path,
+                   title: str) -> int:  # fmt: skip
+    """An RL run's learning curve: up to three outcome panels (reward per step, session depth and total reward;
+    or a list's CTR and reward) over the training iterations (exploration on), each with the evaluation's
+    ``test/<policy>/<name>`` of every reference policy and the agent (exploration off) as horizontal lines,
+    and every loss (symlog axis) in the fourth panel. Returns the number of lines drawn."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    shown = [name for name in OUTCOMES if curves.get(name)][:3]
+    for ax, name in zip(axes.flat, shown, strict=False):
+        points = curves[name]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="#4C72B0", label="training")
+        others = iter(OTHER_STYLES * 3)
+        for key, value in metrics.items():
+            parts = key.split("/")
+            if len(parts) != 3 or parts[0] != "test" or parts[2] != name or value != value:
+                continue
+            color, style = REFERENCE_STYLES.get(parts[1]) or next(others, ("#333333", ":"))
+            tag = "agent (eval)" if parts[1] == "agent" else parts[1]
+            ax.axhline(value, color=color, linestyle=style, label=f"{tag} {value:.3g}")
+        ax.set(title=OUTCOMES[name], xlabel="iteration")
+    loss_ax = axes.flat[3]
+    for name, points in curves.items():
+        if name not in OUTCOMES and points:
+            loss_ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+    loss_ax.set_yscale("symlog", linthresh=1e-2)
+    loss_ax.set(title="losses (bin means)", xlabel="iteration")
+    lines = 0
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        lines += len(ax.lines)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return lines
+
+
 def plot_study_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: Path, title: str) -> None:
     """Bar chart of one metric per variant with 95 % CI error bars (rows: variant, mean, ci)."""
     plt = _pyplot()

@@ -25,7 +25,7 @@ from recrl_cli.agents.losses import (
     soft_update,
     td_target,
 )
-from recrl_cli.agents.networks import InverseModule, item_scores, top_k
+from recrl_cli.agents.networks import InverseModule, item_scores, sample_k, top_k
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import Observation, WholeSessionEnv, response_weights
 from recrl_cli.sim.response_model import UserResponseModel
@@ -142,6 +142,31 @@ def test_soft_update_moves_targets_a_tau_fraction():
     soft_update(tgt, src, 0.25)
     for t, b, s in zip(tgt.parameters(), before, src.parameters(), strict=True):
         assert torch.allclose(t, 0.75 * b + 0.25 * s)
+
+
+def test_sampled_effect_action_follows_the_softmax_of_the_scores():
+    """K = 1 of 3 candidates: the sampled frequencies are softmax(score / τ) (20,000 draws: the binomial SE is
+    ≤ 0.0036, the tolerance 0.015 is > 4 SE); K = N is a permutation; a tiny τ is the top-K."""
+    table = torch.tensor([[0.0], [0.0], [1.0], [2.0]])  # d = 1, candidates 0..2 with kernels 0, 1, 2
+    hyper = torch.tensor([[1.0, 0.0]]).expand(20_000, 2)  # w = 1, b = 0: scores 0, 1, 2
+    picks = sample_k(hyper, table, 1, 1.0, torch.Generator().manual_seed(0))[:, 0]
+    freq = torch.bincount(picks, minlength=3).float() / len(picks)
+    assert torch.allclose(freq, torch.tensor([0.0, 1.0, 2.0]).softmax(0), atol=0.015)
+    perms = sample_k(hyper[:50], table, 3, 1.0, torch.Generator().manual_seed(1))
+    assert all(sorted(row) == [0, 1, 2] for row in perms.tolist())
+    greedy = sample_k(hyper[:50], table, 2, 1e-3, torch.Generator().manual_seed(2))
+    assert all(sorted(row) == [1, 2] for row in greedy.tolist())
+
+
+def test_agent_explores_with_sampled_slates_and_evaluates_with_the_top_k():
+    env = make_env()
+    agent = make_agent("hac", env, small("hac", effect_action="sample", sample_temperature=10.0), seed=0)
+    obs = env.observation()
+    greedy = agent.act(obs, explore=False)
+    assert torch.equal(greedy, agent.act(obs, explore=False))
+    explored = [agent.select(obs, explore=True, epsilon=0.0) for _ in range(5)]
+    assert any(set(a.slate[0].tolist()) != set(greedy[0].tolist()) for a in explored)
+    assert all(len(set(row)) == 3 for a in explored for row in a.slate.tolist())  # K distinct items
 
 
 # ---- exploration -------------------------------------------------------------------------------------------------
@@ -282,16 +307,21 @@ def test_train_agent_runs_end_to_end_with_finite_metrics(name):
     res = train_agent(agent, env, LoopConfig(warmup_steps=3, iterations=6, eval_steps=25),
                       progress=lambda label, done, total: calls.append((label, done, total)))  # fmt: skip
     assert agent.updates == 6 and calls[-1] == ("evaluate", 1, 1) and calls[2] == ("warm-up", 3, 9)
-    for metrics in (res.eval, res.random, res.oracle):
+    assert list(res.policies) == ["agent", "random", "popular", "oracle"]
+    for metrics in res.policies.values():
         assert all(math.isfinite(v) for v in metrics.values()), metrics
         assert 0 < metrics["coverage"] <= 8 * 3 and metrics["depth"] >= 1
+    assert res.popular["coverage"] == 3  # one constant slate for every user
     assert res.losses and all(math.isfinite(v) for v in res.losses.values())
-    assert math.isfinite(res.gap_fraction)
     assert res.oracle["total_reward"] > res.random["total_reward"]  # the calibration ordering holds
     want = (res.eval["total_reward"] - res.random["total_reward"]) / (
         res.oracle["total_reward"] - res.random["total_reward"]
     )
     assert res.gap_fraction == pytest.approx(want)
+    vs_popular = (res.eval["total_reward"] - res.popular["total_reward"]) / (
+        res.oracle["total_reward"] - res.popular["total_reward"]
+    )
+    assert res.eval["gap_vs_popular"] == pytest.approx(vs_popular)
 
 
 def test_evaluation_is_deterministic_with_exploration_off():
@@ -304,6 +334,7 @@ def test_evaluation_is_deterministic_with_exploration_off():
     assert evaluate_agent(agent, env, 25, seed=12) != first  # other users, other responses
 
 
-def test_gap_fraction():
+def test_gap_fraction_is_never_nan():
     assert gap_fraction(3.0, 1.0, 5.0) == 0.5
-    assert math.isnan(gap_fraction(1.0, 2.0, 2.0))
+    assert gap_fraction(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
+    assert gap_fraction(1.0, 2.0, float("nan")) == 0.0

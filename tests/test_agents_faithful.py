@@ -162,9 +162,28 @@ def test_alignment_lr_bug_takes_three_adam_steps_the_alignment_one_at_lr_lambda(
         )
         assert {"policy_loss", "alignment_loss", "behaviour_loss"} <= set(losses)
         assert set(agent.optimizers()) == (
-            {"actor", "critic", "alignment", "behaviour"} if bug else {"actor", "critic"}
+            {"actor", "critic", "alignment", "behaviour"} if bug else {"actor", "critic", "behaviour"}
         )
     # ψ only learns from the alignment loss: Adam's first step moves a parameter by ≈ its lr (actor lr 1e-5
     # fixed, λ_h = 0.1 under the bug).
     assert moves[False] <= 1e-5 * 1.01
     assert 0.09 <= moves[True] <= 0.1 * 1.01
+
+
+def test_hac_behaviour_loss_steps_on_its_own_optimiser_at_behavior_lr():
+    """Fixed mode: the supervised click loss has its own Adam at ``behavior_lr`` (issue 15), not the actor lr.
+    Adam's first step moves each parameter by at most its lr, ≈ lr where the gradient is clearly nonzero, so the
+    head's output layer (reached by L_π and L_BCE) moves ≈ behavior_lr with the loss and ≤ actor lr without."""
+    env = make_env()
+    moves = {}
+    for coef in (0.0, 1.0):
+        cfg = small("hac", actor_lr=1e-7, actor_decay=0.0, behavior_lr=1e-2, behavior_decay=0.0,
+                    behavior_coef=coef)  # fmt: skip
+        agent = make_agent("hac", env, cfg, seed=0)
+        buf = filled_buffer(env, agent)
+        before = agent.actor.head.out.weight.detach().clone()
+        losses = agent.update(buf.sample(16, torch.Generator().manual_seed(0)))
+        assert torch.isfinite(losses["behaviour_loss"])
+        moves[coef] = (agent.actor.head.out.weight - before).abs().max().item()
+    assert moves[0.0] <= 1.2e-7  # float32 rounding of O(0.1) weights is ~1e-8
+    assert 0.5e-2 <= moves[1.0] <= 1e-2 * 1.01 + 1e-7

@@ -61,10 +61,15 @@ def test_train_agent_through_the_cli_logs_evaluation_metrics(
     runs = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
     assert len(runs) == 1
     metrics = runs[0].data.metrics
-    for key in ("agent/total_reward", "random/total_reward", "oracle/total_reward", "agent/depth"):
+    for key in ("agent/total_reward", "random/total_reward", "popular/total_reward", "oracle/total_reward",
+                "agent/depth", "agent/gap_fraction", "agent/gap_vs_popular", "popular/gap_fraction"):  # fmt: skip
         assert f"eval/test/{key}" in metrics
-    assert "eval/test/agent/gap_fraction" in metrics
     assert "train/interact/epoch_reward" in metrics
+    assert "curve/avg_reward" in metrics and "curve/critic_loss" in metrics  # the learning curve
+    client = mlflow.tracking.MlflowClient()
+    rewards = client.get_metric_history(runs[0].info.run_id, "curve/avg_reward")
+    assert [m.step for m in rewards] == [1, 2, 3, 4]  # one point per iteration at this size
+    assert next((tmp_path / "runs").glob("*/learning_curve.png")).is_file()
     saved = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)
     assert saved["algo"] == algo and saved["exported"]["agent"] == algo
     scored = cli("evaluate", next((tmp_path / "runs").glob("*/model.pt")), "--data", prepared)

@@ -57,6 +57,8 @@ def test_train_hrlrec_offline_then_online_logs_list_metrics(cli, simulator, mlfl
         assert len(shares) >= 2 and abs(sum(shares) - 1.0) < 1e-6
     assert "eval/test/offline/item_auc" in m and "eval/test/offline/channel_acc" in m
     assert "train/offline/epoch_critic_low" in m and "train/interact/epoch_sim_high" in m
+    assert "curve/ctr" in m and "curve/list_reward" in m and "curve/sim_high" in m  # the learning curve
+    assert next((tmp_path / "runs").glob("*/learning_curve.png")).is_file()
     # clicks per list = T x CTR: both are computed from the same simulated clicks
     assert abs(m["eval/test/agent/clicks"] - 10 * m["eval/test/agent/ctr"]) < 1e-6
     saved = torch.load(next((tmp_path / "runs").glob("*/model.pt")), weights_only=False)

@@ -5,8 +5,9 @@ run directory or its ``model.pt``), the env, the loop sizes and the agent's hype
 :mod:`recrl_cli.agents.loop` runs as one trainer stage ``interact``: the warm-up (random hyper-actions, no
 gradient steps) happens when the stage starts, then every trainer step is one env step + ``updates_per_step``
 gradient steps (``train/interact/reward`` and the losses are logged per step). ``evaluate("test")`` runs the
-separate evaluation once (fresh users from ``eval_seed``, exploration off) and reports
-``agent/<metric>``, ``random/<metric>``, ``oracle/<metric>`` and ``agent/gap_fraction``; ``"val"`` is empty.
+separate evaluation once in its own env (``eval_users`` fresh users from ``eval_seed``, exploration off) and
+reports ``<policy>/<metric>`` for the agent, random, popular and oracle (:mod:`recrl_cli.agents.evaluation`),
+``agent/gap_fraction`` and ``agent/gap_vs_popular``; ``"val"`` is empty. :meth:`curves` is the learning curve.
 
 Resume (``--resume``) is exact: the checkpoint holds the agent (weights, optimisers, generator, ε clock), the
 replay buffer, the buffer sampler, the env's users (histories, temper, step counts) and generator, and the
@@ -23,7 +24,8 @@ import torch
 
 from recrl_cli.agents import make_agent
 from recrl_cli.agents.config import CONFIGS, AgentRunConfig, DDPGRunConfig
-from recrl_cli.agents.loop import REPORTED, AgentLoop, AgentResult, LoopConfig
+from recrl_cli.agents.evaluation import verdict
+from recrl_cli.agents.loop import AgentLoop, AgentResult, LoopConfig
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.sim.config import EnvConfig
@@ -92,10 +94,15 @@ class RLAgentAlgorithm:
                                      dropout_in_simulation=m.dropout_in_simulation,
                                      correlation_mean_over_dim=m.correlation_mean_over_dim)  # fmt: skip
             self.env = WholeSessionEnv.from_data(model, data, self.env_cfg)
+            # Its own env: evaluating never disturbs the training users, and it can hold more users per step.
+            self.eval_env = WholeSessionEnv.from_data(
+                model, data, dataclasses.replace(self.env_cfg, batch_users=m.eval_users)
+            )
             self.agent_cfg = m  # the agents read their hyperparameters from the run's model section
             self.loop_cfg = LoopConfig(warmup_steps=m.warmup_steps, iterations=m.iterations,
                                        updates_per_step=m.updates_per_step, eval_steps=m.eval_steps,
-                                       eval_seed=m.eval_seed, window=m.window, seed=cfg.train.seed)  # fmt: skip
+                                       eval_seed=m.eval_seed, eval_horizon=m.eval_horizon, window=m.window,
+                                       seed=cfg.train.seed)  # fmt: skip
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if uses_text(m):  # the policy's StateEncoder builds its item-text kernel from this factory
@@ -103,7 +110,7 @@ class RLAgentAlgorithm:
 
             model.item_text_factory = agent_text_factory(m, data.directory, device)
         self.agent = make_agent(name, self.env, self.agent_cfg, seed=cfg.train.seed)
-        self.loop = AgentLoop(self.agent, self.env, self.loop_cfg)
+        self.loop = AgentLoop(self.agent, self.env, self.loop_cfg, self.eval_env)
         self.warmed = False
         self._result: AgentResult | None = None
 
@@ -133,14 +140,18 @@ class RLAgentAlgorithm:
         return self._result
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """``test``: the evaluation of the agent and of the random / oracle calibrations; other splits: {}."""
+        """``test``: the evaluation of the agent and of the random / popular / oracle policies; other splits: {}."""
         if split != "test":
             return {}
-        r = self.result()
-        out = {f"{who}/{k}": d[k] for who, d in (("agent", r.eval), ("random", r.random), ("oracle", r.oracle))
-               for k in REPORTED}  # fmt: skip
-        out["agent/gap_fraction"] = r.gap_fraction
-        return out
+        return {f"{who}/{k}": v for who, d in self.result().policies.items() for k, v in d.items()}
+
+    def notes(self) -> list[str]:
+        """What the evaluation does not support: a policy that does not beat popular or random, a flat world."""
+        return verdict(self.name, self.result().policies)
+
+    def curves(self) -> dict[str, list[tuple[int, float]]]:
+        """The learning curve per iteration bin (:meth:`recrl_cli.agents.loop.AgentLoop.curves`)."""
+        return self.loop.curves()
 
     def extra_metrics(self) -> dict[str, float]:
         """The last training window (exploration on, as KuaiSim reports) and the mean recent losses."""

@@ -16,7 +16,7 @@ from torch import nn
 from recrl_cli.agents.buffer import Batch
 from recrl_cli.agents.config import AgentRunConfig, agent_switches
 from recrl_cli.agents.exploration import LinearSchedule, perturb
-from recrl_cli.agents.networks import HyperPolicy, top_k
+from recrl_cli.agents.networks import HyperPolicy, sample_k, top_k
 from recrl_cli.sim.environment import Observation, WholeSessionEnv
 
 
@@ -38,6 +38,21 @@ def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def gradients(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> list:
+    """d loss / d params without touching ``.grad`` (None where a parameter does not reach the loss), so two
+    losses of one forward can feed two optimisers over the same parameters."""
+    return list(torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
+
+
+def step_with(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list) -> None:
+    """One update of ``optimizer`` with the given gradients of ``params`` (Adam skips a None gradient)."""
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    optimizer.step()
+    for p in params:
+        p.grad = None
 
 
 class HyperActorAgent:
@@ -84,6 +99,9 @@ class HyperActorAgent:
             eps = self.schedule.value(self.explore_steps) if epsilon is None else epsilon
             hyper = self.explore(hyper, eps)
             self.explore_steps += 1
+            if self.cfg.effect_action == "sample":  # exploration in item space as well (HAC §3.3)
+                slate = sample_k(hyper, table, self.slate_size, self.cfg.sample_temperature, self.generator)
+                return Action(slate=slate, hyper=hyper)
         return Action(slate=top_k(hyper, table, self.slate_size), hyper=hyper)
 
     def act(self, obs: Observation, explore: bool) -> torch.Tensor:

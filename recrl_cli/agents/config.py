@@ -16,9 +16,10 @@ td3_discount_bug       8 #3    td3         y = r + (γ·done + (1 − done))·mi
                                            elsewhere [r + γ(1 − done) min]
 frozen_critic          8 #4    a2c         V(s), V(s') from critic_target, which no optimiser holds: the
                                            baseline stays the random initial critic [V trained]
-alignment_lr_bug       8 #6    hac         three Adam steps per update: L_π (actor lr), λ_h·L_H on θ ∪ ψ at
-                                           lr λ_h, L_BCE at behavior_lr / behavior_decay [one step on
-                                           L_π + λ_h L_H + λ_b L_BCE at the actor lr]
+alignment_lr_bug       8 #6    hac         three Adam steps per update, each on a fresh forward: L_π (actor
+                                           lr), λ_h·L_H on θ ∪ ψ at lr λ_h, λ_b·L_BCE at behavior_lr [L_π +
+                                           λ_h L_H at the actor lr and λ_b L_BCE at behavior_lr, both
+                                           gradients from one forward]
 uniform_noise          8 #7    all         exploration noise clamp(U[0, 1)·σ, −c, c), the random batch
                                            too [clamp(N(0, σ²), −c, c)]
 td3_no_delay           5.6     td3         actor and targets updated every step [every policy_delay]
@@ -47,6 +48,7 @@ from recrl_cli.text.config import (
     text_model_field,
 )
 
+EFFECT_ACTIONS = ("topk", "sample")
 SWITCHES = ("td_done_bug", "td3_discount_bug", "frozen_critic", "alignment_lr_bug", "uniform_noise",
             "td3_no_delay", "td3_explore_smoothing", "a2c_topk_softmax")  # fmt: skip
 
@@ -72,7 +74,12 @@ class AgentRunConfig:
     iterations: int = param(2000, help="Training iterations: one env step + updates_per_step gradient steps.")
     updates_per_step: int = param(1, help="Gradient steps per env step.")
     eval_steps: int = param(
-        200, help="Env steps of the evaluation (exploration off) and of the calibrations."
+        200,
+        help="Env steps of the evaluation (exploration off) and of the random / popular / oracle policies.",
+    )
+    eval_users: int = param(64, help="Users simulated in parallel in the evaluation env.")
+    eval_horizon: int = param(
+        20, help="Steps a session is followed in the evaluation (total_reward = return over them)."
     )
     eval_seed: int = param(1_000_003, help="Env seed of the evaluation users (far from training seeds).")
     window: int = param(10, help="Last training steps / updates averaged in the reported train metrics.")
@@ -101,11 +108,19 @@ class AgentRunConfig:
     epsilon_initial: float = param(0.01, help="ε (random hyper-action for the batch) at the start.")
     epsilon_final: float = param(0.01, help="ε after epsilon_steps exploring steps.")
     epsilon_steps: int = param(2000, help="Steps of the linear ε schedule.")
+    effect_action: str = param(
+        "topk", help="Exploring slate: the top-K of the explored hyper-action's scores, or K items sampled "
+        "without replacement from softmax(score / sample_temperature). Evaluation always takes the top-K.",
+        choices=EFFECT_ACTIONS,
+    )  # fmt: skip
+    sample_temperature: float = param(0.1, help="Temperature of the effect-action sampling.")
     # -- agent specific (§5.3, §5.6)
     hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
     behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
-    behavior_lr: float = param(1e-4, help="HAC with alignment_lr_bug: Adam lr of the behaviour-loss step.")
-    behavior_decay: float = param(3e-5, help="HAC with alignment_lr_bug: weight decay of that step.")
+    behavior_lr: float = param(
+        1e-4, help="HAC: Adam lr of the supervised behaviour-loss step (its own optimiser)."
+    )
+    behavior_decay: float = param(3e-5, help="HAC: weight decay of the behaviour-loss optimiser.")
     target_noise: float = param(0.2, help="TD3: target smoothing noise σ.")
     target_noise_clip: float = param(0.5, help="TD3: clip of the target smoothing noise.")
     policy_delay: int = param(2, help="TD3: critic updates per actor update.")
@@ -138,11 +153,18 @@ class AgentRunConfig:
 
     def __post_init__(self) -> None:
         check_text_options(self)
-        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "window",
+        for name in ("batch_users", "slate_size", "warmup_steps", "iterations", "eval_steps", "eval_users",
+                     "eval_horizon", "window",
                      "batch_size", "buffer_size", "policy_delay", "enc_dim", "n_layers", "epsilon_steps"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.effect_action not in EFFECT_ACTIONS:
+            raise ConfigError(
+                f"model.effect_action must be one of {', '.join(EFFECT_ACTIONS)}, got {self.effect_action!r}"
+            )
+        if not self.sample_temperature > 0:
+            raise ConfigError(f"model.sample_temperature must be > 0, got {self.sample_temperature!r}")
         if self.updates_per_step < 0:
             raise ConfigError(f"model.updates_per_step must be >= 0, got {self.updates_per_step!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:

@@ -109,6 +109,19 @@ def top_k(hyper: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
     return item_scores(hyper, table[1:]).topk(k, dim=1).indices
 
 
+def sample_k(hyper: torch.Tensor, table: torch.Tensor, k: int, temperature: float,
+             generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """The sampled effect action: K distinct candidates per user drawn without replacement from
+    softmax(score / temperature), LongTensor [B, K] in [0, N).
+
+    Gumbel top-K: the K largest of score / τ + Gumbel(0, 1) noise are a sample without replacement of the
+    softmax (Kool et al. 2019), one vectorised draw for all users."""
+    scores = item_scores(hyper, table[1:]) / temperature
+    uniform = torch.rand(scores.shape, generator=generator, device=scores.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1.0 - 1e-7)))
+    return (scores + gumbel).topk(k, dim=1).indices
+
+
 class QCritic(nn.Module):
     """Q(s, Z) = DNN(3d + A → hidden → 1) (§5.2): state [B, 3d], hyper [B, A] -> [B]."""
 

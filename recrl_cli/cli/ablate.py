@@ -52,9 +52,10 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
     return axes
 
 
-# RL runs log test/<policy>/<metric> for the agent and the random and oracle baselines: the table
-# shows the agent's episode metrics (the baselines are in the CSV).
-_RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction"
+# RL runs log test/<policy>/<metric> for the agent and the random, popular and oracle baselines: the table
+# shows the agent's episode metrics and its gap fractions against random and popular (the baselines are in
+# the CSV).
+_RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction,agent/gap_vs_popular"
 # Fusion runs (UnifiedRL and mtf-*): the learned policy's A/B change vs ES and its offline metrics.
 _MTF_METRICS = (
     "policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
@@ -86,7 +87,7 @@ def ablate(
             "--metrics",
             help="Metric names shown in the table (all are in the CSV); a name matches a metric equal "
             "to it or ending in /<name>. Default: auc,s_logloss; RL agents: "
-            "agent/total_reward,agent/depth,agent/gap_fraction.",
+            "agent/total_reward,agent/depth,agent/gap_fraction,agent/gap_vs_popular.",
         ),
     ] = None,
     config: ConfigOpt = None,

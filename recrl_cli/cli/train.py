@@ -185,6 +185,8 @@ def train(
         )
     else:
         console.print(metrics_table(result.metrics, f"{algo}: test metrics ({which})", "test/"))
+    for note in result.notes:  # e.g. an agent that does not beat the popular slate says so
+        console.print(f"[yellow]note: {escape(note)}[/]")
     if has_val:
         console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     if any(k.startswith("pretrained/test/") for k in result.metrics):

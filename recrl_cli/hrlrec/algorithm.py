@@ -78,6 +78,7 @@ class HRLRecAlgorithm:
         self.explorer = torch.Generator(device).manual_seed(cfg.train.seed + 1)
         self.obs, self.warmed = None, False
         self._eval: dict[str, float] | None = None
+        self.curve_rows: list[dict[str, float]] = []  # every interaction's list reward, CTR and losses
 
     # -- training ----------------------------------------------------------------------------------------------
     def _offline(self, idx: torch.Tensor) -> dict[str, float]:
@@ -117,7 +118,16 @@ class HRLRecAlgorithm:
         out = self._env_step(explore_random=False)
         for _ in range(self.m.updates_per_step):
             out.update(self.agent.update(self._sample()))
-        return {k: float(v) for k, v in out.items()}
+        row = {k: float(v) for k, v in out.items()}
+        self.curve_rows.append(row)
+        return row
+
+    def curves(self) -> dict[str, list[tuple[int, float]]]:
+        """The learning curve of the interaction stage: list reward, CTR and losses per iteration bin (the
+        iterations run in this process: a resumed run's curve starts at the resume)."""
+        from recrl_cli.reporting import bin_curve
+
+        return bin_curve(self.curve_rows)
 
     def stages(self) -> list[Stage]:
         if not self.learns:
