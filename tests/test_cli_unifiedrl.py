@@ -16,7 +16,9 @@ from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.mtf.collect import collect, read_logs, to_store, write_logs
-from recrl_cli.mtf.env import FusionEnv, item_rewards
+from recrl_cli.mtf.env import PROFILE_DIM, FusionEnv, item_rewards
+from recrl_cli.mtf.evaluate import ab_sessions
+from recrl_cli.mtf.metrics import paired_pct_change, unpaired_pct_change
 from recrl_cli.mtf.policies import LinearFusionPolicy
 from recrl_cli.pipeline import train_run
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
@@ -96,6 +98,39 @@ def test_logs_round_trip_through_parquet_into_a_transition_store(world, tmp_path
     )
     store = to_store(back)
     assert len(store) == 24 and store.reward_dim == 2 and store.action_dim == 10
+
+
+def _make_env(world):
+    prepared, sim_dir, ranker_dir = world
+    sim, _ = load_simulator(str(sim_dir), torch.device("cpu"))
+    ranker, _ = load_simulator(str(ranker_dir), torch.device("cpu"))
+    data = load_kuairand_data(prepared)
+
+    def make(seed: int) -> FusionEnv:
+        base = WholeSessionEnv.from_data(sim, data, EnvConfig(batch_users=32, slate_size=4, seed=seed))
+        return FusionEnv(base, ranker, retrieved=12, random=8)
+
+    return make
+
+
+def test_paired_ab_of_a_policy_against_itself_is_exactly_zero_and_pairing_shrinks_the_ci(world):
+    make = _make_env(world)
+    gen = torch.Generator().manual_seed(0)
+    es = LinearFusionPolicy(torch.randn(1, 10, PROFILE_DIM + 1, generator=gen) * 0.5, 0.7)
+    # another policy: the same fusion with one target's power moved, so most of the slates stay the same
+    shift = torch.zeros(10)
+    shift[0] = 0.3
+    other = lambda state: (es(state) + shift).clamp(-1.0, 1.0)  # noqa: E731
+    seeds = [11, 12, 13]
+    a, b = ab_sessions(make, es, seeds), ab_sessions(make, es, seeds)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # common random numbers: a replay is the same sessions exactly
+        assert paired_pct_change(a[k], b[k]) == (0.0, 0.0)
+    c = ab_sessions(make, other, seeds)
+    assert not torch.equal(c["reward"], a["reward"])  # the two policies do differ
+    pct, paired = paired_pct_change(c["reward"], a["reward"])
+    same_pct, unpaired = unpaired_pct_change(c["reward"], a["reward"])
+    assert pct == pytest.approx(same_pct) and 0.0 < paired < 0.5 * unpaired, (paired, unpaired)
 
 
 @pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "config"])])

@@ -32,7 +32,7 @@ from recrl_cli.evaluation.stats import mean_ci
 from recrl_cli.mtf.collect import Logs, collect, concat, to_store, write_logs
 from recrl_cli.mtf.env import FusionEnv
 from recrl_cli.mtf.evaluate import AB_METRICS, ab_sessions, log_mtf_gauc, log_ncis, premise
-from recrl_cli.mtf.metrics import paired_pct_change
+from recrl_cli.mtf.metrics import paired_pct_change, sessions_for_ci, unpaired_pct_change
 from recrl_cli.mtf.policies import CEM
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
@@ -109,9 +109,10 @@ class MTFAlgorithm:
         self._eval: dict[str, float] | None = None
 
     # -- env ---------------------------------------------------------------------------------------------------
-    def make_env(self, seed: int) -> FusionEnv:
+    def make_env(self, seed: int, batch: int = 0) -> FusionEnv:
+        """A fresh fusion env on env seed ``seed`` with ``batch`` users in parallel (0 = ``batch_users``)."""
         m = self.m
-        env_cfg = EnvConfig(batch_users=m.batch_users, slate_size=m.slate_size, initial_temper=m.initial_temper,
+        env_cfg = EnvConfig(batch_users=batch or m.batch_users, slate_size=m.slate_size, initial_temper=m.initial_temper,
                             item_correlation=m.item_correlation, seed=seed)  # fmt: skip
         sim = WholeSessionEnv.from_data(self.model, self.data, env_cfg)
         return FusionEnv(
@@ -160,7 +161,12 @@ class MTFAlgorithm:
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def policies(self) -> dict[str, Any]:
-        return {"es": self.mu_bp0, "policy": self.mu_bp0 if self.learner is None else self.learner.act}
+        """The policies of the A/B: ``es`` (μ_bp⁰), ``policy`` (the learned one; μ_bp⁰ for mtf-es) and ``fixed``
+        (one fusion for everyone: the zero action, every power 1 and bias at its floor, i.e. the plain product
+        of the ranker's targets; the non-personalised reference)."""
+        fixed = lambda state: state.new_zeros(state.shape[0], self.env.action_dim)  # noqa: E731
+        return {"es": self.mu_bp0, "policy": self.mu_bp0 if self.learner is None else self.learner.act,
+                "fixed": fixed}  # fmt: skip
 
     def evaluate(self, split: str) -> dict[str, float]:
         if split != "test":
@@ -175,7 +181,11 @@ class MTFAlgorithm:
         out: dict[str, float] = {"ranker_is_simulator": float(self.ranker is self.model)}
         names = ("valid_consumption", "watch_minute", "like", "follow", "comment", "forward", "hate")
         out.update({f"reward_weight/{k}": w for k, w in zip(names, self.weights, strict=True)})
-        ab = {who: ab_sessions(self.make_env, pol, seeds) for who, pol in self.policies().items()}
+        users = m.eval_users or m.batch_users
+        # Common random numbers: every policy replays the same env seeds, hence the same first user of every row
+        # and the same random draws per (row, request); session i of a policy is paired with session i of ES.
+        ab = {who: ab_sessions(lambda seed: self.make_env(seed, users), pol, seeds)
+              for who, pol in self.policies().items()}  # fmt: skip
         test = collect(self.make_env(m.eval_seed + 50_000), self.mu_bp0, noise=None, width=0.0, bound=m.bounds,
                        steps=m.test_steps, generator=self.generator)  # fmt: skip
         explore_log = collect(self.make_env(m.eval_seed + 60_000), self.mu_bp0, noise="uniform", width=m.bounds,
@@ -190,6 +200,8 @@ class MTFAlgorithm:
             for k in AB_METRICS:
                 mean, ci = mean_ci(ab[who][k].cpu().numpy())
                 out[f"{who}/{k}"], out[f"{who}/{k}_ci"] = mean, ci
+            if who == "fixed":  # the reference row of the A/B only: no offline metrics
+                continue
             out[f"{who}/mtf_gauc"] = log_mtf_gauc(test, pol, self.env.action_map, self.env.weights)
             out[f"{who}/mtf_gauc_by_request"] = log_mtf_gauc(
                 test, pol, self.env.action_map, self.env.weights, by="request"
@@ -197,10 +209,16 @@ class MTFAlgorithm:
             for k, v in log_ncis(explore_log, pol, batch=m.batch_users, noise="uniform", width=m.bounds,
                                  kernel=kernel, cap=m.ncis_cap).items():  # fmt: skip
                 out[f"{who}/{k}"] = v
-        for k in AB_METRICS:
-            out[f"policy/{k}_change_pct"], out[f"policy/{k}_change_ci"] = paired_pct_change(
-                ab["policy"][k], ab["es"][k]
-            )
+        for who in ("policy", "fixed"):
+            for k in AB_METRICS:
+                out[f"{who}/{k}_change_pct"], out[f"{who}/{k}_change_ci"] = paired_pct_change(
+                    ab[who][k], ab["es"][k]
+                )
+        # What the same sessions would give unpaired, and how many paired sessions ±0.5 % would take.
+        out["policy/reward_change_ci_unpaired"] = unpaired_pct_change(
+            ab["policy"]["reward"], ab["es"]["reward"]
+        )[1]
+        out["ab/sessions_for_half_pct"] = sessions_for_ci(ab["policy"]["reward"], ab["es"]["reward"], 0.5)
         out.update({f"policy/{k}": v for k, v in premise(test, self.policies()["policy"], m.bounds).items()})
         return out
 

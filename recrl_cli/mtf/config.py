@@ -77,7 +77,12 @@ class MTFRunConfig:
     target_every: int = param(15, help="UnifiedRL: L, updates between soft updates (paper 15).")
     # -- evaluation
     eval_seed: int = param(1_000_003, help="First env seed of the evaluation (far from training seeds).")
-    eval_waves: int = param(2, help="A/B waves: each runs batch_users sessions per policy on one seed.")
+    eval_waves: int = param(2, help="A/B waves: each runs eval_users sessions per policy on one env seed.")
+    eval_users: int = param(
+        0,
+        help="A/B sessions per wave (0 = batch_users). Every policy meets the same users "
+        "and random streams (common random numbers), so the change vs ES is paired.",
+    )
     test_steps: int = param(20, help="Requests per env row in the test log (μ_bp, no noise) and NCIS log.")
     ncis_cap: float = param(10.0, help="c: cap of the NCIS importance weights.")
     ncis_kernel: float = param(0.0, help="h: half-width of the box kernel smoothing the policy (0 = bounds).")
@@ -96,6 +101,8 @@ class MTFRunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.eval_users, bool) or not isinstance(self.eval_users, int) or self.eval_users < 0:
+            raise ConfigError(f"model.eval_users must be an integer >= 0, got {self.eval_users!r}")
         if self.random_candidates < 0:
             raise ConfigError(f"model.random_candidates must be >= 0, got {self.random_candidates!r}")
         if not 0.0 < self.bounds <= 1.0 or not 0.0 < self.gaussian_std <= 1.0:
