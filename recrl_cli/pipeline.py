@@ -172,6 +172,9 @@ def train_run(
             raise ConfigError(f"nothing to resume: no interrupted run of this configuration in {run_dir}")
 
     algorithm = spec.build(cfg, data, device)
+    bind = getattr(algorithm, "bind_run_dir", None)  # algorithms that write files of their own (fusion logs)
+    if bind is not None:
+        bind(run_dir)
     distributed.barrier()  # every rank has read the run state before rank 0 replaces it
     if main and not resume and run_dir.exists():  # only once the new run is known to start
         shutil.rmtree(run_dir)

@@ -16,7 +16,9 @@ from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.data.prepare.kuairand import KuaiRandPrepareParams, prepare_kuairand
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.mtf.collect import collect, read_logs, to_store, write_logs
-from recrl_cli.mtf.env import FusionEnv, item_rewards
+from recrl_cli.mtf.env import PROFILE_DIM, FusionEnv, item_rewards
+from recrl_cli.mtf.evaluate import ab_sessions
+from recrl_cli.mtf.metrics import paired_pct_change, unpaired_pct_change
 from recrl_cli.mtf.policies import LinearFusionPolicy
 from recrl_cli.pipeline import train_run
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
@@ -28,7 +30,7 @@ SIM = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_di
            history_length=8)  # fmt: skip
 TINY = ["--batch-users", 8, "--slate-size", 3, "--retrieved", 10, "--random-candidates", 5, "--cem-population", 4,
         "--cem-iterations", 2, "--cem-steps", 3, "--collect-steps", 10, "--iterations", 10, "--batch-size", 16,
-        "--hidden", 16, "--critics", 2, "--eval-waves", 1, "--test-steps", 5, "--device", "cpu",
+        "--hidden", 16, "--critics", 2, "--eval-waves", 1, "--eval-users", 8, "--guard-users", 8, "--test-steps", 5, "--device", "cpu",
         "--threads", 1]  # fmt: skip
 
 
@@ -98,6 +100,85 @@ def test_logs_round_trip_through_parquet_into_a_transition_store(world, tmp_path
     assert len(store) == 24 and store.reward_dim == 2 and store.action_dim == 10
 
 
+def _make_env(world):
+    prepared, sim_dir, ranker_dir = world
+    sim, _ = load_simulator(str(sim_dir), torch.device("cpu"))
+    ranker, _ = load_simulator(str(ranker_dir), torch.device("cpu"))
+    data = load_kuairand_data(prepared)
+
+    def make(seed: int) -> FusionEnv:
+        base = WholeSessionEnv.from_data(sim, data, EnvConfig(batch_users=32, slate_size=4, seed=seed))
+        return FusionEnv(base, ranker, retrieved=12, random=8)
+
+    return make
+
+
+def test_paired_ab_of_a_policy_against_itself_is_exactly_zero_and_pairing_shrinks_the_ci(world):
+    make = _make_env(world)
+    gen = torch.Generator().manual_seed(0)
+    es = LinearFusionPolicy(torch.randn(1, 10, PROFILE_DIM + 1, generator=gen) * 0.5, 0.7)
+    # another policy: the same fusion with one target's power moved, so most of the slates stay the same
+    shift = torch.zeros(10)
+    shift[0] = 0.3
+    other = lambda state: (es(state) + shift).clamp(-1.0, 1.0)  # noqa: E731
+    seeds = [11, 12, 13]
+    a, b = ab_sessions(make, es, seeds), ab_sessions(make, es, seeds)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # common random numbers: a replay is the same sessions exactly
+        assert paired_pct_change(a[k], b[k]) == (0.0, 0.0)
+    c = ab_sessions(make, other, seeds)
+    assert not torch.equal(c["reward"], a["reward"])  # the two policies do differ
+    pct, paired = paired_pct_change(c["reward"], a["reward"])
+    same_pct, unpaired = unpaired_pct_change(c["reward"], a["reward"])
+    assert pct == pytest.approx(same_pct) and 0.0 < paired < 0.5 * unpaired, (paired, unpaired)
+
+
+def _algorithm(world, tmp_path, *extra: tuple[str, str]):
+    from recrl_cli.cli.resolve import run_config_from_cli
+    from recrl_cli.mtf.algorithm import MTFAlgorithm
+
+    prepared, sim_dir, ranker_dir = world
+    opts = dict(zip(TINY[0::2], TINY[1::2], strict=True))
+    pairs = [(k.removeprefix("--").replace("-", "_"), str(v)) for k, v in opts.items() if k != "--device"]
+    pairs += [("simulator", str(sim_dir)), ("ranker", str(ranker_dir)), ("logs_dir", str(tmp_path)), *extra]
+    cfg = run_config_from_cli("unifiedrl", config=None, sets=None, extra=pairs, seed=0, device="cpu",
+                              data_dir=prepared)  # fmt: skip
+    return MTFAlgorithm("unifiedrl", cfg, load_kuairand_data(prepared), torch.device("cpu"))
+
+
+def test_ptm_guard_keeps_a_rounds_policy_only_if_not_worse_than_the_centre(world, tmp_path, monkeypatch):
+    alg = _algorithm(world, tmp_path, ("rounds", "3"))
+    assert alg.guard
+    # The validation A/B is paired: the centre against itself is exactly 0 ± 0 (and 0 counts as "not worse").
+    assert alg.guard_ab(0, alg.mu_bp0, alg.mu_bp0) == (0.0, 0.0)
+    verdicts = iter([(1.0, 0.3), (-0.4, 0.3), (0.0, 0.0)])  # better, worse, equal
+    monkeypatch.setattr(alg, "guard_ab", lambda r, new, old: next(verdicts))
+    state = alg.state_dict()
+    marks = []
+    for r in range(3):
+        with torch.no_grad():  # a different learner per round, so the kept one can be told apart
+            alg.learner.actor.net.out.bias.fill_(float(r))
+        marks.append(alg.learner.actor(alg.env.request().state))
+        alg.end_round(r)
+        kept = {0: 0, 1: 0, 2: 2}[r]  # round 1 was worse: the centre stays round 0's policy
+        torch.testing.assert_close(alg.centre_policy()(alg.env.request().state), marks[kept])
+    assert [g["kept"] for g in alg.guard_log] == [1.0, 0.0, 1.0]
+    assert alg.policies()["policy"] == alg.centre_policy()  # the run reports the last kept policy
+    # The decisions are part of the checkpoint; a resumed run re-runs on_end without deciding again.
+    saved = alg.state_dict()
+    alg.load_state_dict(state)
+    assert alg.guard_log == [] and alg.center is None and alg.policies()["policy"] is alg.mu_bp0
+    alg.load_state_dict(saved)
+    alg.end_round(2)
+    assert len(alg.guard_log) == 3
+    torch.testing.assert_close(alg.centre_policy()(alg.env.request().state), marks[2])
+
+
+def test_without_the_guard_or_ptm_every_round_is_kept(world, tmp_path):
+    assert not _algorithm(world, tmp_path, ("rounds", "3"), ("ptm_guard", "false")).guard
+    assert not _algorithm(world, tmp_path, ("ptm", "false")).guard  # one round: nothing to guard
+
+
 @pytest.mark.parametrize(("algo", "own"), [("unifiedrl", []), ("mtf-td3bc", ["--weights-from", "config"])])
 def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, world, mlflow_sqlite_uri, tmp_path,
                                                                          algo, own):  # fmt: skip
@@ -116,6 +197,9 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
         assert f"eval/test/{key}" in metrics, key
     assert 0.0 <= metrics["eval/test/policy/mtf_gauc"] <= 1.0
     assert metrics["eval/test/ranker_is_simulator"] == 0.0
+    assert metrics["eval/test/ab/sessions"] == 8.0  # --eval-users 8 × --eval-waves 1
+    if algo == "unifiedrl":  # PTM with the guard: one decision per round, the kept rounds counted
+        assert 0.0 <= metrics["eval/test/ptm/rounds_kept"] <= 5.0 and "eval/test/ptm/round4/kept" in metrics
     # Default: fitted on the data (1 per watch minute); --weights-from config: the given fallback vector (0.5).
     assert metrics["eval/test/reward_weight/watch_minute"] == (0.5 if own else 1.0)
     files = sorted(p.name for p in (tmp_path / "logs").rglob("*.parquet"))

@@ -62,7 +62,22 @@ class MTFRunConfig:
     )
     rounds: int = param(5, help="PTM rounds (the budget is split evenly).")
     collect_steps: int = param(40, help="Requests per env row logged in total (over all rounds).")
-    logs_dir: str = param("mtf-logs", help="Directory for the Parquet logs (one subdirectory per run).")
+    ptm_guard: bool = param(
+        True,
+        help="UnifiedRL with PTM: keep a round's policy as the next centre (and as the "
+        "result) only if a validation A/B on held-out users, paired against the current centre, "
+        "finds it not worse (reward change >= 0); else keep the centre.",
+    )
+    guard_users: int = param(
+        256,
+        help="PTM guard: sessions of the per-round validation A/B (env seeds apart from "
+        "the training and evaluation seeds).",
+    )
+    logs_dir: str = param(
+        "",
+        help="Directory for the Parquet logs (one subdirectory per run); empty = "
+        "<run dir>/mtf-logs, next to the run's model and metrics.",
+    )
     # -- learner
     iterations: int = param(300, help="Gradient steps in total (over all rounds).")
     batch_size: int = param(64, help="Transitions per gradient step (paper 256).")
@@ -74,10 +89,20 @@ class MTFRunConfig:
     beta: float = param(0.3, help="UnifiedRL: β of Eq. 5 (paper 0.3).")
     uncertainty: float = param(0.2, help="UnifiedRL: λ, weight of the ensemble std (paper 0.2).")
     soft_rate: float = param(0.08, help="UnifiedRL: ω soft update rate (paper 0.08).")
-    target_every: int = param(15, help="UnifiedRL: L, updates between soft updates (paper 15).")
+    target_every: int = param(
+        0,
+        help="UnifiedRL: L, updates between soft updates (paper 15 at 300k updates); "
+        "0 = scaled to the budget, max(1, round(15·iterations/300k)), so the targets track "
+        "the critics at a few hundred updates as they do at the paper's 300k.",
+    )
     # -- evaluation
     eval_seed: int = param(1_000_003, help="First env seed of the evaluation (far from training seeds).")
-    eval_waves: int = param(2, help="A/B waves: each runs batch_users sessions per policy on one seed.")
+    eval_waves: int = param(4, help="A/B waves: each runs eval_users sessions per policy on one env seed.")
+    eval_users: int = param(
+        0,
+        help="A/B sessions per wave (0 = batch_users). Every policy meets the same users "
+        "and random streams (common random numbers), so the change vs ES is paired.",
+    )
     test_steps: int = param(20, help="Requests per env row in the test log (μ_bp, no noise) and NCIS log.")
     ncis_cap: float = param(10.0, help="c: cap of the NCIS importance weights.")
     ncis_kernel: float = param(0.0, help="h: half-width of the box kernel smoothing the policy (0 = bounds).")
@@ -91,11 +116,21 @@ class MTFRunConfig:
                 if getattr(self, k) == quick[k]:
                     object.__setattr__(self, k, v)
         for name in ("batch_users", "slate_size", "retrieved", "cem_iterations", "cem_population", "cem_steps",
-                     "rounds", "collect_steps", "iterations", "batch_size", "critics", "target_every",
+                     "rounds", "collect_steps", "iterations", "batch_size", "critics", "guard_users",
                      "eval_waves", "test_steps"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if (
+            isinstance(self.target_every, bool)
+            or not isinstance(self.target_every, int)
+            or self.target_every < 0
+        ):
+            raise ConfigError(
+                f"model.target_every must be an integer >= 0 (0 = scaled), got {self.target_every!r}"
+            )
+        if isinstance(self.eval_users, bool) or not isinstance(self.eval_users, int) or self.eval_users < 0:
+            raise ConfigError(f"model.eval_users must be an integer >= 0, got {self.eval_users!r}")
         if self.random_candidates < 0:
             raise ConfigError(f"model.random_candidates must be >= 0, got {self.random_candidates!r}")
         if not 0.0 < self.bounds <= 1.0 or not 0.0 < self.gaussian_std <= 1.0:

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 import torch
+from scipy import stats as sps
 from torch import Tensor
 
 from recrl_cli.evaluation.stats import mean_ci
@@ -104,11 +105,42 @@ def sessions(slot: Tensor, step: Tensor, done: Tensor, batch: int) -> tuple[Tens
 
 
 def paired_pct_change(policy: Tensor, reference: Tensor, level: float = 0.95) -> tuple[float, float]:
-    """% change of mean(policy) vs mean(reference) on paired units [n] and its CI half-width (t over the paired
-    differences, scaled by the reference mean; the reference mean's own noise is ignored)."""
-    d = (policy.double() - reference.double()).cpu().numpy()
-    ref = float(reference.double().mean())
-    mean, half = mean_ci(d, level)
+    """% change of mean(policy) over mean(reference) on paired units (sessions) [n] and its CI half-width.
+
+    The change is 100·(R − 1) with R = mean(p) / mean(e), a ratio of two paired means. Its CI is the delta
+    method's: Var(R) ≈ Var(p_i − R·e_i) / (n·mean(e)²), with a Student-t quantile (n − 1 degrees of freedom).
+    Unlike t over p_i − e_i scaled by a fixed mean(e), this counts the reference mean's own noise too. Pairing
+    enters through p_i − R·e_i: with common random numbers most of the per-session noise (which user, which
+    draws) is shared by p_i and e_i and cancels; a policy against itself gives exactly 0 ± 0.
+    (NaN, NaN) if the reference mean is 0; the half-width is NaN for n < 2.
+    """
+    p, e = policy.double().cpu().numpy(), reference.double().cpu().numpy()
+    if p.shape != e.shape:
+        raise ValueError(f"paired samples need equal lengths, got {p.shape[0]} and {e.shape[0]}")
+    ref = float(e.mean())
     if ref == 0.0:
         return float("nan"), float("nan")
-    return 100.0 * mean / ref, 100.0 * half / abs(ref)
+    ratio = float(p.mean()) / ref
+    _, half = mean_ci(p - ratio * e, level)  # mean of p − R·e is 0 by construction; only its spread counts
+    return 100.0 * (ratio - 1.0), 100.0 * half / abs(ref)
+
+
+def unpaired_pct_change(policy: Tensor, reference: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The same % change as :func:`paired_pct_change` with the CI of two independent samples [n_p], [n_e]:
+    Var(R) ≈ (Var(p)/n_p + R²·Var(e)/n_e) / mean(e)² (normal quantile). What the A/B would give without common
+    random numbers; logged beside the paired CI so the gain from pairing is visible."""
+    p, e = policy.double().cpu().numpy(), reference.double().cpu().numpy()
+    ref = float(e.mean())
+    if ref == 0.0 or len(p) < 2 or len(e) < 2:
+        return float("nan"), float("nan")
+    ratio = float(p.mean()) / ref
+    var = (p.var(ddof=1) / len(p) + ratio**2 * e.var(ddof=1) / len(e)) / ref**2
+    z = float(sps.norm.ppf(0.5 + level / 2.0))
+    return 100.0 * (ratio - 1.0), 100.0 * z * math.sqrt(var)
+
+
+def sessions_for_ci(policy: Tensor, reference: Tensor, target: float = 0.5, level: float = 0.95) -> float:
+    """Paired sessions n* that would bring the % change's CI half-width down to ``target`` % (1/√n scaling from
+    the observed spread of p_i − R·e_i [n]): n* = n·(half / target)². NaN where the CI is NaN."""
+    _, half = paired_pct_change(policy, reference, level)
+    return float("nan") if half != half else math.ceil(len(policy) * (half / target) ** 2)
