@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from recrl_cli.algorithms.catalog import reads_train_field
 from recrl_cli.algorithms.registry import ALGORITHMS, get_algorithm
 from recrl_cli.cli.common import console, friendly_errors
 from recrl_cli.config.fields import field_choices, field_help
 from recrl_cli.config.schema import DataConfig, TrainConfig
 
 
-def options_table(cls: type, section: str) -> Table:
+def options_table(cls: type, section: str, keep: Callable[[str], bool] = lambda name: True) -> Table:
     table = Table(title=escape(f"[{section}] options"), title_justify="left")
     table.add_column("option", style="cyan", no_wrap=True)
     table.add_column("default")
     table.add_column("meaning")
     helps, choices = field_help(cls), field_choices(cls)
     for f in dataclasses.fields(cls):
+        if not keep(f.name):
+            continue
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         meaning = helps[f.name] + (f" ({' | '.join(choices[f.name])})" if choices.get(f.name) else "")
@@ -45,7 +49,7 @@ def algos(
     spec = get_algorithm(name)
     console.print(f"[bold]{spec.name}[/] ({spec.family}): {spec.summary}")
     console.print(options_table(spec.config_cls, "model"))
-    console.print(options_table(TrainConfig, "train"))
+    console.print(options_table(TrainConfig, "train", lambda field: reads_train_field(name, field)))
     console.print(options_table(DataConfig, "data"))
     console.print("Set any of them as --option value, or --set section.option=value.")
 

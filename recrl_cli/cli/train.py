@@ -39,12 +39,17 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def config_table(cfg: RunConfig) -> Table:
+    """Every setting the run reads (the ``[train]`` fields ``cfg.algo`` does not read are left out)."""
+    from recrl_cli.algorithms.catalog import reads_train_field
+
     table = Table(title=escape(f"resolved config: {cfg.algo}"), show_lines=False)
     table.add_column("key", style="cyan")
     table.add_column("value")
     for section, values in cfg.to_dict().items():
         if isinstance(values, dict):
             for key, value in values.items():
+                if section == "train" and not reads_train_field(cfg.algo, key):
+                    continue
                 table.add_row(f"{section}.{key}", escape(str(value)))
     return table
 

@@ -68,6 +68,10 @@ class MTFRunConfig:
     batch_size: int = param(64, help="Transitions per gradient step (paper 256).")
     hidden: tuple[int, ...] = param((64, 64), help="Actor and critic hidden widths (paper 256-128).")
     gamma: float = param(0.9, help="γ (paper 0.9).")
+    actor_lr: float | None = param(None, help="Learner's actor (policy) Adam learning rate; none = the learner's "
+                                   "own default (3e-4; CQL 1e-4).")  # fmt: skip
+    critic_lr: float | None = param(None, help="Learner's critic Adam learning rate; none = the learner's own "
+                                    "default (3e-4).")  # fmt: skip
     critics: int = param(4, help="UnifiedRL: m critics per set (paper 24).")
     penalty: bool = param(True, help="UnifiedRL: bound penalty η·d in the actor loss.")
     eta: float = param(1.0, help="UnifiedRL: η, weight of the bound penalty (unpublished; chosen).")
@@ -96,6 +100,10 @@ class MTFRunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        for name in ("actor_lr", "critic_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"model.{name} must be positive, got {value!r}")
         if self.random_candidates < 0:
             raise ConfigError(f"model.random_candidates must be >= 0, got {self.random_candidates!r}")
         if not 0.0 < self.bounds <= 1.0 or not 0.0 < self.gaussian_std <= 1.0:
