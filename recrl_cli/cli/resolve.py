@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recrl_cli.algorithms.registry import check_dataset, get_algorithm, required_dataset
+from recrl_cli.algorithms import catalog
 from recrl_cli.config.fields import field_choices
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
@@ -36,6 +36,30 @@ def dotted_key(name: str, model_cls: type) -> str:
     return section_of(name, model_cls)
 
 
+def negated_flag(name: str, value: str, model_cls: type) -> tuple[str, str]:
+    """``--no-ptm`` → ``("ptm", "false")`` for a flag (a bool field) ``ptm``; any other option unchanged."""
+    import typing
+
+    if not name.startswith("no_") or "." in name:
+        return name, value
+    try:
+        dotted_key(name, model_cls)
+        return name, value  # a field that is itself called no_...
+    except ConfigError:
+        pass
+    try:
+        key = dotted_key(name[3:], model_cls)
+    except ConfigError:
+        return name, value  # reported as the unknown option it is
+    section, _, field = key.partition(".")
+    cls = {"model": model_cls, "train": TrainConfig, "data": DataConfig}[section]
+    if typing.get_type_hints(cls).get(field) is not bool:
+        raise ConfigError(f"--{name.replace('_', '-')}: --{field.replace('_', '-')} is not a flag")
+    if value != "true":
+        raise ConfigError(f"--{name.replace('_', '-')} takes no value, got '{value}'")
+    return name[3:], "false"
+
+
 def run_config_from_cli(
     algo: str,
     *,
@@ -47,6 +71,9 @@ def run_config_from_cli(
     data_dir: Path | None = None,
 ) -> RunConfig:
     """Resolve defaults < file < dedicated options < ``--<model option>`` < ``--set``."""
+    catalog.entry(algo)  # an unknown name fails before torch is imported
+    from recrl_cli.algorithms.registry import get_algorithm
+
     spec = get_algorithm(algo)
     options: dict[str, Any] = {}
     if seed is not None:
@@ -56,6 +83,7 @@ def run_config_from_cli(
     if data_dir is not None:
         options["data.prepared_dir"] = str(data_dir)
     for name, value in extra:
+        name, value = negated_flag(name, value, spec.config_cls)
         options[dotted_key(name, spec.config_cls)] = value
     cfg = resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or ())
     return with_manifest_dataset(cfg)
@@ -95,6 +123,7 @@ def default_experiment(cfg: RunConfig, experiment: str | None) -> str:
 def preflight(cfg: RunConfig) -> None:
     """Checks that cost nothing and must fail before a tracking store, MLflow run or run directory
     is created: the device exists and the prepared dataset is there and intact."""
+    from recrl_cli.algorithms.registry import check_dataset, required_dataset
     from recrl_cli.data.manifest import open_prepared
     from recrl_cli.training.device import resolve_device
 
@@ -114,7 +143,7 @@ def check_saved_models(cfg: RunConfig) -> None:
     """Read and check the saved models a run builds on (``--simulator``, ``--ranker``, a local ``--critics``)
     now, so that a missing, unsafe, malformed or wrong kind of file fails before anything is tracked.
     (``--critics`` given as an MLflow run id is checked when it is downloaded, see resolve_references.)"""
-    family = get_algorithm(cfg.algo).family
+    family = catalog.entry(cfg.algo).family
     model = cfg.model
     if family in ("rl", "rl-list", "mtf"):
         from recrl_cli.agents.algorithm import read_simulator

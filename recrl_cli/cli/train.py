@@ -30,10 +30,9 @@ from recrl_cli.cli.resolve import (
     run_config_from_cli,
 )
 from recrl_cli.config.schema import RunConfig
-from recrl_cli.nets.allocator import retain_freed_cpu_memory
-from recrl_cli.tracking.server import redact
-from recrl_cli.training import distributed
-from recrl_cli.training.trainer import TrainingInterrupted
+
+# torch, mlflow and the algorithms are imported in the command bodies, when work starts: `--help` and a
+# one-line error never wait for them.
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -129,8 +128,6 @@ def train(
     Any option of the algorithm's config can be given directly, e.g. `--expert-num 4` or `--lr 0.003`
     (see `recrl algos ALGO`); `--set section.key=value` does the same with an explicit section.
     """
-    from recrl_cli.pipeline import train_run
-
     cfg = run_config_from_cli(
         algo,
         config=config,
@@ -144,6 +141,12 @@ def train(
         console.print(config_table(cfg))
         return
     preflight(cfg)
+    from recrl_cli.nets.allocator import retain_freed_cpu_memory
+    from recrl_cli.pipeline import train_run
+    from recrl_cli.tracking.server import redact
+    from recrl_cli.training import distributed
+    from recrl_cli.training.trainer import TrainingInterrupted
+
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
@@ -217,6 +220,7 @@ def _launch_data_parallel(
     from recrl_cli.algorithms.registry import get_algorithm
     from recrl_cli.errors import ConfigError, RecrlError
     from recrl_cli.pipeline import DATA_PARALLEL_FAMILIES
+    from recrl_cli.training import distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
