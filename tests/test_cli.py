@@ -141,14 +141,21 @@ def test_algos_lists_every_algorithm_and_every_option_with_default_and_meaning(c
     assert set(rows) >= set(ALGORITHMS) and rows["mmoe"][0] == "mtl base"
 
     out = ok(cli("algos", "mmoe"))
-    for section, cls in (("model", MTLConfig), ("train", TrainConfig), ("data", DataConfig)):
-        rows = table_rows(out, f"[{section}] options")
+    # "  --expert-num INT  [default: 8]" then the meaning, indented, on the next line(s)
+    found = re.findall(r"^  (--[a-z-]+)[^\n]*\[default: ([^\]]*)\]\n      (.*)$", out, re.M)
+    entries, meanings = {o: d for o, d, _ in found}, {o: m for o, _, m in found}
+    for cls in (MTLConfig, TrainConfig, DataConfig):
         helps = field_help(cls)
         for name, default in ((f.name, f.default) for f in cls.__dataclass_fields__.values()):
-            shown_default, meaning = rows[f"--{name.replace('_', '-')}"]
-            expected = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-            assert shown_default == expected
-            assert meaning.startswith(helps[name][:30])
+            option = "--data" if name == "prepared_dir" else f"--{name.replace('_', '-')}"
+            assert option in entries, option
+            if isinstance(default, bool):
+                expected = "on" if default else "off"
+            else:
+                expected = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+            assert entries[option] == (expected or "(none)"), option
+            assert meanings[option].startswith(helps[name][:30]), option
+    assert "--shuffle / --no-shuffle" in out  # a flag is shown as a flag
 
 
 def test_dry_run_resolves_defaults_file_options_and_set_in_that_order(cli, tmp_path):

@@ -140,6 +140,23 @@ ENTRIES: dict[str, Entry] = {
 }  # fmt: skip
 
 
+#: Where ``recrl prepare <dataset>`` writes by default (KuaiRand: ``--version pure``).
+DEFAULT_PREPARED = {
+    "retailrocket": "datasets/prepared/retailrocket",
+    "kuairand": "datasets/prepared/kuairand-pure",
+}
+
+#: Options that name a saved model of another run, by family: a run directory, a model.pt, an MLflow run id, or
+#: ``latest`` (the newest finished run of that algorithm on the same data in --runs-dir).
+MODEL_REFERENCES = {"rl": ("simulator",), "mtf": ("simulator", "ranker"), "rl-list": ("simulator",)}
+
+
+def data_defaults(algo: str) -> dict[str, str]:
+    """The ``[data]`` defaults of ``algo``: the prepared dataset of the kind it reads, where prepare puts it."""
+    dataset = family_of(algo).dataset
+    return {"data.dataset": dataset, "data.prepared_dir": DEFAULT_PREPARED[dataset]}
+
+
 def entry(algo: str) -> Entry:
     """The catalog entry of ``algo`` (a one-line RegistryError listing the names if unknown)."""
     try:

@@ -29,6 +29,7 @@ from recrl_cli.cli.resolve import (
     make_tracker,
     negated_flag,
     preflight,
+    resolve_local_references,
     resolve_references,
     run_config_from_cli,
 )
@@ -161,6 +162,9 @@ def ablate(
         cfg = run_config_from_cli(
             algo, config=config, sets=sets, extra=fixed, seed=seed, device=device, data_dir=data
         )
+    cfg = resolve_local_references(
+        cfg, runs_dir
+    )  # --simulator latest (or none given): the newest on this data
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
     if gpus_per_task is None:

@@ -26,6 +26,7 @@ from recrl_cli.cli.resolve import (
     default_experiment,
     make_tracker,
     preflight,
+    resolve_local_references,
     resolve_references,
     run_config_from_cli,
 )
@@ -137,6 +138,7 @@ def train(
         device=device,
         data_dir=data,
     )
+    cfg = resolve_local_references(cfg, runs_dir, required=not dry_run)
     if dry_run:
         console.print(config_table(cfg))
         return

@@ -120,6 +120,7 @@ def resolve_config(
     config_file: Path | None = None,
     options: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Resolve the full configuration of one run.
 
@@ -129,9 +130,14 @@ def resolve_config(
         config_file: optional TOML file with ``[data]``, ``[train]`` and ``[model]`` tables.
         options: dotted keys set by dedicated CLI options, e.g. ``{"train.seed": 3}``.
         overrides: ``section.key=value`` strings from ``--set``.
+        defaults: dotted keys that replace the dataclass defaults (lowest precedence), e.g. the prepared
+            dataset an algorithm reads by default.
     """
     classes = section_classes(model_cls)
     merged: dict[str, dict[str, Any]] = {name: {} for name in classes}
+    for dotted, value in (defaults or {}).items():
+        section, _, name = dotted.partition(".")
+        merged[section][name] = value
     if config_file is not None:
         content = read_config_file(config_file)
         file_algo = content.pop("algo", algo)
