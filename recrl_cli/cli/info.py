@@ -90,9 +90,12 @@ def algos(
         console.print("Options of one: [bold]recrl algos NAME[/] (or [bold]recrl train NAME --help[/])")
         return
     print_algorithm_options(name)
-    console.print(
-        "\n" + options_text(tables()["data"], "data options ([data] section)"), markup=False, highlight=False
-    )
+    defaults = catalog.data_defaults(name)
+    data = []
+    for record in tables()["data"]:  # this algorithm's defaults; the directory is given as --data everywhere
+        record = {**record, "default": defaults.get(f"data.{record['name']}", record["default"])}
+        data.append({**record, "name": "data", "kind": "dir"} if record["name"] == "prepared_dir" else record)
+    console.print("\n" + options_text(data, "data options ([data] section)"), markup=False, highlight=False)
 
 
 algos_command = friendly_errors(algos)
