@@ -471,3 +471,26 @@ def test_ablate_after_ctrl_c_reuses_finished_runs_and_resumes_the_interrupted_on
 def test_ui_over_a_tracking_server_only_points_to_it(cli):
     out = ok(cli("ui", "--tracking-uri", "http://127.0.0.1:9"))
     assert "open http://127.0.0.1:9" in out
+
+
+def test_a_rerun_is_refused_not_silently_replaced_and_runs_have_readable_names(cli, cli_dataset, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "mmoe", "--epochs", 1, "--max-steps", 2, "--data", cli_dataset.prepared, "--seed", 5,
+            "--tracking-uri", uri, "--runs-dir", tmp_path / "runs", *TINY]  # fmt: skip
+    first = run_id_of(ok(cli(*args)))
+    run_dir = next((tmp_path / "runs").iterdir())
+    model = (run_dir / "model.pt").read_bytes()
+    again = cli(*args)
+    lines = again.output.strip().splitlines()
+    assert again.exit_code == 1 and len(lines) == 1, again.output
+    assert f"this configuration already ran (MLflow run {first}" in lines[0] and "--force" in lines[0]
+    assert (run_dir / "model.pt").read_bytes() == model  # the first run's files are untouched
+    second = run_id_of(ok(cli(*args, "--force", "--name", "mmoe-rerun")))
+    names = {r.info.run_id: r.info.run_name for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("recrl/retailrocket").experiment_id])}  # fmt: skip
+    assert names == {first: "mmoe-seed5", second: "mmoe-rerun"}
+
+
+def test_prepare_ends_with_a_parameters_table_not_a_python_dict(cli_dataset):
+    assert "preparation parameters" in cli_dataset.prepare_output
+    assert "{" not in cli_dataset.prepare_output.split("preparation parameters")[1]

@@ -111,6 +111,18 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run of this exact configuration.")
     ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="MLflow run name (default: ALGO[-BASE]-seedN, e.g. rmtl-mmoe-seed0)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train a configuration that already has a run in --runs-dir again, replacing its files "
+            "(without it that is refused, never silently replaced).",
+        ),
+    ] = False,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
     ] = Path("runs"),
@@ -143,6 +155,8 @@ def train(
         console.print(config_table(cfg))
         return
     preflight(cfg)
+    if not resume and not force and not _torchrun_worker():
+        refuse_existing_run(cfg, runs_dir)
     from recrl_cli.nets.allocator import retain_freed_cpu_memory
     from recrl_cli.pipeline import train_run
     from recrl_cli.tracking.server import redact
@@ -152,7 +166,7 @@ def train(
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
-                              tracking_uri, resume, runs_dir)  # fmt: skip
+                              tracking_uri, resume, runs_dir, name, force)  # fmt: skip
         return
     main = _torchrun_rank() == 0  # a plain process is rank 0 too
     # A training command owns its process: keep freed tensor memory for the next step instead of
@@ -170,7 +184,7 @@ def train(
             with graceful_interrupt() as stop, progress_bar() as progress:
                 result = train_run(
                     cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume,
-                    progress=progress if main else None, stop=stop,
+                    run_name=name or default_run_name(cfg), progress=progress if main else None, stop=stop,
                 )  # fmt: skip
     except TrainingInterrupted as exc:
         if main:
@@ -207,6 +221,50 @@ def train(
         distributed.end_process(0)
 
 
+def default_run_name(cfg: RunConfig) -> str:
+    """``mmoe-seed0``, ``rmtl-mmoe-seed0``: what the run is, readable in the MLflow UI (the key is a tag)."""
+    base = getattr(cfg.model, "base", "") if cfg.algo == "rmtl" else ""
+    return "-".join(p for p in (cfg.algo, base, f"seed{cfg.train.seed}") if p)
+
+
+def refuse_existing_run(cfg: RunConfig, runs_dir: Path) -> None:
+    """A one-line error when this configuration already has a run in ``runs_dir`` (finished or interrupted):
+    re-running it would replace that run's files. ``--resume`` continues an interrupted one, ``--force`` replaces."""
+    import json
+
+    from recrl_cli.errors import ConfigError
+    from recrl_cli.pipeline import run_key
+
+    try:
+        fingerprint = str(
+            json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())["fingerprint"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the run itself reports the data
+    run_dir = Path(runs_dir) / run_key(cfg, fingerprint)
+    try:
+        state = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    run = state.get("mlflow_run_id", "?")
+    if state.get("status") == "finished":
+        raise ConfigError(
+            f"this configuration already ran (MLflow run {run}, files in {run_dir}); change a setting, pass "
+            f"--seed or --runs-dir, or --force to train it again and replace those files"
+        )
+    raise ConfigError(
+        f"an interrupted run of this configuration is in {run_dir} (MLflow run {run}): continue it with --resume, "
+        f"or pass --force to start over and replace it"
+    )
+
+
+def _torchrun_worker() -> bool:
+    """Inside ``--nproc N``'s processes (the parent already checked; they must not refuse each other's run)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _torchrun_rank() -> int:
     import os
 
@@ -216,7 +274,7 @@ def _torchrun_rank() -> int:
 def _launch_data_parallel(
     ctx: typer.Context, nproc: int, cfg: RunConfig, algo: str, config: Path | None, sets: list[str] | None,
     seed: int | None, device: str | None, data: Path | None, experiment: str | None,
-    tracking_uri: str | None, resume: bool, runs_dir: Path,
+    tracking_uri: str | None, resume: bool, runs_dir: Path, name: str | None = None, force: bool = False,
 ) -> None:  # fmt: skip
     """Re-run this same command under torchrun in ``nproc`` processes (every option passed on unchanged)."""
     from recrl_cli.algorithms.registry import get_algorithm
@@ -241,11 +299,12 @@ def _launch_data_parallel(
     for item in sets or []:
         args += ["--set", item]
     options = {"--seed": seed, "--device": device, "--data": data, "--experiment": experiment,
-               "--tracking-uri": tracking_uri, "--runs-dir": runs_dir}  # fmt: skip
+               "--tracking-uri": tracking_uri, "--runs-dir": runs_dir, "--name": name}  # fmt: skip
     for flag, value in options.items():
         if value is not None:
             args += [flag, str(value)]
     args += ["--resume"] if resume else []
+    args += ["--force"] if force else []
     code = distributed.launch(nproc, [*args, *ctx.args])
     if code == 130:
         raise typer.Exit(code=130)
