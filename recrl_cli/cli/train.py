@@ -315,9 +315,14 @@ def _launch_data_parallel(
 def evaluate(
     source: Annotated[str, typer.Argument(help="An MLflow run id, a run directory, or a model.pt file.")],
     split: Annotated[str, typer.Option("--split", help="Split to score: train, val or test.")] = "test",
-    data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory to score.")] = Path(
-        "datasets/prepared/retailrocket"
-    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Prepared dataset directory to score (default: where `recrl prepare` puts the kind of data the "
+            "model was trained on).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
@@ -331,9 +336,15 @@ def evaluate(
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     device_name = device or "auto"
     resolve_device(device_name)
-    open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
+    if data is not None:
+        open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
     saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
+    if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
+        from recrl_cli.algorithms.catalog import data_defaults
+
+        data = Path(data_defaults(saved["algo"])["data.prepared_dir"])
+        open_prepared(data)
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
 
