@@ -141,14 +141,21 @@ def test_algos_lists_every_algorithm_and_every_option_with_default_and_meaning(c
     assert set(rows) >= set(ALGORITHMS) and rows["mmoe"][0] == "mtl base"
 
     out = ok(cli("algos", "mmoe"))
-    for section, cls in (("model", MTLConfig), ("train", TrainConfig), ("data", DataConfig)):
-        rows = table_rows(out, f"[{section}] options")
+    # "  --expert-num INT  [default: 8]" then the meaning, indented, on the next line(s)
+    found = re.findall(r"^  (--[a-z-]+)[^\n]*\[default: ([^\]]*)\]\n      (.*)$", out, re.M)
+    entries, meanings = {o: d for o, d, _ in found}, {o: m for o, _, m in found}
+    for cls in (MTLConfig, TrainConfig, DataConfig):
         helps = field_help(cls)
         for name, default in ((f.name, f.default) for f in cls.__dataclass_fields__.values()):
-            shown_default, meaning = rows[f"--{name.replace('_', '-')}"]
-            expected = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-            assert shown_default == expected
-            assert meaning.startswith(helps[name][:30])
+            option = "--data" if name == "prepared_dir" else f"--{name.replace('_', '-')}"
+            assert option in entries, option
+            if isinstance(default, bool):
+                expected = "on" if default else "off"
+            else:
+                expected = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+            assert entries[option] == (expected or "(none)"), option
+            assert meanings[option].startswith(helps[name][:30]), option
+    assert "--shuffle / --no-shuffle" in out  # a flag is shown as a flag
 
 
 def test_dry_run_resolves_defaults_file_options_and_set_in_that_order(cli, tmp_path):
@@ -464,3 +471,26 @@ def test_ablate_after_ctrl_c_reuses_finished_runs_and_resumes_the_interrupted_on
 def test_ui_over_a_tracking_server_only_points_to_it(cli):
     out = ok(cli("ui", "--tracking-uri", "http://127.0.0.1:9"))
     assert "open http://127.0.0.1:9" in out
+
+
+def test_a_rerun_is_refused_not_silently_replaced_and_runs_have_readable_names(cli, cli_dataset, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "mmoe", "--epochs", 1, "--max-steps", 2, "--data", cli_dataset.prepared, "--seed", 5,
+            "--tracking-uri", uri, "--runs-dir", tmp_path / "runs", *TINY]  # fmt: skip
+    first = run_id_of(ok(cli(*args)))
+    run_dir = next((tmp_path / "runs").iterdir())
+    model = (run_dir / "model.pt").read_bytes()
+    again = cli(*args)
+    lines = again.output.strip().splitlines()
+    assert again.exit_code == 1 and len(lines) == 1, again.output
+    assert f"this configuration already ran (MLflow run {first}" in lines[0] and "--force" in lines[0]
+    assert (run_dir / "model.pt").read_bytes() == model  # the first run's files are untouched
+    second = run_id_of(ok(cli(*args, "--force", "--name", "mmoe-rerun")))
+    names = {r.info.run_id: r.info.run_name for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("recrl/retailrocket").experiment_id])}  # fmt: skip
+    assert names == {first: "mmoe-seed5", second: "mmoe-rerun"}
+
+
+def test_prepare_ends_with_a_parameters_table_not_a_python_dict(cli_dataset):
+    assert "preparation parameters" in cli_dataset.prepare_output
+    assert "{" not in cli_dataset.prepare_output.split("preparation parameters")[1]

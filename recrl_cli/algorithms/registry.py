@@ -1,13 +1,18 @@
-"""The registry: one explicit line per algorithm. No lookup by naming convention, no import-time magic."""
+"""The registry: each algorithm's config class, builder and predictor loader, by name.
+
+The names, families and summaries are :mod:`recrl_cli.algorithms.catalog`'s (light, read by ``--help``); this
+module adds the parts that need torch. No lookup by naming convention, no import-time magic.
+"""
 
 from __future__ import annotations
 
 from recrl_cli.agents.algorithm import CONFIGS as _AGENT_CONFIGS
 from recrl_cli.agents.algorithm import agent_builder, load_agent_predictor
+from recrl_cli.algorithms import catalog
 from recrl_cli.algorithms.base import AlgoSpec
 from recrl_cli.algorithms.rmtl import RMTLConfig, build_rmtl
 from recrl_cli.algorithms.supervised import load_mtl_predictor, supervised_builder
-from recrl_cli.errors import DataError, RegistryError
+from recrl_cli.errors import DataError
 from recrl_cli.hrlrec.algorithm import build_hrlrec, load_hrlrec_predictor
 from recrl_cli.hrlrec.config import HRLRecConfig
 from recrl_cli.mtf.algorithm import load_mtf_predictor, mtf_builder
@@ -16,59 +21,32 @@ from recrl_cli.nets.mtl.config import MTLConfig
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.train import build_simulator, load_simulator_predictor
 
-_MTL = "mtl base"
 
-ALGORITHMS: dict[str, AlgoSpec] = {
-    "singletask": AlgoSpec("singletask", MTLConfig, supervised_builder("singletask"), load_mtl_predictor,
-                           "One independent network per task (no sharing).", _MTL),
-    "sharedbottom": AlgoSpec("sharedbottom", MTLConfig, supervised_builder("sharedbottom"), load_mtl_predictor,
-                             "Shared bottom MLP, one tower per task.", _MTL),
-    "omoe": AlgoSpec("omoe", MTLConfig, supervised_builder("omoe"), load_mtl_predictor,
-                     "Mixture of experts with one gate shared by all tasks.", _MTL),
-    "mmoe": AlgoSpec("mmoe", MTLConfig, supervised_builder("mmoe"), load_mtl_predictor,
-                     "Multi-gate mixture of experts (one gate per task).", _MTL),
-    "ple": AlgoSpec("ple", MTLConfig, supervised_builder("ple"), load_mtl_predictor,
-                    "Progressive layered extraction: shared + task-specific experts per level.", _MTL),
-    "esmm": AlgoSpec("esmm", MTLConfig, supervised_builder("esmm"), load_mtl_predictor,
-                     "Entire-space model: pCTCVR = pCTR x pCVR (exactly 2 tasks).", _MTL),
-    "aitm": AlgoSpec("aitm", MTLConfig, supervised_builder("aitm"), load_mtl_predictor,
-                     "Adaptive information transfer between sequential tasks.", _MTL),
-    "rmtl": AlgoSpec("rmtl", RMTLConfig, build_rmtl, load_mtl_predictor,
-                     "RMTL: pretrain a base, fit per-task TD critics on sessions, polish with 1 - lambda*Q.", "rl-mtl"),
-    "simulator": AlgoSpec("simulator", SimulatorConfig, build_simulator, load_simulator_predictor,
-                          "KuaiSim user response model (7 behaviours) for the whole-session env.", "simulator"),
-    "hac": AlgoSpec("hac", _AGENT_CONFIGS["hac"], agent_builder("hac"), load_agent_predictor,
-                    "HAC agent (hyper-actor critic) in the simulator's whole-session env.", "rl"),
-    "ddpg": AlgoSpec("ddpg", _AGENT_CONFIGS["ddpg"], agent_builder("ddpg"), load_agent_predictor,
-                     "DDPG baseline on the hyper-action, in the simulator's whole-session env.", "rl"),
-    "td3": AlgoSpec("td3", _AGENT_CONFIGS["td3"], agent_builder("td3"), load_agent_predictor,
-                    "TD3 baseline (clipped double Q, delayed actor) in the simulator's env.", "rl"),
-    "a2c": AlgoSpec("a2c", _AGENT_CONFIGS["a2c"], agent_builder("a2c"), load_agent_predictor,
-                    "A2C baseline (Gaussian hyper-action policy) in the simulator's env.", "rl"),
-    "unifiedrl": AlgoSpec("unifiedrl", MTFRunConfig, mtf_builder("unifiedrl"), load_mtf_predictor,
-                          "UnifiedRL multi-task fusion: bounded exploration logs, q x m critics, PTM rounds.", "mtf"),
-    "mtf-es": AlgoSpec("mtf-es", MTFRunConfig, mtf_builder("mtf-es"), load_mtf_predictor,
-                       "Fusion baseline: ES/CEM-tuned personalised fusion weights (the behaviour policy).", "mtf"),
-    "mtf-ddpg": AlgoSpec("mtf-ddpg", MTFRunConfig, mtf_builder("mtf-ddpg"), load_mtf_predictor,
-                         "Fusion baseline: offline DDPG on Gaussian-noise logs (D1).", "mtf"),
-    "mtf-td3bc": AlgoSpec("mtf-td3bc", MTFRunConfig, mtf_builder("mtf-td3bc"), load_mtf_predictor,
-                          "Fusion baseline: TD3+BC on Gaussian-noise logs (D1).", "mtf"),
-    "mtf-iql": AlgoSpec("mtf-iql", MTFRunConfig, mtf_builder("mtf-iql"), load_mtf_predictor,
-                        "Fusion baseline: IQL on Gaussian-noise logs (D1).", "mtf"),
-    "mtf-bcq": AlgoSpec("mtf-bcq", MTFRunConfig, mtf_builder("mtf-bcq"), load_mtf_predictor,
-                        "Fusion baseline: BCQ as BatchRL-MTF on Gaussian-noise logs (D1).", "mtf"),
-    "mtf-cql": AlgoSpec("mtf-cql", MTFRunConfig, mtf_builder("mtf-cql"), load_mtf_predictor,
-                        "Fusion baseline: CQL+SAC on Gaussian-noise logs (D1).", "mtf"),
+def _spec(name: str, config_cls: type, build, load_predictor) -> AlgoSpec:
+    """A registry row: the heavy parts given here, the name's family and summary from the catalog."""
+    e = catalog.entry(name)
+    return AlgoSpec(name, config_cls, build, load_predictor, e.summary, e.family)
 
-    "hrlrec": AlgoSpec("hrlrec", HRLRecConfig, build_hrlrec, load_hrlrec_predictor,
-                       "HRL-Rec: channel selector + item recommender building lists in the simulator.", "rl-list"),
+
+_HEAVY = {
+    **{base: (MTLConfig, supervised_builder(base), load_mtl_predictor)
+       for base in ("singletask", "sharedbottom", "omoe", "mmoe", "ple", "esmm", "aitm")},
+    "rmtl": (RMTLConfig, build_rmtl, load_mtl_predictor),
+    "simulator": (SimulatorConfig, build_simulator, load_simulator_predictor),
+    **{agent: (_AGENT_CONFIGS[agent], agent_builder(agent), load_agent_predictor)
+       for agent in ("hac", "ddpg", "td3", "a2c")},
+    **{fusion: (MTFRunConfig, mtf_builder(fusion), load_mtf_predictor)
+       for fusion in ("unifiedrl", "mtf-es", "mtf-ddpg", "mtf-td3bc", "mtf-iql", "mtf-bcq", "mtf-cql")},
+    "hrlrec": (HRLRecConfig, build_hrlrec, load_hrlrec_predictor),
 }  # fmt: skip
+
+#: name -> spec, in the catalog's order (``recrl algos`` lists them so); a name in only one of the two is a bug.
+ALGORITHMS: dict[str, AlgoSpec] = {name: _spec(name, *_HEAVY[name]) for name in catalog.ENTRIES}
 
 
 # The prepared dataset each family reads (the manifest's "dataset"): RetailRocket's feature rows for the MTL bases and
 # RMTL, KuaiRand's logs and feature tables for the simulator and everything that acts in it.
-DATASET_OF_FAMILY = {"mtl base": "retailrocket", "rl-mtl": "retailrocket", "simulator": "kuairand",
-                     "rl": "kuairand", "rl-list": "kuairand", "mtf": "kuairand"}  # fmt: skip
+DATASET_OF_FAMILY = {name: family.dataset for name, family in catalog.FAMILIES.items()}
 
 
 def required_dataset(algo: str) -> str:
@@ -96,7 +74,5 @@ def check_dataset(algo: str, dataset: object, directory: object, doing: str = "t
 
 def get_algorithm(name: str) -> AlgoSpec:
     """Look a name up, with a one-line error listing the valid names."""
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise RegistryError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}") from None
+    catalog.entry(name)  # the one-line error for an unknown name
+    return ALGORITHMS[name]

@@ -27,13 +27,13 @@ from recrl_cli.cli.resolve import (
     default_experiment,
     dotted_key,
     make_tracker,
+    negated_flag,
     preflight,
+    resolve_local_references,
     resolve_references,
     run_config_from_cli,
 )
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
-from recrl_cli.nets.allocator import retain_freed_cpu_memory
-from recrl_cli.training.trainer import TrainingInterrupted
 
 
 def _is_tuple_field(cfg: RunConfig, dotted: str) -> bool:
@@ -46,6 +46,7 @@ def study_axes(cfg: RunConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, 
     """``--expert-num 4,8`` → ``("model.expert_num", ["4", "8"])``; tuple fields split on ';'."""
     axes = []
     for name, raw in pairs:
+        name, raw = negated_flag(name, raw, type(cfg.model))
         key = dotted_key(name, type(cfg.model))
         sep = ";" if _is_tuple_field(cfg, key) else ","
         axes.append((key, [v.strip() for v in raw.split(sep) if v.strip()]))
@@ -140,10 +141,12 @@ def ablate(
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
     from recrl_cli.errors import ConfigError
+    from recrl_cli.nets.allocator import retain_freed_cpu_memory
     from recrl_cli.pipeline import train_run
     from recrl_cli.study import plan_study, run_study
     from recrl_cli.study_backends import make_backend
     from recrl_cli.training.distributed import launched_by_torchrun
+    from recrl_cli.training.trainer import TrainingInterrupted
 
     if launched_by_torchrun():  # every process would run the whole study
         raise ConfigError(
@@ -160,6 +163,9 @@ def ablate(
         cfg = run_config_from_cli(
             algo, config=config, sets=sets, extra=fixed, seed=seed, device=device, data_dir=data
         )
+    cfg = resolve_local_references(
+        cfg, runs_dir
+    )  # --simulator latest (or none given): the newest on this data
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
     if gpus_per_task is None:

@@ -12,7 +12,7 @@ from recrl_cli import __version__
 from recrl_cli.cli.ablate import ablate_command
 from recrl_cli.cli.common import RecrlGroup
 from recrl_cli.cli.data import prepare_command, synth_command
-from recrl_cli.cli.info import algos_command
+from recrl_cli.cli.info import AlgoCommand, algos_command
 from recrl_cli.cli.text import text_app
 from recrl_cli.cli.train import EXTRA_ARGS, evaluate_command, train_command
 from recrl_cli.cli.ui import ui_command_cli
@@ -28,9 +28,9 @@ app = typer.Typer(
 
 app.command("synth")(synth_command)
 app.command("prepare")(prepare_command)
-app.command("train", context_settings=EXTRA_ARGS)(train_command)
+app.command("train", cls=AlgoCommand, context_settings=EXTRA_ARGS)(train_command)
 app.command("evaluate")(evaluate_command)
-app.command("ablate", context_settings=EXTRA_ARGS)(ablate_command)
+app.command("ablate", cls=AlgoCommand, context_settings=EXTRA_ARGS)(ablate_command)
 app.command("algos")(algos_command)
 app.command("ui")(ui_command_cli)
 app.add_typer(text_app, name="text")

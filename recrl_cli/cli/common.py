@@ -8,24 +8,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from typer.core import TyperGroup
 
 from recrl_cli import signals
 from recrl_cli.errors import RecrlError
-from recrl_cli.training.trainer import StopSignal
+
+if TYPE_CHECKING:
+    from recrl_cli.training.trainer import StopSignal
 
 console = Console()
 err_console = Console(stderr=True)
@@ -106,6 +100,7 @@ class RecrlGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        _show_flags_as_flags(self)
         if not standalone_mode:  # a caller that handles click's exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -131,6 +126,28 @@ class RecrlGroup(TyperGroup):
             sys.exit(1)
         # Non-standalone click returns the command's value, or the code of a typer.Exit it raised.
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _show_flags_as_flags(command: Any) -> None:
+    """Typer's help shows a flag's type (``--dry-run <bool>``) as if it took a value: show no type for flags
+    (``--help`` included, which click makes on demand)."""
+    if getattr(command, "_recrl_flags_shown", False):
+        return
+    command._recrl_flags_shown = True
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _show_flags_as_flags(sub)
 
 
 def fail_usage(exc: typer.TyperException) -> None:
@@ -165,6 +182,15 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display; yields the ``progress(description, done, total)`` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
@@ -227,6 +253,8 @@ def stops_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 def graceful_interrupt() -> Iterator[StopSignal]:
     """First Ctrl-C or SIGTERM asks the trainer to checkpoint and stop; a second one aborts at once
     (as a KeyboardInterrupt, which the top level reports in one line)."""
+    from recrl_cli.training.trainer import StopSignal
+
     stop = StopSignal()
     catch = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
     try:

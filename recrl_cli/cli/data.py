@@ -219,7 +219,18 @@ def prepare(
         budget = f"{mem['budget_bytes'] / 2**30:.2f} GiB" if mem["budget_bytes"] else "none"
         console.print(f"memory: budget {budget}, {mem['blocks']} user blocks of <= {mem['largest_block_rows']:,} rows, "
                       f"{mem['partitions']} partitions, modelled peak {mem['estimated_peak_bytes'] / 2**30:.2f} GiB")  # fmt: skip
-    console.print(escape(f"parameters: {dataclasses.asdict(params)}"))
+    console.print(params_table(params))
+
+
+def params_table(params: object) -> Table:
+    """The preparation parameters as a table (a tuple as a comma list), not a raw Python dict."""
+    table = Table(title="preparation parameters", title_justify="left")
+    table.add_column("parameter", style="cyan")
+    table.add_column("value")
+    for key, value in dataclasses.asdict(params).items():
+        shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        table.add_row(key, escape(shown if shown != "" else "(none)"))
+    return table
 
 
 def manifest_table(manifest: dict, out: Path) -> Table:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recrl_cli.algorithms.registry import check_dataset, get_algorithm, required_dataset
+from recrl_cli.algorithms import catalog
 from recrl_cli.config.fields import field_choices
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
@@ -36,6 +36,30 @@ def dotted_key(name: str, model_cls: type) -> str:
     return section_of(name, model_cls)
 
 
+def negated_flag(name: str, value: str, model_cls: type) -> tuple[str, str]:
+    """``--no-ptm`` → ``("ptm", "false")`` for a flag (a bool field) ``ptm``; any other option unchanged."""
+    import typing
+
+    if not name.startswith("no_") or "." in name:
+        return name, value
+    try:
+        dotted_key(name, model_cls)
+        return name, value  # a field that is itself called no_...
+    except ConfigError:
+        pass
+    try:
+        key = dotted_key(name[3:], model_cls)
+    except ConfigError:
+        return name, value  # reported as the unknown option it is
+    section, _, field = key.partition(".")
+    cls = {"model": model_cls, "train": TrainConfig, "data": DataConfig}[section]
+    if typing.get_type_hints(cls).get(field) is not bool:
+        raise ConfigError(f"--{name.replace('_', '-')}: --{field.replace('_', '-')} is not a flag")
+    if value != "true":
+        raise ConfigError(f"--{name.replace('_', '-')} takes no value, got '{value}'")
+    return name[3:], "false"
+
+
 def run_config_from_cli(
     algo: str,
     *,
@@ -47,6 +71,9 @@ def run_config_from_cli(
     data_dir: Path | None = None,
 ) -> RunConfig:
     """Resolve defaults < file < dedicated options < ``--<model option>`` < ``--set``."""
+    catalog.entry(algo)  # an unknown name fails before torch is imported
+    from recrl_cli.algorithms.registry import get_algorithm
+
     spec = get_algorithm(algo)
     options: dict[str, Any] = {}
     if seed is not None:
@@ -56,8 +83,10 @@ def run_config_from_cli(
     if data_dir is not None:
         options["data.prepared_dir"] = str(data_dir)
     for name, value in extra:
+        name, value = negated_flag(name, value, spec.config_cls)
         options[dotted_key(name, spec.config_cls)] = value
-    cfg = resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or ())
+    cfg = resolve_config(algo, spec.config_cls, config_file=config, options=options, overrides=sets or (),
+                         defaults=catalog.data_defaults(algo))  # fmt: skip
     return with_manifest_dataset(cfg)
 
 
@@ -95,6 +124,7 @@ def default_experiment(cfg: RunConfig, experiment: str | None) -> str:
 def preflight(cfg: RunConfig) -> None:
     """Checks that cost nothing and must fail before a tracking store, MLflow run or run directory
     is created: the device exists and the prepared dataset is there and intact."""
+    from recrl_cli.algorithms.registry import check_dataset, required_dataset
     from recrl_cli.data.manifest import open_prepared
     from recrl_cli.training.device import resolve_device
 
@@ -110,18 +140,84 @@ def preflight(cfg: RunConfig) -> None:
     check_saved_models(cfg)
 
 
+def _fingerprint(manifest: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def latest_run(runs_dir: Path, algo: str, prepared_dir: Path) -> Path | None:
+    """The newest finished ``runs_dir/<algo>-<key>/`` trained on the data in ``prepared_dir`` (same fingerprint)."""
+    import json
+
+    want = _fingerprint(prepared_dir / "manifest.json")
+    if want is None:
+        return None
+    found = []
+    for run_dir in Path(runs_dir).glob(f"{algo}-*"):
+        model = run_dir / "model.pt"
+        try:
+            finished = json.loads((run_dir / "run.json").read_text()).get("status") == "finished"
+        except (OSError, ValueError, AttributeError):
+            finished = False
+        if finished and model.is_file() and _fingerprint(run_dir / "manifest.json") == want:
+            found.append((model.stat().st_mtime_ns, run_dir))
+    return max(found)[1] if found else None
+
+
+def _is_run_id(ref: str) -> bool:
+    """An MLflow run id (hex, no path separators or suffix) rather than a path."""
+    return bool(ref) and all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 16
+
+
+def resolve_local_references(
+    cfg: RunConfig, runs_dir: Path = Path("runs"), *, required: bool = True
+) -> RunConfig:
+    """``--simulator latest`` / ``--ranker latest``, and a ``--simulator`` not given, become the newest finished
+    ``recrl train simulator`` run on the same prepared data in ``runs_dir`` (its run directory).
+
+    With ``required``, a ``latest`` or missing simulator that cannot be found is a one-line error that says how to
+    get one; without (``--dry-run``) it stays as given.
+    """
+    names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
+    if _fingerprint(Path(cfg.data.prepared_dir) / "manifest.json") is None:
+        return cfg  # no prepared data there: preflight says so first
+    updates: dict[str, str] = {}
+    for name in names:
+        ref = str(getattr(cfg.model, name, "") or "")
+        if ref != "latest" and (ref or name != "simulator"):
+            continue
+        found = latest_run(runs_dir, "simulator", Path(cfg.data.prepared_dir))
+        if found is not None:
+            updates[name] = str(found)
+        elif required:
+            raise ConfigError(
+                f"{cfg.algo} needs a trained simulator (--{name}): none trained on {cfg.data.prepared_dir} in "
+                f"{runs_dir}/; train one with `recrl train simulator --data {cfg.data.prepared_dir}` or pass "
+                f"--{name} RUN (a run directory, its model.pt, an MLflow run id, or latest)"
+            )
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **updates)) if updates else cfg
+
+
 def check_saved_models(cfg: RunConfig) -> None:
     """Read and check the saved models a run builds on (``--simulator``, ``--ranker``, a local ``--critics``)
     now, so that a missing, unsafe, malformed or wrong kind of file fails before anything is tracked.
     (``--critics`` given as an MLflow run id is checked when it is downloaded, see resolve_references.)"""
-    family = get_algorithm(cfg.algo).family
+    family = catalog.entry(cfg.algo).family
     model = cfg.model
     if family in ("rl", "rl-list", "mtf"):
         from recrl_cli.agents.algorithm import read_simulator
 
-        read_simulator(str(getattr(model, "simulator", "")))
-        if getattr(model, "ranker", ""):
-            read_simulator(str(model.ranker), "--ranker")
+        for name in catalog.MODEL_REFERENCES[family]:
+            ref = str(getattr(model, name, "") or "")
+            if name == "ranker" and not ref:
+                continue  # no ranker: the simulator ranks (an oracle ranker)
+            if _is_run_id(ref) and not Path(ref).exists():
+                continue  # an MLflow run id: checked when it is downloaded (resolve_references)
+            read_simulator(ref, f"--{name}")
     used = cfg.algo == "rmtl" and getattr(model, "uses_critics", False)  # UnifiedRL's critics is a count
     critics = str(getattr(model, "critics", "") or "") if used else ""
     if critics and Path(critics).exists():
@@ -133,10 +229,12 @@ def check_saved_models(cfg: RunConfig) -> None:
 def resolve_references(cfg: RunConfig, tracker: Tracker, runs_dir: Path = Path("runs")) -> RunConfig:
     """Replace references to other runs in the model section by local files.
 
-    Today that is RMTL's ``critics`` (a model file, a run directory or an MLflow run id): a run id is
-    downloaded once to a fixed path under ``runs_dir/critics``, so the resolved config, and with it the
-    run key that ``--resume`` looks up, is the same on every call.
+    RMTL's ``critics`` and the ``simulator`` / ``ranker`` of the agents, fusion and HRL-Rec (a model file, a run
+    directory or an MLflow run id): a run id is downloaded once to a fixed path under ``runs_dir/critics`` or
+    ``runs_dir/simulators``, so the resolved config, and with it the run key that ``--resume`` looks up, is the
+    same on every call.
     """
+    cfg = _download_simulators(cfg, tracker, runs_dir)
     ref = getattr(cfg.model, "critics", "") if cfg.algo == "rmtl" else ""  # UnifiedRL's critics is a count
     if not ref:
         return cfg
@@ -144,3 +242,28 @@ def resolve_references(cfg: RunConfig, tracker: Tracker, runs_dir: Path = Path("
 
     local = str(resolve_critics_source(str(ref), tracker, Path(runs_dir) / "critics"))
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, critics=local))
+
+
+def _download_simulators(cfg: RunConfig, tracker: Tracker, runs_dir: Path) -> RunConfig:
+    """``--simulator`` / ``--ranker`` given as an MLflow run id: its model.pt, downloaded to a fixed path and checked."""
+    names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
+    updates: dict[str, str] = {}
+    for name in names:
+        ref = str(getattr(cfg.model, name, "") or "")
+        if not _is_run_id(ref) or Path(ref).exists():
+            continue
+        from recrl_cli.agents.algorithm import read_simulator
+        from recrl_cli.algorithms.saved import download_saved_model
+
+        target = Path(runs_dir) / "simulators" / ref / "model.pt"
+        if not target.is_file():
+            try:
+                downloaded = download_saved_model(tracker, ref, target.parent)  # TrackingError if unknown
+                if downloaded != target:
+                    downloaded.replace(target)
+                read_simulator(str(target), f"--{name}")  # checked like any file before it is kept
+            except BaseException:
+                target.unlink(missing_ok=True)  # nothing half-downloaded or refused stays to be trusted later
+                raise
+        updates[name] = str(target)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **updates)) if updates else cfg

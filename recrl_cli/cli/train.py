@@ -26,25 +26,30 @@ from recrl_cli.cli.resolve import (
     default_experiment,
     make_tracker,
     preflight,
+    resolve_local_references,
     resolve_references,
     run_config_from_cli,
 )
 from recrl_cli.config.schema import RunConfig
-from recrl_cli.nets.allocator import retain_freed_cpu_memory
-from recrl_cli.tracking.server import redact
-from recrl_cli.training import distributed
-from recrl_cli.training.trainer import TrainingInterrupted
+
+# torch, mlflow and the algorithms are imported in the command bodies, when work starts: `--help` and a
+# one-line error never wait for them.
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def config_table(cfg: RunConfig) -> Table:
+    """Every setting the run reads (the ``[train]`` fields ``cfg.algo`` does not read are left out)."""
+    from recrl_cli.algorithms.catalog import reads_train_field
+
     table = Table(title=escape(f"resolved config: {cfg.algo}"), show_lines=False)
     table.add_column("key", style="cyan")
     table.add_column("value")
     for section, values in cfg.to_dict().items():
         if isinstance(values, dict):
             for key, value in values.items():
+                if section == "train" and not reads_train_field(cfg.algo, key):
+                    continue
                 table.add_row(f"{section}.{key}", escape(str(value)))
     return table
 
@@ -106,6 +111,18 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run of this exact configuration.")
     ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="MLflow run name (default: ALGO[-BASE]-seedN, e.g. rmtl-mmoe-seed0)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train a configuration that already has a run in --runs-dir again, replacing its files "
+            "(without it that is refused, never silently replaced).",
+        ),
+    ] = False,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
     ] = Path("runs"),
@@ -124,8 +141,6 @@ def train(
     Any option of the algorithm's config can be given directly, e.g. `--expert-num 4` or `--lr 0.003`
     (see `recrl algos ALGO`); `--set section.key=value` does the same with an explicit section.
     """
-    from recrl_cli.pipeline import train_run
-
     cfg = run_config_from_cli(
         algo,
         config=config,
@@ -135,14 +150,23 @@ def train(
         device=device,
         data_dir=data,
     )
+    cfg = resolve_local_references(cfg, runs_dir, required=not dry_run)
     if dry_run:
         console.print(config_table(cfg))
         return
     preflight(cfg)
+    if not resume and not force and not _torchrun_worker():
+        refuse_existing_run(cfg, runs_dir)
+    from recrl_cli.nets.allocator import retain_freed_cpu_memory
+    from recrl_cli.pipeline import train_run
+    from recrl_cli.tracking.server import redact
+    from recrl_cli.training import distributed
+    from recrl_cli.training.trainer import TrainingInterrupted
+
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
-                              tracking_uri, resume, runs_dir)  # fmt: skip
+                              tracking_uri, resume, runs_dir, name, force)  # fmt: skip
         return
     main = _torchrun_rank() == 0  # a plain process is rank 0 too
     # A training command owns its process: keep freed tensor memory for the next step instead of
@@ -160,7 +184,7 @@ def train(
             with graceful_interrupt() as stop, progress_bar() as progress:
                 result = train_run(
                     cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume,
-                    progress=progress if main else None, stop=stop,
+                    run_name=name or default_run_name(cfg), progress=progress if main else None, stop=stop,
                 )  # fmt: skip
     except TrainingInterrupted as exc:
         if main:
@@ -199,6 +223,50 @@ def train(
         distributed.end_process(0)
 
 
+def default_run_name(cfg: RunConfig) -> str:
+    """``mmoe-seed0``, ``rmtl-mmoe-seed0``: what the run is, readable in the MLflow UI (the key is a tag)."""
+    base = getattr(cfg.model, "base", "") if cfg.algo == "rmtl" else ""
+    return "-".join(p for p in (cfg.algo, base, f"seed{cfg.train.seed}") if p)
+
+
+def refuse_existing_run(cfg: RunConfig, runs_dir: Path) -> None:
+    """A one-line error when this configuration already has a run in ``runs_dir`` (finished or interrupted):
+    re-running it would replace that run's files. ``--resume`` continues an interrupted one, ``--force`` replaces."""
+    import json
+
+    from recrl_cli.errors import ConfigError
+    from recrl_cli.pipeline import run_key
+
+    try:
+        fingerprint = str(
+            json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())["fingerprint"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the run itself reports the data
+    run_dir = Path(runs_dir) / run_key(cfg, fingerprint)
+    try:
+        state = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    run = state.get("mlflow_run_id", "?")
+    if state.get("status") == "finished":
+        raise ConfigError(
+            f"this configuration already ran (MLflow run {run}, files in {run_dir}); change a setting, pass "
+            f"--seed or --runs-dir, or --force to train it again and replace those files"
+        )
+    raise ConfigError(
+        f"an interrupted run of this configuration is in {run_dir} (MLflow run {run}): continue it with --resume, "
+        f"or pass --force to start over and replace it"
+    )
+
+
+def _torchrun_worker() -> bool:
+    """Inside ``--nproc N``'s processes (the parent already checked; they must not refuse each other's run)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _torchrun_rank() -> int:
     import os
 
@@ -208,12 +276,13 @@ def _torchrun_rank() -> int:
 def _launch_data_parallel(
     ctx: typer.Context, nproc: int, cfg: RunConfig, algo: str, config: Path | None, sets: list[str] | None,
     seed: int | None, device: str | None, data: Path | None, experiment: str | None,
-    tracking_uri: str | None, resume: bool, runs_dir: Path,
+    tracking_uri: str | None, resume: bool, runs_dir: Path, name: str | None = None, force: bool = False,
 ) -> None:  # fmt: skip
     """Re-run this same command under torchrun in ``nproc`` processes (every option passed on unchanged)."""
     from recrl_cli.algorithms.registry import get_algorithm
     from recrl_cli.errors import ConfigError, RecrlError
     from recrl_cli.pipeline import DATA_PARALLEL_FAMILIES
+    from recrl_cli.training import distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
@@ -232,11 +301,12 @@ def _launch_data_parallel(
     for item in sets or []:
         args += ["--set", item]
     options = {"--seed": seed, "--device": device, "--data": data, "--experiment": experiment,
-               "--tracking-uri": tracking_uri, "--runs-dir": runs_dir}  # fmt: skip
+               "--tracking-uri": tracking_uri, "--runs-dir": runs_dir, "--name": name}  # fmt: skip
     for flag, value in options.items():
         if value is not None:
             args += [flag, str(value)]
     args += ["--resume"] if resume else []
+    args += ["--force"] if force else []
     code = distributed.launch(nproc, [*args, *ctx.args])
     if code == 130:
         raise typer.Exit(code=130)
@@ -247,9 +317,14 @@ def _launch_data_parallel(
 def evaluate(
     source: Annotated[str, typer.Argument(help="An MLflow run id, a run directory, or a model.pt file.")],
     split: Annotated[str, typer.Option("--split", help="Split to score: train, val or test.")] = "test",
-    data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory to score.")] = Path(
-        "datasets/prepared/retailrocket"
-    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Prepared dataset directory to score (default: where `recrl prepare` puts the kind of data the "
+            "model was trained on).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
@@ -263,9 +338,15 @@ def evaluate(
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     device_name = device or "auto"
     resolve_device(device_name)
-    open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
+    if data is not None:
+        open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
     saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
+    if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
+        from recrl_cli.algorithms.catalog import data_defaults
+
+        data = Path(data_defaults(saved["algo"])["data.prepared_dir"])
+        open_prepared(data)
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
 

@@ -120,6 +120,7 @@ def resolve_config(
     config_file: Path | None = None,
     options: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Resolve the full configuration of one run.
 
@@ -129,9 +130,14 @@ def resolve_config(
         config_file: optional TOML file with ``[data]``, ``[train]`` and ``[model]`` tables.
         options: dotted keys set by dedicated CLI options, e.g. ``{"train.seed": 3}``.
         overrides: ``section.key=value`` strings from ``--set``.
+        defaults: dotted keys that replace the dataclass defaults (lowest precedence), e.g. the prepared
+            dataset an algorithm reads by default.
     """
     classes = section_classes(model_cls)
     merged: dict[str, dict[str, Any]] = {name: {} for name in classes}
+    for dotted, value in (defaults or {}).items():
+        section, _, name = dotted.partition(".")
+        merged[section][name] = value
     if config_file is not None:
         content = read_config_file(config_file)
         file_algo = content.pop("algo", algo)
@@ -145,16 +151,38 @@ def resolve_config(
             if not isinstance(table, dict):
                 raise ConfigError(f"[{section}] in {config_file} must be a table")
             merged[section].update(table)
+        for name in merged["train"]:
+            check_train_field(algo, name, f"train.{name} in {config_file}")
     for dotted, value in (options or {}).items():
         section, _, name = dotted.partition(".")
+        if section == "train":
+            check_train_field(algo, name, f"--{name.replace('_', '-')}")
         merged[section][name] = value
     for text in overrides:
         section, name, value = parse_override(text)
         if section not in classes:
             raise ConfigError(f"unknown section '{section}' in --set {text}; valid: {', '.join(classes)}")
+        if section == "train":
+            check_train_field(algo, name, f"--set train.{name}")
         merged[section][name] = value
     built = {name: build_section(cls, merged[name], name) for name, cls in classes.items()}
     return RunConfig(algo=algo, data=built["data"], train=built["train"], model=built["model"])
+
+
+def check_train_field(algo: str, name: str, given_as: str) -> None:
+    """A one-line ConfigError when ``algo`` does not read ``train.<name>`` (an option is honoured or refused).
+
+    An unknown field passes (:func:`build_section` reports it with the valid keys), and so does every field
+    for a name the catalog does not know (configs built outside the registry, in tests).
+    """
+    from recrl_cli.algorithms import catalog
+
+    if (
+        algo in catalog.ENTRIES
+        and name in catalog.TRAINER_WIDE + catalog.LOOP_FIELDS
+        and not catalog.reads_train_field(algo, name)
+    ):
+        raise ConfigError(catalog.refusal(algo, name, given_as))
 
 
 def replace_in(cfg: RunConfig, dotted: Mapping[str, Any]) -> RunConfig:
@@ -165,6 +193,8 @@ def replace_in(cfg: RunConfig, dotted: Mapping[str, Any]) -> RunConfig:
         section, _, name = key.partition(".")
         if section not in sections:
             raise ConfigError(f"unknown section '{section}' in '{key}'")
+        if section == "train":
+            check_train_field(cfg.algo, name, f"--{name.replace('_', '-')}")
         updates.setdefault(section, {})[name] = value
     for section, values in updates.items():
         current = {f.name: getattr(sections[section], f.name) for f in dataclasses.fields(sections[section])}

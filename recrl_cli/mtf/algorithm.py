@@ -70,7 +70,11 @@ def learner_overrides(learner: str, m: Any) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(get_learner(learner).config)}
     wanted = {"gamma": m.gamma, "batch_size": m.batch_size, "actor_hidden": m.hidden, "critic_hidden": m.hidden,
               "hidden": m.hidden, "critics": m.critics, "penalty": m.penalty, "eta": m.eta, "beta": m.beta,
-              "uncertainty": m.uncertainty, "soft_rate": m.soft_rate, "target_every": target_every(m)}  # fmt: skip
+              "uncertainty": m.uncertainty, "soft_rate": m.soft_rate, "target_every": target_every(m),
+              "actor_lr": m.actor_lr, "critic_lr": m.critic_lr}  # fmt: skip
+    for k in ("actor_lr", "critic_lr"):  # none: the learner's own default
+        if wanted[k] is None:
+            wanted.pop(k)
     if learner != "unifiedrl":  # the baselines keep their own target-update schedules
         for k in ("critics", "penalty", "eta", "beta", "uncertainty", "soft_rate", "target_every"):
             wanted.pop(k)

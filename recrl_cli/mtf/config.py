@@ -83,6 +83,10 @@ class MTFRunConfig:
     batch_size: int = param(64, help="Transitions per gradient step (paper 256).")
     hidden: tuple[int, ...] = param((64, 64), help="Actor and critic hidden widths (paper 256-128).")
     gamma: float = param(0.9, help="γ (paper 0.9).")
+    actor_lr: float | None = param(None, help="Learner's actor (policy) Adam learning rate; none = the learner's "
+                                   "own default (3e-4; CQL 1e-4).")  # fmt: skip
+    critic_lr: float | None = param(None, help="Learner's critic Adam learning rate; none = the learner's own "
+                                    "default (3e-4).")  # fmt: skip
     critics: int = param(4, help="UnifiedRL: m critics per set (paper 24).")
     penalty: bool = param(True, help="UnifiedRL: bound penalty η·d in the actor loss.")
     eta: float = param(1.0, help="UnifiedRL: η, weight of the bound penalty (unpublished; chosen).")
@@ -131,6 +135,10 @@ class MTFRunConfig:
             )
         if isinstance(self.eval_users, bool) or not isinstance(self.eval_users, int) or self.eval_users < 0:
             raise ConfigError(f"model.eval_users must be an integer >= 0, got {self.eval_users!r}")
+        for name in ("actor_lr", "critic_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"model.{name} must be positive, got {value!r}")
         if self.random_candidates < 0:
             raise ConfigError(f"model.random_candidates must be >= 0, got {self.random_candidates!r}")
         if not 0.0 < self.bounds <= 1.0 or not 0.0 < self.gaussian_std <= 1.0:
