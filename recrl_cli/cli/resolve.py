@@ -185,6 +185,12 @@ def resolve_local_references(
     names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
     if _fingerprint(Path(cfg.data.prepared_dir) / "manifest.json") is None:
         return cfg  # no prepared data there: preflight says so first
+    if names:  # the wrong kind of data is the first thing to say, before "no simulator trained on it"
+        from recrl_cli.algorithms.registry import check_dataset
+        from recrl_cli.data.atomic import json_object
+
+        manifest = json_object(Path(cfg.data.prepared_dir) / "manifest.json") or {}
+        check_dataset(cfg.algo, manifest.get("dataset"), cfg.data.prepared_dir)
     updates: dict[str, str] = {}
     for name in names:
         ref = str(getattr(cfg.model, name, "") or "")
