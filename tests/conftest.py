@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,6 +10,21 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the suite a terminal's Ctrl-C, wherever it was started from.
+
+    A shell starts a background job (`make test &` in a script, nohup, a CI step run in the background)
+    with SIGINT ignored, and every process it starts inherits that: recrl then rightly leaves SIGINT
+    alone (no terminal can send it), and the Ctrl-C tests, in process and in the `recrl` processes they
+    start, found nothing to interrupt (four failures in such a run). The tests are about what a user at a
+    terminal gets, so SIGINT gets Python's default handler back before they start; child processes then
+    inherit the default disposition.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # ---- MLflow tracking fixtures (recrl_cli.tracking) -------------------------------------------
 # A new MLflow sqlite DB runs Alembic migrations (seconds); every test copies one migrated
