@@ -69,26 +69,43 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     root = tmp_path_factory.mktemp("mlflow-server")
     # free_port closes its probe socket before the server binds: another process (a Ray or gloo
-    # worker of a concurrent test) can take the port in between, and the server then exits at once.
-    # That is this fixture's race, not a failure of what is under test: start again on a new port.
+    # worker of a concurrent test, another suite's server) can take the port in between. Then either
+    # our server exits at once ("address already in use"), or, worse, the other process answers
+    # /health. Only our server's own "Uvicorn running on <url>" line proves it holds the port; else
+    # start again on a new port. That is this fixture's race, not a failure of what is under test.
     for attempt in range(3):
         port = free_port()
+        url = f"http://127.0.0.1:{port}"
         proc = start_server(f"sqlite:///{root / 'mlflow.db'}", port=port, artifact_root=root / "artifacts")
         try:
             _migrated_template(tmp_path_factory)  # overlaps with the server's start-up (own DB)
-            url = f"http://127.0.0.1:{port}"
             wait_until_healthy(url, timeout_s=120, proc=proc)
-        except TrackingError:
-            exited, log = proc.poll() is not None, _server_log(proc)
+            if _holds_port(proc, url):
+                break
+            raise TrackingError(f"another process answers on {url}")
+        except TrackingError as exc:
+            taken = "address already in use" in _server_log(proc) or "another process" in str(exc)
             stop_server(proc)
-            if not exited or attempt == 2 or "address already in use" not in log:
+            if attempt == 2 or not taken:
                 raise
-            continue
-        break
     try:
         yield url
     finally:
         stop_server(proc)
+
+
+def _holds_port(proc, url: str, timeout_s: float = 60.0) -> bool:
+    """Whether our server logged that it listens on ``url`` (False once it exits without doing so)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if f"uvicorn running on {url}" in _server_log(proc):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def _server_log(proc) -> str:
