@@ -2,7 +2,9 @@
 (hac_kuaisim.md §4, §5.5, §5.6), read by the networks, the agents, the loop and the CLI alike.
 
 Defaults are recrl's *fixed* behaviour with KuaiSim's script values where those are not bugs (DDPG's script
-uses actor lr 1e-4: :class:`DDPGRunConfig`). Each faithful switch reproduces one quirk of KuaiSim's agent code
+uses actor lr 1e-4: :class:`DDPGRunConfig`), except two chosen so that a default run learns within about 10
+CPU-minutes (issue 15, benchmarks/AGENTS_NOTES.md): ``behavior_lr`` 1e-3 (KuaiSim 1e-4) and ``iterations``
+1,000 (KuaiSim 2,000). Each faithful switch reproduces one quirk of KuaiSim's agent code
 (hac_kuaisim.md §8 numbering, §5.6 for the baselines "as configured"); ``faithful=True`` turns every switch
 below on, and the env's (``recrl_cli.sim.config``: dropout in simulation, correlation / d). This table is the
 one place the agent switches are documented:
