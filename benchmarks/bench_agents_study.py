@@ -106,7 +106,7 @@ def runs_table(roots: list[Path]) -> None:
     from recrl_cli.evaluation.stats import mean_ci
 
     groups: dict[tuple, dict[int, dict]] = {}
-    for metrics_file in sorted(p for root in roots for p in root.glob("*/metrics.json")):
+    for metrics_file in (p for root in roots for p in sorted(root.glob("*/metrics.json"))):  # roots in order
         cfg = json.loads((metrics_file.parent / "config.resolved.json").read_text())
         if cfg["algo"] not in AGENTS:
             continue

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from planted_world import planted_env
 from test_agents import small
 
 from recrl_cli.agents import make_agent
 from recrl_cli.agents.loop import LoopConfig, train_agent
+from recrl_cli.agents.planted import planted_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

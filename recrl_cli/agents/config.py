@@ -2,7 +2,9 @@
 (hac_kuaisim.md §4, §5.5, §5.6), read by the networks, the agents, the loop and the CLI alike.
 
 Defaults are recrl's *fixed* behaviour with KuaiSim's script values where those are not bugs (DDPG's script
-uses actor lr 1e-4: :class:`DDPGRunConfig`). Each faithful switch reproduces one quirk of KuaiSim's agent code
+uses actor lr 1e-4: :class:`DDPGRunConfig`), except two chosen so that a default run learns within about 10
+CPU-minutes (issue 15, benchmarks/AGENTS_NOTES.md): ``behavior_lr`` 1e-3 (KuaiSim 1e-4) and ``iterations``
+1,000 (KuaiSim 2,000). Each faithful switch reproduces one quirk of KuaiSim's agent code
 (hac_kuaisim.md §8 numbering, §5.6 for the baselines "as configured"); ``faithful=True`` turns every switch
 below on, and the env's (``recrl_cli.sim.config``: dropout in simulation, correlation / d). This table is the
 one place the agent switches are documented:
@@ -71,7 +73,9 @@ class AgentRunConfig:
     start_split: str = param("all", help="Rows a fresh user starts from.", choices=START_SPLITS)
     # -- loop (§5.4)
     warmup_steps: int = param(100, help="Env steps with random hyper-actions filling the buffer first.")
-    iterations: int = param(2000, help="Training iterations: one env step + updates_per_step gradient steps.")
+    iterations: int = param(
+        1000, help="Training iterations: one env step + updates_per_step gradient steps (KuaiSim: 2,000)."
+    )
     updates_per_step: int = param(1, help="Gradient steps per env step.")
     eval_steps: int = param(
         200,
@@ -118,7 +122,7 @@ class AgentRunConfig:
     hyper_actor_coef: float = param(0.1, help="HAC: λ_h, weight of the alignment loss.")
     behavior_coef: float = param(1.0, help="HAC: weight of the supervised behaviour loss.")
     behavior_lr: float = param(
-        1e-4, help="HAC: Adam lr of the supervised behaviour-loss step (its own optimiser)."
+        1e-3, help="HAC: Adam lr of the supervised behaviour-loss step (its own optimiser; KuaiSim 1e-4)."
     )
     behavior_decay: float = param(3e-5, help="HAC: weight decay of the behaviour-loss optimiser.")
     target_noise: float = param(0.2, help="TD3: target smoothing noise σ.")

@@ -62,7 +62,9 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
             continue
         task, _, metric = key[len(prefix) :].rpartition("/")
         rows.setdefault(task, {})[metric] = value
-    order = ["auc", "gauc", "logloss", "s_logloss"]  # then any other (an RL agent's depth, ...) by name
+    # Offline metrics first, then an RL agent's outcome and gap fractions; any other by name.
+    order = ["auc", "gauc", "logloss", "s_logloss", "total_reward", "gap_fraction", "gap_vs_popular", "depth",
+             "avg_reward"]  # fmt: skip
     names = {m for r in rows.values() for m in r}
     columns = sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
     table = Table(title=escape(title))
@@ -70,7 +72,8 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
     for column in columns:
         table.add_column(column, justify="right")
     for task, values in rows.items():
-        table.add_row(escape(task), *(f"{values.get(c, float('nan')):.4f}" for c in columns))
+        # A metric this row does not have (random's gap fraction) is "—", not a NaN that looks like a failure.
+        table.add_row(escape(task), *(f"{values[c]:.4f}" if c in values else "—" for c in columns))
     return table
 
 

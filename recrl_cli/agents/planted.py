@@ -1,4 +1,5 @@
-"""A tiny whole-session world whose best slate per user is known (the agents' learning tests).
+"""A tiny whole-session world whose best slate per user is known (the agents' learning test and the planted
+study of ``benchmarks/bench_agents_planted.py``).
 
 Users and items fall into G taste groups (user u: u mod G, item i: i mod G). A user clicks an item of their own
 group with probability σ(+2) ≈ 0.88 and any other with σ(−2) ≈ 0.12, whatever the history. So:
