@@ -216,9 +216,15 @@ def resolve_local_references(
     With ``required``, a ``latest`` or missing simulator that cannot be found is a one-line error that says how to
     get one; without (``--dry-run``) it stays as given.
     """
+    import json
+
     names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
-    if _fingerprint(Path(cfg.data.prepared_dir) / "manifest.json") is None:
+    try:
+        manifest = json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
         return cfg  # no prepared data there: preflight says so first
+    if not isinstance(manifest, dict) or manifest.get("dataset") != catalog.family_of(cfg.algo).dataset:
+        return cfg  # data of the wrong kind: preflight says so first
     updates: dict[str, str] = {}
     for name in names:
         ref = str(getattr(cfg.model, name, "") or "")
