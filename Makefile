@@ -16,7 +16,7 @@ install:
 demo:
 	recrl synth retailrocket --events $(DEMO_EVENTS) --seed 0
 	recrl prepare retailrocket
-	recrl train mmoe --epochs 3 --experiment recrl/demo
+	recrl train mmoe --epochs 3 --experiment recrl/demo --force  # --force: a second `make demo` trains again
 	@echo "Browse the run with: make ui"
 
 test:

@@ -3,6 +3,7 @@ KuaiRand, then an agent trained through the CLI in its env, logged to MLflow wit
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -132,3 +133,30 @@ def test_faithful_agent_runs_with_every_agent_and_env_switch_on(
     assert not any(exported["agent_config"][name] for name in SWITCHES)  # the preset, not the single switches
     if algo == "hac":  # the alignment-lr bug's two extra optimisers are checkpointed with the agent
         assert {"alignment", "behaviour"} <= set(exported["state"]["optimizers"])
+
+
+def test_simulator_by_latest_or_by_mlflow_run_id(cli, simulator, tmp_path):
+    """Without --simulator (or with `latest`) the newest finished simulator on the same data in --runs-dir; an
+    MLflow run id is downloaded once to runs/simulators/<id>/ and used like a run directory (issue 18)."""
+    prepared, sim_dir = simulator
+    uri = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    for given in ([], ["--simulator", "latest"]):
+        out = cli("train", "hac", *given, "--data", prepared, "--runs-dir", sim_dir.parent, "--dry-run")
+        rows = {
+            r[1].strip(): r[2].strip()
+            for r in (line.split("│") for line in out.stdout.splitlines())
+            if len(r) > 2
+        }
+        assert rows["model.simulator"] == str(sim_dir), out.output
+    res = cli("train", "hac", "--simulator", "latest", "--data", prepared, "--runs-dir", tmp_path / "empty")
+    assert res.exit_code == 1 and "recrl train simulator --data" in res.output, res.output
+
+    sim = cli("train", "simulator", "--data", prepared, "--epochs", 1, "--max-steps", 2, "--user-latent", 4,
+              "--item-latent", 4, "--enc-dim", 8, "--n-layers", 1, "--n-heads", 2, "--ff-dim", 8, "--state-hidden", 8,
+              "--history-length", 8, "--device", "cpu", "--tracking-uri", uri, "--runs-dir", tmp_path / "sims")  # fmt: skip
+    assert sim.exit_code == 0, sim.output
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", sim.stdout).group(1)
+    res = cli("train", "hac", "--simulator", run_id, "--data", prepared, *TINY_AGENT, "--tracking-uri", uri,
+              "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "simulators" / run_id / "model.pt").is_file()

@@ -35,7 +35,7 @@ def _probe(*args: str) -> tuple[list[str], int, str]:
     )  # fmt: skip
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("MODULES"), proc.stdout + proc.stderr
-    _, modules, code = last.split(" ", 2)
+    modules, code = last.removeprefix("MODULES ").rsplit(" ", 1)
     return json.loads(modules), int(code) if code.isdigit() else 0, proc.stdout + proc.stderr
 
 
@@ -44,7 +44,8 @@ def test_help_and_one_line_errors_import_no_heavy_module():
     calls = {
         ("--help",): 0, ("train", "--help"): 0, ("train", "rmtl", "--help"): 0, ("ablate", "hac", "--help"): 0,
         ("algos",): 0, ("algos", "unifiedrl"): 0, ("train", "nosuch"): 1, ("train", "mmoe", "--nproc", "x"): 1,
-        ("evaluate", "--split"): 1,
+        ("evaluate", "--split"): 1, ("train", "unifiedrl", "--lr", "0.5"): 1, ("train", "mmoe", "--nosuch", "1"): 1,
+        ("ablate", "hac", "--patience", "1,2"): 1,
     }  # fmt: skip
     for args, status in calls.items():
         imported, code, out = _probe(*args)

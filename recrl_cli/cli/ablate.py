@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from recrl_cli.algorithms import catalog
 from recrl_cli.cli.common import (
     ConfigOpt,
     DeviceOpt,
@@ -28,6 +29,7 @@ from recrl_cli.cli.resolve import (
     dotted_key,
     make_tracker,
     negated_flag,
+    precheck_options,
     preflight,
     resolve_local_references,
     resolve_references,
@@ -140,6 +142,11 @@ def ablate(
     chart (PNG) are saved on the parent run. Re-running the same command after an interruption skips
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
+    pairs = parse_extra_options(ctx.args)
+    catalog.entry(algo)
+    precheck_options(
+        algo, pairs, sets or ()
+    )  # an unknown or refused option: one line before torch is imported
     from recrl_cli.errors import ConfigError
     from recrl_cli.nets.allocator import retain_freed_cpu_memory
     from recrl_cli.pipeline import train_run
@@ -153,8 +160,13 @@ def ablate(
             "recrl ablate spreads runs with --jobs or --backend ray; do not start it under torchrun"
         )
 
+    pairs = parse_extra_options(ctx.args)
+    catalog.entry(algo)
+    precheck_options(
+        algo, pairs, sets or ()
+    )  # an unknown or refused option: one line before torch is imported
     cfg = run_config_from_cli(algo, config=config, sets=sets, seed=seed, device=device, data_dir=data)
-    axes = study_axes(cfg, parse_extra_options(ctx.args))
+    axes = study_axes(cfg, pairs)
     # An option with one value is a setting shared by every variant, not an axis: it stays out of the
     # variant names (`--epochs 3` does not make every variant "…,epochs=3").
     fixed = [(key, values[0]) for key, values in axes if len(values) == 1]

@@ -36,6 +36,39 @@ def dotted_key(name: str, model_cls: type) -> str:
     return section_of(name, model_cls)
 
 
+def precheck_options(algo: str, extra: Sequence[tuple[str, str]], sets: Sequence[str]) -> None:
+    """The one-line errors that need no config class, raised before torch is imported: an unknown option and a
+    ``[train]`` option ``algo`` does not read (from the cached option tables; :func:`resolve_config` has the last
+    word either way)."""
+    from recrl_cli.algorithms.options import tables
+    from recrl_cli.config.loading import check_train_field
+
+    options = tables()
+    names = {section: {r["name"] for r in options[section]} for section in ("train", "data")}
+    names["model"] = {r["name"] for r in options["model"].get(algo, ())}
+    if not names["model"]:
+        return
+    for name, _ in extra:
+        if "." in name:
+            section, _, field = name.partition(".")
+            if section == "train":
+                check_train_field(algo, field, f"--{name}")
+            continue
+        bare = name[3:] if name.startswith("no_") and name not in names["model"] | names["train"] else name
+        if bare in names["model"] or bare in names["data"]:
+            continue
+        if bare in names["train"]:
+            check_train_field(algo, bare, f"--{bare.replace('_', '-')}")
+        else:
+            raise ConfigError(
+                f"unknown option --{name.replace('_', '-')}; see `recrl algos <algorithm>` for the options"
+            )
+    for text in sets:
+        key = text.partition("=")[0].strip()
+        if key.startswith("train."):
+            check_train_field(algo, key[6:], f"--set {key}")
+
+
 def negated_flag(name: str, value: str, model_cls: type) -> tuple[str, str]:
     """``--no-ptm`` → ``("ptm", "false")`` for a flag (a bool field) ``ptm``; any other option unchanged."""
     import typing
@@ -72,6 +105,7 @@ def run_config_from_cli(
 ) -> RunConfig:
     """Resolve defaults < file < dedicated options < ``--<model option>`` < ``--set``."""
     catalog.entry(algo)  # an unknown name fails before torch is imported
+    precheck_options(algo, extra, sets or ())
     from recrl_cli.algorithms.registry import get_algorithm
 
     spec = get_algorithm(algo)
@@ -182,15 +216,15 @@ def resolve_local_references(
     With ``required``, a ``latest`` or missing simulator that cannot be found is a one-line error that says how to
     get one; without (``--dry-run``) it stays as given.
     """
-    names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
-    if _fingerprint(Path(cfg.data.prepared_dir) / "manifest.json") is None:
-        return cfg  # no prepared data there: preflight says so first
-    if names:  # the wrong kind of data is the first thing to say, before "no simulator trained on it"
-        from recrl_cli.algorithms.registry import check_dataset
-        from recrl_cli.data.atomic import json_object
+    import json
 
-        manifest = json_object(Path(cfg.data.prepared_dir) / "manifest.json") or {}
-        check_dataset(cfg.algo, manifest.get("dataset"), cfg.data.prepared_dir)
+    names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
+    try:
+        manifest = json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return cfg  # no prepared data there: preflight says so first
+    if not isinstance(manifest, dict) or manifest.get("dataset") != catalog.family_of(cfg.algo).dataset:
+        return cfg  # data of the wrong kind: preflight says so first
     updates: dict[str, str] = {}
     for name in names:
         ref = str(getattr(cfg.model, name, "") or "")

@@ -142,7 +142,8 @@ def train(
     """Train an algorithm on a prepared dataset, evaluate it on val and test, and log it to MLflow.
 
     Any option of the algorithm's config can be given directly, e.g. `--expert-num 4` or `--lr 0.003`
-    (see `recrl algos ALGO`); `--set section.key=value` does the same with an explicit section.
+    (`recrl train ALGO --help` lists them); `--set section.key=value` does the same with an explicit section.
+    An option the algorithm does not use is refused, never ignored.
     """
     cfg = run_config_from_cli(
         algo,
