@@ -139,6 +139,10 @@ def train(
         console.print(config_table(cfg))
         return
     preflight(cfg)
+    from recrl_cli.mtf.report import ranker_notice
+
+    if notice := ranker_notice(cfg.model):  # fusion without --ranker: said on the console, not only logged
+        console.print(f"[yellow]{escape(notice)}[/]")
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
