@@ -281,3 +281,17 @@ def test_missing_simulator_is_a_one_line_error(cli, world, tmp_path):
     assert res.exit_code == 1
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--simulator" in errors[0], res.output
+
+
+def test_target_updates_scale_with_the_budget():
+    from recrl_cli.mtf.algorithm import learner_overrides, target_every
+    from recrl_cli.mtf.config import MTFRunConfig
+
+    assert target_every(MTFRunConfig(iterations=300)) == 1  # quick: the targets follow within a PTM round
+    assert target_every(MTFRunConfig(iterations=100_000)) == 5
+    assert target_every(MTFRunConfig(preset="paper")) == 15  # the paper's L at its 300k updates
+    assert target_every(MTFRunConfig(iterations=300, target_every=7)) == 7  # given: used as is
+    assert learner_overrides("unifiedrl", MTFRunConfig(iterations=300))["target_every"] == 1
+    # what the default buys: the share of the way the targets move towards the critics in a round of 60 updates
+    moved = lambda every: 1 - (1 - 0.08) ** (60 // every)  # noqa: E731
+    assert moved(15) == pytest.approx(0.28, abs=0.01) and moved(1) > 0.99
