@@ -38,9 +38,9 @@ METHODS = {"ES": ("mtf-es", []), "DDPG (D1)": ("mtf-ddpg", []), "TD3+BC (D1)": (
            "IQL (D1)": ("mtf-iql", []), "BCQ / BatchRL-MTF (D1)": ("mtf-bcq", []),
            "CQL+SAC (D1)": ("mtf-cql", []), "UnifiedRL w/o PTM (D2)": ("unifiedrl", [("ptm", "false")]),
            "UnifiedRL (D3)": ("unifiedrl", [])}  # fmt: skip
-SHOWN = ("policy/reward_change_pct", "policy/valid_consumption_change_pct", "policy/watch_minutes_change_pct",
-         "policy/depth", "policy/mtf_gauc", "policy/mtf_gauc_by_request", "policy/ncis/request_reward", "policy/ncis/session_return",
-         "policy/premise/share_dims_in_box")  # fmt: skip
+SHOWN = ("policy/reward_change_pct", "policy/reward_change_ci", "policy/valid_consumption_change_pct",
+         "policy/watch_minutes_change_pct", "policy/mtf_gauc_by_request", "policy/ncis/request_reward",
+         "policy/premise/share_dims_in_box", "ptm/rounds_kept", "fixed/reward_change_pct")  # fmt: skip
 
 
 def simulators(root: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -70,9 +70,11 @@ def summarise(results: dict[str, list[dict[str, float]]], console: Console) -> N
         cells = []
         for k in SHOWN:
             mean, ci = mean_ci([r.get(k, float("nan")) for r in runs[:seeds]])
-            cells.append(f"{mean:.3f} ± {ci:.3f}")
+            cells.append("" if mean != mean else f"{mean:.3f} ± {ci:.3f}")
         table.add_row(label, *cells)
     console.print(table)
+    if "UnifiedRL (D3)" not in results:
+        return
     ref = results["UnifiedRL (D3)"][:seeds]
     table = Table(title="UnifiedRL (D3) minus each method, paired by seed (mean ± 95 % CI, p)")
     table.add_column("vs")
@@ -102,6 +104,19 @@ def main() -> None:
     p.add_argument(
         "--from-json", type=Path, default=None, help="Only print the tables of a saved --out file."
     )
+    p.add_argument(
+        "--methods",
+        default="",
+        help="Comma-separated subset of the method labels' first words "
+        "(ES, DDPG, TD3+BC, IQL, BCQ, CQL+SAC, UnifiedRL); default: all.",
+    )
+    p.add_argument(
+        "--world",
+        type=Path,
+        default=None,
+        help="Reuse a world built by bench_unifiedrl_ab.py "
+        "--build-world (same sizes as the defaults here) instead of building one.",
+    )
     p.add_argument("overrides", nargs="*", help="key=value model options shared by every method.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,13 +126,19 @@ def main() -> None:
         return
     console.print(f"threads={args.threads}, load average {os.getloadavg()[0]:.2f} at start")
     extra = [tuple(o.split("=", 1)) for o in args.overrides]
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    wanted = {w.strip() for w in args.methods.split(",") if w.strip()}
+    methods = {k: v for k, v in METHODS.items() if not wanted or k.split()[0] in wanted}
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        prepared, sim_dir, ranker_dir = simulators(root, args)
+        if args.world is not None:
+            runs = sorted((args.world / "runs").glob("simulator-*"), key=lambda p: p.stat().st_mtime)
+            prepared, sim_dir, ranker_dir = args.world / "prepared", runs[0], runs[1]
+        else:
+            prepared, sim_dir, ranker_dir = simulators(root, args)
         start = time.perf_counter()
         for seed in range(args.seeds):
-            for label, (algo, own) in METHODS.items():
+            for label, (algo, own) in methods.items():
                 pairs = [("simulator", str(sim_dir)), ("ranker", str(ranker_dir)), ("logs_dir", str(root / "logs")),
                          ("threads", str(args.threads)), *extra, *own]  # fmt: skip
                 cfg = run_config_from_cli(algo, config=None, sets=None, extra=pairs, seed=seed, device="cpu",
@@ -132,7 +153,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
     summarise(results, console)
     console.print(
-        f"{len(METHODS) * args.seeds} runs in {elapsed:.0f} s; load average {os.getloadavg()[0]:.2f} at end"
+        f"{len(methods) * args.seeds} runs in {elapsed:.0f} s ({time.process_time():.0f} CPU s); load average {os.getloadavg()[0]:.2f} at end"
     )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

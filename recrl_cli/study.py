@@ -177,6 +177,12 @@ def run_study(
             png = out_dir / f"study_{metric.replace('/', '_')}.png"
             plot_study_bars([r for r in rows if r["metric"] == metric], metric, png, name)
             tracker.log_artifact(png)
+        if any(r["metric"] == "test/policy/reward_change_pct" for r in rows):  # fusion: Δ vs ES, ES row
+            from recrl_cli.mtf.report import plot_study, study_rows
+
+            png = out_dir / "study_fusion_reward.png"
+            plot_study(study_rows(per_run, [v.name for v in variants], seeds), png, name)
+            tracker.log_artifact(png)
         tracker.log_metrics(
             {
                 f"study/{metric_safe(r['variant'])}/{r['metric']}": r["mean"]

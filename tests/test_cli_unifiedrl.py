@@ -188,6 +188,7 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
               "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "valid_consumption / session" in res.output and "mtf_gauc" in res.output
+    assert "no --ranker" not in res.output
     mlflow.set_tracking_uri(mlflow_sqlite_uri)
     (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
     metrics = run.data.metrics
@@ -211,21 +212,50 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
     )
 
 
-def test_ablate_unifiedrl_over_bounds_runs_nested_variants(cli, world, mlflow_sqlite_uri, tmp_path):
+def test_ablate_unifiedrl_over_bounds_runs_nested_variants(
+    cli, world, mlflow_sqlite_uri, tmp_path, monkeypatch
+):
     prepared, sim_dir, _ = world
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
     res = cli("ablate", "unifiedrl", "--bounds", "0.1,0.2", "--simulator", sim_dir, "--data", prepared, *TINY,
-              "--rounds", 2, "--logs-dir", tmp_path / "logs", "--tracking-uri", mlflow_sqlite_uri,
-              "--runs-dir", tmp_path / "runs")  # fmt: skip
+              "--rounds", 2, "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "bounds=0.1" in res.output and "bounds=0.2" in res.output and "reward_change_pct" in res.output
+    out = " ".join(res.output.split())  # rich wraps long lines
+    assert "warning: no --ranker" in out  # the simulator ranks for itself: said, not only logged
+    # One row per policy: ES (the reference, Δ "ref"), the fixed fusion and each bound, changes vs ES.
+    assert "ES (μ_bp⁰)" in res.output and "fixed fusion" in res.output and "reward Δ % vs ES" in out
+    assert "bounds=0.1" in res.output and "bounds=0.2" in res.output and "ref" in res.output
+    assert "Δ vs ref" not in res.output and "nan" not in res.output.lower()
     mlflow.set_tracking_uri(mlflow_sqlite_uri)
     runs = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 2
     assert sorted(float(r.data.params["model.bounds"]) for r in children) == [0.1, 0.2]
     assert all("eval/test/policy/ncis/request_reward" in r.data.metrics for r in children)
-    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"unifiedrl-seed2022-uniform-b0.1",
-                                                               "unifiedrl-seed2022-uniform-b0.2"}  # fmt: skip
+    assert len(list((tmp_path / "runs" / "studies").rglob("study_fusion_reward.png"))) == 1
+    # The logs sit in each run's own directory by default, never in ./mtf-logs.
+    assert not (tmp_path / "mtf-logs").exists()
+    logs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("mtf-logs/*/round0.parquet"))
+    assert logs == ["unifiedrl-seed2022-uniform-b0.1", "unifiedrl-seed2022-uniform-b0.2"]
+
+
+def test_study_rows_put_es_first_and_every_change_against_it():
+    from recrl_cli.mtf.report import study_rows
+
+    def run(change: float, es: float) -> dict[str, float]:
+        return {"test/es/reward": es, "test/policy/reward": es * (1 + change / 100),
+                "test/policy/reward_change_pct": change, "test/policy/reward_change_ci": 0.3,
+                "test/fixed/reward": es - 1, "test/fixed/reward_change_pct": -5.0}  # fmt: skip
+
+    per_run = {("b=0.1", 0): run(1.0, 10.0), ("b=0.1", 1): run(3.0, 12.0), ("b=0.2", 0): run(-1.0, 10.0),
+               ("b=0.2", 1): run(-1.0, 12.0)}  # fmt: skip
+    rows = study_rows(per_run, ["b=0.1", "b=0.2"], 2)
+    assert [r["variant"] for r in rows] == ["ES (μ_bp⁰)", "fixed fusion", "b=0.1", "b=0.2"]
+    assert rows[0]["reward"][0] == 11.0 and rows[0]["reward_change_pct"] == (0.0, 0.0)
+    assert rows[1]["reward_change_pct"][0] == -5.0
+    assert rows[2]["reward_change_pct"][0] == 2.0 and rows[3]["reward_change_pct"] == (-1.0, 0.0)
+    # One seed: the CI of a change is the run's own paired A/B CI, not NaN.
+    assert study_rows(per_run, ["b=0.1", "b=0.2"], 1)[2]["reward_change_pct"] == (1.0, 0.3)
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -251,3 +281,17 @@ def test_missing_simulator_is_a_one_line_error(cli, world, tmp_path):
     assert res.exit_code == 1
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--simulator" in errors[0], res.output
+
+
+def test_target_updates_scale_with_the_budget():
+    from recrl_cli.mtf.algorithm import learner_overrides, target_every
+    from recrl_cli.mtf.config import MTFRunConfig
+
+    assert target_every(MTFRunConfig(iterations=300)) == 1  # quick: the targets follow within a PTM round
+    assert target_every(MTFRunConfig(iterations=100_000)) == 5
+    assert target_every(MTFRunConfig(preset="paper")) == 15  # the paper's L at its 300k updates
+    assert target_every(MTFRunConfig(iterations=300, target_every=7)) == 7  # given: used as is
+    assert learner_overrides("unifiedrl", MTFRunConfig(iterations=300))["target_every"] == 1
+    # what the default buys: the share of the way the targets move towards the critics in a round of 60 updates
+    moved = lambda every: 1 - (1 - 0.08) ** (60 // every)  # noqa: E731
+    assert moved(15) == pytest.approx(0.28, abs=0.01) and moved(1) > 0.99

@@ -62,7 +62,7 @@ _RL_METRICS = "agent/total_reward,agent/depth,agent/gap_fraction,agent/gap_vs_po
 # Fusion runs (UnifiedRL and mtf-*): the learned policy's A/B change vs ES and its offline metrics.
 _MTF_METRICS = (
     "policy/reward,policy/reward_change_pct,policy/valid_consumption_change_pct,"
-    "policy/watch_minutes_change_pct,policy/mtf_gauc,policy/ncis/session_return"
+    "policy/watch_minutes_change_pct,policy/mtf_gauc_by_request,policy/ncis/request_reward"
 )
 
 # List-building agents (hrlrec) report list metrics of the agent (baselines in the CSV).
@@ -180,6 +180,10 @@ def ablate(
     )  # --simulator latest (or none given): the newest on this data
     plan_study(cfg, axes, seeds)  # every variant's config is valid ...
     preflight(cfg)  # ... and device and data are there, before anything is tracked
+    from recrl_cli.mtf.report import ranker_notice
+
+    if notice := ranker_notice(cfg.model):
+        console.print(f"[yellow]{escape(notice)}[/]")
     if gpus_per_task is None:
         gpus_per_task = 1.0 if cfg.train.device == "cuda" else 0.0
     runner = make_backend(
@@ -222,6 +226,18 @@ def ablate(
         metrics = {"rl": _RL_METRICS, "mtf": _MTF_METRICS, "rl-list": _LIST_METRICS}.get(
             family, "auc,s_logloss"
         )
+    if metrics == _MTF_METRICS:  # fusion: one row per policy (ES, fixed fusion, variants), changes vs ES
+        from recrl_cli.mtf.report import study_rows, study_table
+
+        variants = list(dict.fromkeys(r["variant"] for r in result.rows))
+        title = f"{algo} study: simulated A/B over {seeds} seed(s) (mean ± 95% CI)"
+        console.print(study_table(study_rows(result.per_run, variants, seeds), title))
+        console.print(
+            f"parent run [bold]{result.parent_run_id}[/] ({result.skipped} finished run(s) reused); "
+            f"table: {escape(str(result.table_csv))}; plot: {escape(str(result.table_csv.parent))}/"
+            "study_fusion_reward.png"
+        )
+        return
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
         title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")

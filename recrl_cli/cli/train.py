@@ -161,12 +161,15 @@ def train(
     preflight(cfg)
     if not resume and not force and not _torchrun_worker():
         refuse_existing_run(cfg, runs_dir)
+    from recrl_cli.mtf.report import ranker_notice
     from recrl_cli.nets.allocator import retain_freed_cpu_memory
     from recrl_cli.pipeline import train_run
     from recrl_cli.tracking.server import redact
     from recrl_cli.training import distributed
     from recrl_cli.training.trainer import TrainingInterrupted
 
+    if notice := ranker_notice(cfg.model):  # fusion without --ranker: said on the console, not only logged
+        console.print(f"[yellow]{escape(notice)}[/]")
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
