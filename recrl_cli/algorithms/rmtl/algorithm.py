@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from recrl_cli.algorithms.calibration import CalibrationGuard, guarded_validate
 from recrl_cli.algorithms.rmtl.config import RMTLConfig, effective_switches
 from recrl_cli.algorithms.rmtl.critics import CriticLearner, TaskCritics
 from recrl_cli.algorithms.rmtl.mdp import (
@@ -40,6 +41,7 @@ from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split, predict_in_batches
 from recrl_cli.nets.layers import FeatureEmbedding
 from recrl_cli.nets.mtl import build_base
+from recrl_cli.nets.mtl.calibration import init_output_bias
 from recrl_cli.text.attach import attach_item_text
 from recrl_cli.training import distributed
 from recrl_cli.training.trainer import Stage
@@ -66,6 +68,16 @@ class RMTL:
 
         # Data-parallel runs (see training/distributed.py): this process's train rows; base steps go through DDP.
         self.shard = data.shards["train"] if data.shards else None
+        # As SupervisedMTL: output bias at the training log-odds; early stopping never keeps an epoch whose val
+        # logloss is worse than the constant predictor's (pretrain and polish alike).
+        self.guard = CalibrationGuard(
+            self.train_split.labels,
+            self.tasks,
+            enabled=cfg.train.calibration_guard,
+            sharded=self.shard is not None,
+        )
+        if self.m.bias_init == "prior":
+            init_output_bias(self.base, self.guard.rates, product=self.m.base == "esmm")
         self.train_base = distributed.data_parallel(self.base) if self.shard else self.base
         # Same optimizer as SupervisedMTL (fused Adam on CPU/CUDA), so the pretrain stage is that training.
         adam = dict(
@@ -131,7 +143,8 @@ class RMTL:
         )  # fmt: skip
         stages = [
             Stage(name="pretrain", update=self.pretrain_update, max_epochs=m.pretrain_epochs,
-                  validate=lambda: self.evaluate("val"), monitor=train.monitor, on_end=self._after_pretrain,
+                  validate=self._validate_pretrain, monitor=self.guard.monitor_key(train.monitor),
+                  on_end=self._after_pretrain,
                   **base_stage),
         ]  # fmt: skip
         if self.learner is not None:
@@ -143,12 +156,18 @@ class RMTL:
         forget = self.switches["polish_forgets_pretrained"]
         stages.append(
             Stage(name="polish", update=self.polish_update, max_epochs=m.polish_epochs,
-                  validate=self._validate_polish, monitor=train.monitor if forget else self._improved_key,
+                  validate=self._validate_polish,
+                  monitor=self.guard.monitor_key(train.monitor) if forget else self._improved_key,
                   on_epoch_start=self._prepare_polish, on_end=self._after_polish, **base_stage)
         )  # fmt: skip
         return stages
 
     # -- pretrain
+    def _validate_pretrain(self) -> dict[str, float]:
+        """Validation metrics annotated by the calibration guard."""
+        val = self.data.splits[self._split("val")].labels
+        return guarded_validate(lambda: self.evaluate("val"), self.guard, val, self.cfg.train.monitor)()
+
     def pretrain_update(self, idx: torch.Tensor) -> dict[str, float]:
         """One BCE step of the base on train rows ``idx`` [B]."""
         self.base.train()
@@ -168,7 +187,9 @@ class RMTL:
         """Keep the best pretrained weights and their metrics: the polish baseline and the side-by-side report."""
         metrics = {split: self.evaluate(split) for split in EVAL_SPLITS}
         self.pretrained = {"weights": copy.deepcopy(self.base.state_dict()), "metrics": metrics}
-        best = metrics["val"].get(self.cfg.train.monitor, math.nan)
+        guarded = self.guard.annotate(dict(metrics["val"]), self.data.splits[self._split("val")].labels,
+                                      self.cfg.train.monitor)  # fmt: skip
+        best = guarded.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
         self.polish_best = best if not math.isnan(best) else -math.inf  # an undefined score is beaten by any
 
     # -- critics
@@ -296,8 +317,8 @@ class RMTL:
     def _validate_polish(self) -> dict[str, float]:
         """Validation metrics plus ``improved/<monitor>``: the monitored value when it beats everything so far
         (the pretrained model included), else NaN, which the trainer never counts as an improvement."""
-        metrics = self.evaluate("val")
-        value = metrics.get(self.cfg.train.monitor, math.nan)
+        metrics = self._validate_pretrain()  # the guard applies to polished epochs too
+        value = metrics.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
         if value > self.polish_best:
             self.polish_best, self.polish_improved = value, True
             metrics[self._improved_key] = value

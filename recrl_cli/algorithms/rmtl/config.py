@@ -48,6 +48,11 @@ class RMTLConfig:
     tower_dims: tuple[int, ...] = param((128, 64), help="Base: task tower widths (a Linear(→1) is added).")
     dropout: float = param(0.2, help="Base: dropout after every hidden layer, in [0, 1).")
     expert_num: int = param(8, help="Base: MoE experts (PLE: half shared, half per task; must be even).")
+    bias_init: str = param(
+        "prior",
+        help="Base: output bias at start, prior (training log-odds) or zero.",
+        choices=("prior", "zero"),
+    )
     item_encoder: str = item_encoder_field()
     text_model: str = text_model_field()
     text_mode: str = text_mode_field()
