@@ -33,7 +33,7 @@ from recrl_cli.algorithms.rmtl.mdp import (
     critic_states,
     normalize_state_ids,
 )
-from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, polish_weights, weighted_bce
+from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, normalized, polish_weights, weighted_bce
 from recrl_cli.algorithms.rmtl.transfer import export_critics, load_critics
 from recrl_cli.algorithms.supervised import multitask_bce
 from recrl_cli.config.schema import RunConfig
@@ -92,7 +92,7 @@ class RMTL:
         if self.transferred:  # the saved critics bring their own context flag and architecture
             self.critics, self.context = load_critics(
                 self.m.critics, feature_names=data.feature_names, cardinalities=data.cardinalities,
-                tasks=self.tasks, device=device,
+                tasks=self.tasks, device=device, history_length=data.history_length,
             )  # fmt: skip
         elif self.m.uses_critics:
             self.critics = self._new_critics()
@@ -109,7 +109,9 @@ class RMTL:
     # ------------------------------------------------------------------ construction helpers
     def _new_critics(self) -> TaskCritics:
         m = self.m
-        cards = critic_cardinalities(self.data.cardinalities, len(self.tasks), self.context)
+        cards = critic_cardinalities(
+            self.data.cardinalities, len(self.tasks), self.context, self.data.history_length
+        )
         critics = TaskCritics(
             cards, len(self.tasks), m.critic_embed_dim, m.critic_bottom_dims, m.critic_tower_dims,
             m.critic_dropout, relu_output=self.switches["relu_critic_output"],
@@ -197,7 +199,10 @@ class RMTL:
         """[N, F'] critic state ids of every train row (built once)."""
         if self._states is None:
             s = self.train_split
-            self._states = critic_states(s.features, s.labels, s.session_ids, s.positions, self.context)
+            num_fields = len(self.data.cardinalities)
+            self._states = critic_states(
+                s.features, s.labels, s.session_ids, s.positions, self.context, num_fields
+            )
         return self._states
 
     def _prepare_critics(self) -> None:
@@ -299,6 +304,8 @@ class RMTL:
             cw_weight=self.m.cw_weight,
             mean_weight=self.mean_weight,
         )
+        if self.m.normalize_weights:
+            weights = normalized(weights)
         if batch_rows is None:
             loss = weighted_bce(logits, labels, weights)
         else:  # weighted_bce's mean, as this process's DDP share of the global batch
@@ -388,7 +395,9 @@ class RMTL:
         mtl = self.m.mtl_config()
         critics = None
         if self.critics is not None:
-            critics = export_critics(self.critics, self.context, self.data.feature_names, self.tasks)
+            critics = export_critics(
+                self.critics, self.context, self.data.feature_names, self.tasks, self.data.history_length
+            )
         return {
             "base": self.m.base,
             "model_config": {f.name: getattr(mtl, f.name) for f in dataclasses.fields(mtl)},
