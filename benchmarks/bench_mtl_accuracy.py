@@ -40,11 +40,16 @@ def oracle_metrics(raw: Path, prepared: Path) -> dict[str, float]:
     coverage = joined["p_click"].is_not_null().mean()
     joined = joined.drop_nulls("p_click")
     out = {"coverage": float(coverage)}
-    for task, col in (("click", "p_click"), ("pay", "p_pay")):
-        probs = torch.tensor(joined[col].to_numpy(), dtype=torch.float64)
+    for task in ("click", "pay"):
         labels = torch.tensor(joined[task].to_numpy(), dtype=torch.float64)
+        probs = torch.tensor(joined[f"p_{task}"].to_numpy(), dtype=torch.float64)
         out[f"{task}/auc"] = auc(probs, labels)
         out[f"{task}/logloss"] = logloss(probs, labels)
+        # The item + position ceiling (the taste term replaced by the item's mean over its visitors): what a
+        # state without the user can reach; the oracle minus this is the gap only a history state can close.
+        if f"p_{task}_item" in joined.columns:
+            item = torch.tensor(joined[f"p_{task}_item"].to_numpy(), dtype=torch.float64)
+            out[f"{task}/item_auc"] = auc(item, labels)
     return out
 
 
@@ -76,6 +81,8 @@ def main() -> None:
         f"{'oracle':<13}{oracle['click/auc']:>10.4f}{oracle['pay/auc']:>9.4f}"
         f"{oracle['click/logloss']:>10.4f}{oracle['pay/logloss']:>9.4f}"
     )
+    if "click/item_auc" in oracle:
+        print(f"{'item+pos ceil':<13}{oracle['click/item_auc']:>10.4f}{oracle['pay/item_auc']:>9.4f}")
     report = {
         "events": args.events,
         "rows": {k: v["rows"] for k, v in rows.items()},

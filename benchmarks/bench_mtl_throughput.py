@@ -66,10 +66,16 @@ def timed(fn: Callable[[], object], clock: str) -> float:
     return CLOCKS[clock]() - start
 
 
-def synthetic_data(rows: int, seed: int) -> PreparedData:
-    """A train split of ``rows`` random ids [rows, F] and 0/1 labels [rows, T] (positive rate 0.5)."""
+def synthetic_data(rows: int, seed: int, history: int = 0) -> PreparedData:
+    """A train split of ``rows`` random ids [rows, F] (+ ``history`` H item ids of field 0 and H label codes,
+    each slot filled with probability 1/2, left-padded like the prepared data) and 0/1 labels [rows, T]."""
     gen = torch.Generator().manual_seed(seed)
     features = torch.stack([torch.randint(0, c, (rows,), generator=gen) for c in CARDINALITIES], dim=1)
+    if history:
+        filled = (torch.rand(rows, history, generator=gen) < 0.5).sort(dim=1).values  # padding on the left
+        items = torch.randint(0, CARDINALITIES[0], (rows, history), generator=gen) * filled
+        codes = torch.randint(1, 4, (rows, history), generator=gen) * filled
+        features = torch.cat([features, items, codes], dim=1)
     labels = torch.randint(0, 2, (rows, len(TASKS)), generator=gen).float()
     zeros = torch.zeros(rows, dtype=torch.long)
     split = SplitTensors(features=features, labels=labels, session_ids=zeros, user_ids=zeros, positions=zeros)
@@ -110,7 +116,7 @@ class BaseRunner:
     def __init__(self, name: str, args: argparse.Namespace, data: PreparedData) -> None:
         torch.manual_seed(0)
         train = TrainConfig(batch_size=args.batch_size)
-        run = RunConfig(algo=name, data=DataConfig(), train=train, model=MTLConfig())
+        run = RunConfig(algo=name, data=DataConfig(), train=train, model=MTLConfig(history=args.history_mode))
         self.algo = SupervisedMTL(name, run, data, torch.device("cpu"))
         if args.default_adam:  # torch's default (for-loop) Adam with the same settings, for comparison
             self.algo.optimizer = torch.optim.Adam(
@@ -220,6 +226,10 @@ def parse_args() -> argparse.Namespace:
         "--default-adam", action="store_true", help="torch's default Adam instead of the product's fused one"
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--history", type=int, default=10, help="history slots per row (0: the id-only state)"
+    )
+    parser.add_argument("--history-mode", default="mean", help="model.history: off, mean or attention")
     args = parser.parse_args()
     names = [n.strip() for n in args.bases.split(",") if n.strip()]
     unknown = [n for n in names if n not in MTL_BASES]
@@ -242,7 +252,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tuned = retain_freed_cpu_memory() if args.tune_malloc else False
     cfg = MTLConfig()
-    data = synthetic_data(4 * args.batch_size, seed=0)
+    data = synthetic_data(4 * args.batch_size, seed=0, history=args.history)
     rate = MatmulRate(args.batch_size, len(CARDINALITIES) * cfg.embed_dim, args.clock)
     # All bases live at once and the rounds go round-robin over them, so that every base samples the
     # whole run: a burst of other jobs then costs each base some rounds, not one base all of its rounds.

@@ -67,3 +67,17 @@ def test_ablate_rmtl_weightings_as_nested_runs(cli, cli_dataset, mlflow_sqlite_u
         (run,) = client.search_runs([experiment], f"tags.recrl.variant = 'weighting={weighting}'")
         assert any(k.startswith("train/critics/") for k in run.data.metrics) == fits_critics, weighting
     assert "weighting=bce-continue" in out and "ref" in out  # the table, with the first variant as reference
+
+
+def test_faithful_tables_say_which_split_they_show():
+    """Faithful swap_val_test reports val rows as "test": the console titles say so; the default says nothing."""
+    from recrl_cli.algorithms.rmtl.config import RMTLConfig
+    from recrl_cli.cli.train import swapped_note
+    from recrl_cli.config.loading import resolve_config
+    from recrl_cli.nets.mtl.config import MTLConfig
+
+    faithful = resolve_config("rmtl", RMTLConfig, options={"model.faithful": True})
+    assert "rows of the val split" in swapped_note(faithful, "test")
+    assert "rows of the test split" in swapped_note(faithful, "val")
+    assert swapped_note(resolve_config("rmtl", RMTLConfig), "test") == ""
+    assert swapped_note(resolve_config("mmoe", MTLConfig), "test") == ""  # a plain base: no RMTL switches

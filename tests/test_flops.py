@@ -13,13 +13,16 @@ from recrl_cli.nets.flops import forward_flops_per_sample, forward_macs_per_samp
 from recrl_cli.nets.mtl import MTL_BASES, MTLConfig, build_base
 
 CARDS = (2, 5, 11)
-SMALL = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=4)
+# The hand formulas count the id-only state (F·D inputs); the history encoder adds 2D inputs (tests/test_history.py).
+SMALL = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=4, history="off")
 # Bases that multiply gate weights into expert outputs with a small bmm the counter leaves out by convention.
 MIXING = {"omoe", "mmoe", "ple"}
 
 
 def test_flops_of_sharedbottom_match_hand_count() -> None:
-    cfg = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=2)
+    cfg = MTLConfig(
+        embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.2, expert_num=2, history="off"
+    )
     model = build_base("sharedbottom", CARDS, 2, cfg).train()
     # input 3 fields · 4 = 12; bottom 12·8 + 8·6; two towers of 6·5 + 5·1; embeddings count 0
     macs = 12 * 8 + 8 * 6 + 2 * (6 * 5 + 5 * 1)

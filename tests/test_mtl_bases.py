@@ -58,14 +58,20 @@ def test_every_base_returns_finite_float_logits(name: str, tasks: int, batch: in
 @pytest.mark.parametrize(("name", "tasks"), CASES)
 def test_one_adam_step_moves_every_parameter(name: str, tasks: int) -> None:
     torch.manual_seed(1)
-    cfg = MTLConfig(embed_dim=4, bottom_dims=(8, 6), tower_dims=(5,), dropout=0.0, expert_num=4)
+    # 16 first-layer units: with 8, one of singletask's three nets starts with all its units dead on this batch
+    # once the history widens the input, and then its rows get exactly zero gradient.
+    cfg = MTLConfig(embed_dim=4, bottom_dims=(16, 6), tower_dims=(5,), dropout=0.0, expert_num=4)
     model = build_base(name, CARDS, tasks, cfg)
     x = ids(64, seed=1)
     x[0] = 0  # id 0 ("missing") of every field is a learnable row, not padding
+    # The session history (on by default): 3 earlier items (field 0's ids) and their label codes 1..3.
+    gen = torch.Generator().manual_seed(1)
+    hist = torch.randint(0, CARDS[0], (64, 3), generator=gen)
+    codes = torch.randint(1, 4, (64, 3), generator=gen)
     y = (torch.arange(64)[:, None] + torch.arange(tasks)[None]) % 2  # every task sees both classes
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    F.binary_cross_entropy_with_logits(model(x), y.float()).backward()
+    F.binary_cross_entropy_with_logits(model(torch.cat([x, hist, codes], 1)), y.float()).backward()
     opt.step()
     frozen = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
     assert not frozen
@@ -74,6 +80,7 @@ def test_one_adam_step_moves_every_parameter(name: str, tasks: int) -> None:
         if isinstance(module, FeatureEmbedding):
             rows = torch.zeros(module.weight.shape[0], dtype=torch.bool)
             rows[(x + module.offsets).flatten()] = True
+            rows[hist.flatten()] = True  # history items read field 0's rows
             moved = (module.weight.grad != 0).any(1)
             assert torch.equal(moved, rows)
 

@@ -23,7 +23,8 @@ EV_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 PR_HEADER = "timestamp,itemid,property,value"
 MIN = 60_000
 T0 = 1_433_221_332_117
-COLUMNS = ["session_id", "visitorid", "itemid", "timestamp", "position", *rr.FEATURES, "click", "pay"]
+COLUMNS = ["session_id", "visitorid", "itemid", "timestamp", "position", *rr.FEATURES, "click", "pay",
+           "click_ts", "pay_ts", "hist_prev"]  # fmt: skip
 
 
 def ev(t: int, visitor: int, event: str, item: int, tx: str = "") -> str:
@@ -202,7 +203,9 @@ def test_split_files_have_the_exact_columns_and_order(prepared):
     for name in mf.SPLITS:
         df = pl.read_parquet(root / "out" / f"{name}.parquet")
         assert df.columns == COLUMNS
-        assert [str(t) for t in df.dtypes] == ["Int64"] * 4 + ["Int32"] * 10 + ["Int8"] * 2
+        assert [str(t) for t in df.dtypes] == ["Int64"] * 4 + ["Int32"] * 10 + ["Int8"] * 2 + [
+            "Int64"
+        ] * 2 + ["Array(Int64, shape=(10,))"]
         assert df.equals(df.sort("session_id", "position"))
         per = df.group_by("session_id").agg(pl.col("position").sort(), pl.len())
         assert all(p == list(range(n)) for p, n in per.select("position", "len").iter_rows())

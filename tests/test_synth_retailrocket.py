@@ -21,7 +21,7 @@ HEADERS = {
     "item_properties_part1.csv": "timestamp,itemid,property,value",
     "item_properties_part2.csv": "timestamp,itemid,property,value",
     "category_tree.csv": "categoryid,parentid",
-    "ground_truth.csv": "visitorid,itemid,timestamp,p_click,p_pay",
+    "ground_truth.csv": "visitorid,itemid,timestamp,p_click,p_pay,p_click_item,p_pay_item",
 }
 N_EVENTS = 50_000
 

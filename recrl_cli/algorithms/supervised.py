@@ -13,10 +13,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from recrl_cli.algorithms.calibration import CalibrationGuard, guarded_validate
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split
 from recrl_cli.nets.mtl import build_base
+from recrl_cli.nets.mtl.calibration import init_output_bias
 from recrl_cli.nets.mtl.config import MTLConfig
 from recrl_cli.text.attach import attach_item_text, rebuild_item_text
 from recrl_cli.training import distributed
@@ -44,11 +46,18 @@ class SupervisedMTL:
         self.data = data
         self.tasks = data.tasks
         self.model = build_base(base, data.cardinalities, len(self.tasks), cfg.model).to(device)
+        train_labels = data.splits["train"].labels
+        # Output bias at the training log-odds (model.bias_init): the model starts as the constant predictor.
+        self.shard = data.shards["train"] if data.shards else None
+        self.guard = CalibrationGuard(
+            train_labels, self.tasks, enabled=cfg.train.calibration_guard, sharded=self.shard is not None
+        )
+        if cfg.model.bias_init == "prior":
+            init_output_bias(self.model, self.guard.rates, product=base == "esmm")
         # --item-encoder text: the item field reads a language model over item text (no-op for ids).
         attach_item_text(self.model, cfg.model, cfg.data.prepared_dir, data.feature_names, device)
 
-        # Data-parallel runs: this process's share of the train rows; train steps go through the DDP wrapper.
-        self.shard = data.shards["train"] if data.shards else None
+        # Data-parallel runs: this process's share of the train rows (self.shard); train steps go through DDP.
         self.train_model = distributed.data_parallel(self.model) if self.shard else self.model
         # Fused Adam: the same update (L2 weight decay added to the gradient), one kernel over each tensor
         # instead of the ~10 elementwise passes of the default per-parameter loop on CPU, which made a
@@ -105,13 +114,18 @@ class SupervisedMTL:
                 max_epochs=train.epochs,
                 max_steps=train.max_steps,
                 shuffle=train.shuffle,
-                validate=(lambda: self.evaluate("val")) if has_val else None,
-                monitor=train.monitor if has_val else None,
+                validate=self._validate() if has_val else None,
+                monitor=self.guard.monitor_key(train.monitor) if has_val else None,
                 patience=train.patience,
                 snapshot=lambda: copy.deepcopy(self.model.state_dict()),
                 restore=self.model.load_state_dict,
             )
         ]
+
+    def _validate(self):
+        """Validation metrics, annotated by the calibration guard (``guarded/<monitor>``)."""
+        val = self.data.splits["val"].labels
+        return guarded_validate(lambda: self.evaluate("val"), self.guard, val, self.cfg.train.monitor)
 
     # -- scoring -----------------------------------------------------------------
     @torch.no_grad()

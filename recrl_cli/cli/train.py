@@ -77,6 +77,17 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
     return table
 
 
+def swapped_note(cfg: RunConfig, split: str) -> str:
+    """What a table titled ``split`` really holds under RMTL's faithful ``swap_val_test`` (bug 2: the reference
+    early-stops on test.csv and reports val.csv as "test"); empty otherwise."""
+    from recrl_cli.algorithms.rmtl.config import RMTLConfig, effective_switches
+
+    if not isinstance(cfg.model, RMTLConfig) or not effective_switches(cfg.model)["swap_val_test"]:
+        return ""
+    other = {"test": "val", "val": "test"}[split]
+    return f" — faithful swap_val_test: rows of the {other} split"
+
+
 def comparison_table(metrics: dict[str, float], split: str, title: str) -> Table:
     """Base (``pretrained/<split>/...``) next to the final model (``<split>/...``) on the same rows."""
     table = Table(title=escape(f"{title} [{split}]"))
@@ -215,13 +226,20 @@ def train(
             fusion_table(result.metrics, f"{algo}: simulated A/B and offline metrics (fresh users)")
         )
     else:
-        console.print(metrics_table(result.metrics, f"{algo}: test metrics ({which})", "test/"))
+        console.print(
+            metrics_table(
+                result.metrics, f"{algo}: test metrics ({which}){swapped_note(cfg, 'test')}", "test/"
+            )
+        )
     for note in result.notes:  # e.g. an agent that does not beat the popular slate says so
         console.print(f"[yellow]note: {escape(note)}[/]")
     if has_val:
-        console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
+        console.print(
+            metrics_table(result.metrics, f"{algo}: validation metrics{swapped_note(cfg, 'val')}", "val/")
+        )
     if any(k.startswith("pretrained/test/") for k in result.metrics):
-        console.print(comparison_table(result.metrics, "test", f"{algo}: pretrained base vs final model"))
+        title = f"{algo}: pretrained base vs final model{swapped_note(cfg, 'test')}"
+        console.print(comparison_table(result.metrics, "test", title))
     console.print(
         f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
         f"files in {escape(str(result.run_dir))}"

@@ -39,6 +39,11 @@ class TrainConfig:
     weight_decay: float = param(1e-6, help="Adam weight decay (L2).")
     patience: int = param(2, help="Early stopping: epochs without validation improvement (0 = never stop).")
     monitor: str = param("mean/auc", help="Validation metric to early-stop on (higher is better).")
+    calibration_guard: bool = param(
+        True,
+        help="Early stopping never keeps an epoch whose validation logloss is worse than the constant "
+        "predictor's (training rate) on any task.",
+    )
     shuffle: bool = param(True, help="Shuffle training rows every epoch (the reference code does not).")
     checkpoint_every: int = param(
         200, help="Write a resumable checkpoint every N steps (0 = epoch ends only)."

@@ -205,6 +205,9 @@ def _expected_columns(manifest: dict[str, Any]) -> dict[str, tuple[set[str], boo
     features = manifest["features"]
     if dataset == "retailrocket":
         columns = {*_RETAILROCKET_BASE, *(f["name"] for f in features), *manifest["tasks"]}
+        history = manifest.get("history")
+        if history is not None:  # the history links and the label times the loader resolves them with
+            columns |= {history["column"], *history["label_times"]}
         return {manifest["splits"][s]["file"]: (columns, True) for s in SPLITS}
     if dataset == "kuairand":
         out = {manifest["splits"][s]["file"]: ({"row"}, True) for s in SPLITS}

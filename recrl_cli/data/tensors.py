@@ -28,7 +28,8 @@ class SplitTensors:
     """One split, row-aligned tensors on one device.
 
     Attributes:
-        features: LongTensor [N, F], encoded categorical ids (0 = missing/unknown).
+        features: LongTensor [N, F + 2H], encoded categorical ids (0 = missing/unknown), then, when the data
+            carry a session history, H history item ids and H label codes (:func:`history_columns`).
         labels: FloatTensor [N, T], 0/1 per task.
         session_ids: LongTensor [N], session of each row (for s-logloss and the MDP).
         user_ids: LongTensor [N], raw visitor/user id (for GAUC).
@@ -72,6 +73,11 @@ class PreparedData:
     @property
     def cardinalities(self) -> list[int]:
         return [int(f["cardinality"]) for f in self.manifest["features"]]
+
+    @property
+    def history_length(self) -> int:
+        """H: history columns per row after the F fields (features are [N, F + 2H]); 0 without a history."""
+        return int(self.manifest.get("history", {}).get("length", 0))
 
     @property
     def fingerprint(self) -> str:
@@ -133,13 +139,50 @@ def load_split(
             raise DataError(f"{path} has a column of the wrong type: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(out)
 
+    feature_ids = filled(np.empty((n, len(features)), np.int64), features)
+    history = manifest.get("history")
+    if history is not None:
+        feature_ids = torch.cat([feature_ids, history_columns(directory, manifest, path, shard)], dim=1)
     return SplitTensors(
-        features=filled(np.empty((n, len(features)), np.int64), features),
+        features=feature_ids,
         labels=filled(np.empty((n, len(tasks)), np.float32), tasks),
         session_ids=filled(np.empty(n, np.int64), ["session_id"]),
         user_ids=filled(np.empty(n, np.int64), ["visitorid"]),
         positions=filled(np.empty(n, np.int64), ["position"]),
     )
+
+
+def history_columns(
+    directory: Path, manifest: dict[str, Any], path: Path, shard: RowShard | None = None
+) -> torch.Tensor:
+    """The 2H history columns of the rows of split file ``path`` (or of ``shard``): LongTensor [n, 2H].
+
+    Columns 0..H-1: the encoded item id (the manifest's ``history.item_field``) of each linked earlier row, 0 on
+    padding; columns H..2H-1: its label code as of this row's time, 0 on padding, else 1 + Σ_t 2^t·[task t's
+    event (``<task>_ts``) happened strictly before this row's timestamp]. Resolved through the split's
+    ``hist_prev`` links into the row table (every split's item/label/time columns, read once per call): the
+    prepared files hold indices, not copies.
+    """
+    info = manifest["history"]
+    length, tasks = int(info["length"]), list(manifest["tasks"])
+    times = list(info["label_times"])
+    table_cols = [info["item_field"], *tasks, *times]
+    parts = [
+        pq.read_table(directory / manifest["splits"][s]["file"], columns=table_cols) for s in info["order"]
+    ]
+    item = np.concatenate([p.column(info["item_field"]).to_numpy() for p in parts]).astype(np.int64)
+    label = np.stack([np.concatenate([p.column(t).to_numpy() for p in parts]) for t in tasks], 1)
+    when = np.stack([np.concatenate([p.column(t).to_numpy() for p in parts]) for t in times], 1)
+    own = read_rows(path, [info["column"], "timestamp"], shard) if shard is not None else pq.read_table(
+        path, columns=[info["column"], "timestamp"])  # fmt: skip
+    links = np.asarray(own.column(info["column"]).combine_chunks().flatten().to_numpy()).reshape(-1, length)
+    now = own.column("timestamp").to_numpy()[:, None]  # [n, 1]
+    pad = links < 0
+    safe = np.where(pad, 0, links)
+    known = (label[safe] > 0) & (when[safe] >= 0) & (when[safe] < now[..., None])  # [n, H, T]
+    code = 1 + (known * (1 << np.arange(len(tasks)))).sum(-1)
+    items = np.where(pad, 0, item[safe])
+    return torch.from_numpy(np.concatenate([items, np.where(pad, 0, code)], axis=1).astype(np.int64))
 
 
 def load_prepared(directory: Path, device: torch.device, splits: tuple[str, ...] = SPLITS) -> PreparedData:

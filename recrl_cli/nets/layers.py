@@ -62,7 +62,7 @@ class FeatureEmbedding(nn.Module):
     (:class:`recrl_cli.nets.embedding_grad.DenseEmbeddingGrads`). Not part of the state dict.
     """
 
-    def __init__(self, cardinalities: Sequence[int], embed_dim: int) -> None:
+    def __init__(self, cardinalities: Sequence[int], embed_dim: int, history: str = "off") -> None:
         super().__init__()
         cards = tuple(cardinalities)
         if not cards:
@@ -78,6 +78,11 @@ class FeatureEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(sum(cards), embed_dim))
         nn.init.xavier_uniform_(self.weight)
         self.sparse_grad = False
+        # Session history (nets/history.py): x carries 2H more columns, the item ids of the history (field 0's
+        # vocabulary, so they share field 0's rows: the prepared data put the item id first) and their label codes.
+        from recrl_cli.nets.history import HistoryPooling
+
+        self.history = HistoryPooling(embed_dim, history) if history != "off" else None
 
     @property
     def num_fields(self) -> int:
@@ -85,12 +90,21 @@ class FeatureEmbedding(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Width F·D of the flattened output."""
-        return self.num_fields * self.embed_dim
+        """Width F·D of the flattened output (+ 2D with a history encoder)."""
+        extra = self.history.output_dim if self.history is not None else 0
+        return self.num_fields * self.embed_dim + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: LongTensor [B, F] of per-field ids in [0, cardinality) -> flattened embeddings [B, F·D]."""
-        return F.embedding(x + self.offsets, self.weight, sparse=self.sparse_grad).flatten(1)
+        """x: LongTensor [B, F + 2H] (per-field ids in [0, cardinality), then H history item ids and H label
+        codes; H may be 0) -> [B, F·D] (+ the history encoder's [B, 2D]). Without an encoder the history
+        columns are ignored."""
+        f = self.num_fields
+        emb = F.embedding(x[:, :f] + self.offsets, self.weight, sparse=self.sparse_grad)  # [B, F, D]
+        if self.history is None:
+            return emb.flatten(1)
+        h = (x.shape[1] - f) // 2
+        items = F.embedding(x[:, f : f + h], self.weight, sparse=self.sparse_grad)  # [B, H, D], field 0 rows
+        return torch.cat((emb.flatten(1), self.history(emb[:, 0], items, x[:, f + h : f + 2 * h])), dim=1)
 
 
 class MLP(nn.Module):

@@ -44,12 +44,14 @@ class TextFeatureEmbedding(nn.Module):
         return self.inner.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.field
-        emb = self.inner(x).view(x.shape[0], x.shape[1], -1)  # [B, F, D]
+        f, width = self.field, self.inner.num_fields * self.embed_dim
+        full = self.inner(x)  # [B, F·D] (+ the history encoder's columns, which read the id table)
+        emb = full[:, :width].view(x.shape[0], self.inner.num_fields, -1)  # [B, F, D]
         item = self.text(x[:, f])  # [B, D]
         if self.combine == "id+text":
             item = item + emb[:, f]
-        return torch.cat([emb[:, :f], item.unsqueeze(1), emb[:, f + 1 :]], 1).flatten(1)
+        ids = torch.cat([emb[:, :f], item.unsqueeze(1), emb[:, f + 1 :]], 1).flatten(1)
+        return torch.cat([ids, full[:, width:]], 1)
 
 
 def _wrap(model: nn.Module, make: Any) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from recrl_cli.algorithms.calibration import CalibrationGuard, guarded_validate
 from recrl_cli.algorithms.rmtl.config import RMTLConfig, effective_switches
 from recrl_cli.algorithms.rmtl.critics import CriticLearner, TaskCritics
 from recrl_cli.algorithms.rmtl.mdp import (
@@ -32,7 +33,7 @@ from recrl_cli.algorithms.rmtl.mdp import (
     critic_states,
     normalize_state_ids,
 )
-from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, polish_weights, weighted_bce
+from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, normalized, polish_weights, weighted_bce
 from recrl_cli.algorithms.rmtl.transfer import export_critics, load_critics
 from recrl_cli.algorithms.supervised import multitask_bce
 from recrl_cli.config.schema import RunConfig
@@ -40,6 +41,7 @@ from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split, predict_in_batches
 from recrl_cli.nets.layers import FeatureEmbedding
 from recrl_cli.nets.mtl import build_base
+from recrl_cli.nets.mtl.calibration import init_output_bias
 from recrl_cli.text.attach import attach_item_text
 from recrl_cli.training import distributed
 from recrl_cli.training.trainer import Stage
@@ -66,6 +68,16 @@ class RMTL:
 
         # Data-parallel runs (see training/distributed.py): this process's train rows; base steps go through DDP.
         self.shard = data.shards["train"] if data.shards else None
+        # As SupervisedMTL: output bias at the training log-odds; early stopping never keeps an epoch whose val
+        # logloss is worse than the constant predictor's (pretrain and polish alike).
+        self.guard = CalibrationGuard(
+            self.train_split.labels,
+            self.tasks,
+            enabled=cfg.train.calibration_guard,
+            sharded=self.shard is not None,
+        )
+        if self.m.bias_init == "prior":
+            init_output_bias(self.base, self.guard.rates, product=self.m.base == "esmm")
         self.train_base = distributed.data_parallel(self.base) if self.shard else self.base
         # Same optimizer as SupervisedMTL (fused Adam on CPU/CUDA), so the pretrain stage is that training.
         adam = dict(
@@ -80,7 +92,7 @@ class RMTL:
         if self.transferred:  # the saved critics bring their own context flag and architecture
             self.critics, self.context = load_critics(
                 self.m.critics, feature_names=data.feature_names, cardinalities=data.cardinalities,
-                tasks=self.tasks, device=device,
+                tasks=self.tasks, device=device, history_length=data.history_length,
             )  # fmt: skip
         elif self.m.uses_critics:
             self.critics = self._new_critics()
@@ -97,7 +109,9 @@ class RMTL:
     # ------------------------------------------------------------------ construction helpers
     def _new_critics(self) -> TaskCritics:
         m = self.m
-        cards = critic_cardinalities(self.data.cardinalities, len(self.tasks), self.context)
+        cards = critic_cardinalities(
+            self.data.cardinalities, len(self.tasks), self.context, self.data.history_length
+        )
         critics = TaskCritics(
             cards, len(self.tasks), m.critic_embed_dim, m.critic_bottom_dims, m.critic_tower_dims,
             m.critic_dropout, relu_output=self.switches["relu_critic_output"],
@@ -131,7 +145,8 @@ class RMTL:
         )  # fmt: skip
         stages = [
             Stage(name="pretrain", update=self.pretrain_update, max_epochs=m.pretrain_epochs,
-                  validate=lambda: self.evaluate("val"), monitor=train.monitor, on_end=self._after_pretrain,
+                  validate=self._validate_pretrain, monitor=self.guard.monitor_key(train.monitor),
+                  on_end=self._after_pretrain,
                   **base_stage),
         ]  # fmt: skip
         if self.learner is not None:
@@ -143,12 +158,18 @@ class RMTL:
         forget = self.switches["polish_forgets_pretrained"]
         stages.append(
             Stage(name="polish", update=self.polish_update, max_epochs=m.polish_epochs,
-                  validate=self._validate_polish, monitor=train.monitor if forget else self._improved_key,
+                  validate=self._validate_polish,
+                  monitor=self.guard.monitor_key(train.monitor) if forget else self._improved_key,
                   on_epoch_start=self._prepare_polish, on_end=self._after_polish, **base_stage)
         )  # fmt: skip
         return stages
 
     # -- pretrain
+    def _validate_pretrain(self) -> dict[str, float]:
+        """Validation metrics annotated by the calibration guard."""
+        val = self.data.splits[self._split("val")].labels
+        return guarded_validate(lambda: self.evaluate("val"), self.guard, val, self.cfg.train.monitor)()
+
     def pretrain_update(self, idx: torch.Tensor) -> dict[str, float]:
         """One BCE step of the base on train rows ``idx`` [B]."""
         self.base.train()
@@ -168,7 +189,9 @@ class RMTL:
         """Keep the best pretrained weights and their metrics: the polish baseline and the side-by-side report."""
         metrics = {split: self.evaluate(split) for split in EVAL_SPLITS}
         self.pretrained = {"weights": copy.deepcopy(self.base.state_dict()), "metrics": metrics}
-        best = metrics["val"].get(self.cfg.train.monitor, math.nan)
+        guarded = self.guard.annotate(dict(metrics["val"]), self.data.splits[self._split("val")].labels,
+                                      self.cfg.train.monitor)  # fmt: skip
+        best = guarded.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
         self.polish_best = best if not math.isnan(best) else -math.inf  # an undefined score is beaten by any
 
     # -- critics
@@ -176,7 +199,10 @@ class RMTL:
         """[N, F'] critic state ids of every train row (built once)."""
         if self._states is None:
             s = self.train_split
-            self._states = critic_states(s.features, s.labels, s.session_ids, s.positions, self.context)
+            num_fields = len(self.data.cardinalities)
+            self._states = critic_states(
+                s.features, s.labels, s.session_ids, s.positions, self.context, num_fields
+            )
         return self._states
 
     def _prepare_critics(self) -> None:
@@ -278,6 +304,8 @@ class RMTL:
             cw_weight=self.m.cw_weight,
             mean_weight=self.mean_weight,
         )
+        if self.m.normalize_weights:
+            weights = normalized(weights)
         if batch_rows is None:
             loss = weighted_bce(logits, labels, weights)
         else:  # weighted_bce's mean, as this process's DDP share of the global batch
@@ -296,8 +324,8 @@ class RMTL:
     def _validate_polish(self) -> dict[str, float]:
         """Validation metrics plus ``improved/<monitor>``: the monitored value when it beats everything so far
         (the pretrained model included), else NaN, which the trainer never counts as an improvement."""
-        metrics = self.evaluate("val")
-        value = metrics.get(self.cfg.train.monitor, math.nan)
+        metrics = self._validate_pretrain()  # the guard applies to polished epochs too
+        value = metrics.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
         if value > self.polish_best:
             self.polish_best, self.polish_improved = value, True
             metrics[self._improved_key] = value
@@ -367,7 +395,9 @@ class RMTL:
         mtl = self.m.mtl_config()
         critics = None
         if self.critics is not None:
-            critics = export_critics(self.critics, self.context, self.data.feature_names, self.tasks)
+            critics = export_critics(
+                self.critics, self.context, self.data.feature_names, self.tasks, self.data.history_length
+            )
         return {
             "base": self.m.base,
             "model_config": {f.name: getattr(mtl, f.name) for f in dataclasses.fields(mtl)},

@@ -48,6 +48,16 @@ class RMTLConfig:
     tower_dims: tuple[int, ...] = param((128, 64), help="Base: task tower widths (a Linear(→1) is added).")
     dropout: float = param(0.2, help="Base: dropout after every hidden layer, in [0, 1).")
     expert_num: int = param(8, help="Base: MoE experts (PLE: half shared, half per task; must be even).")
+    history: str = param(
+        "mean",
+        help="Base: session-history pooling (mean, attention) or off.",
+        choices=("off", "mean", "attention"),
+    )
+    bias_init: str = param(
+        "prior",
+        help="Base: output bias at start, prior (training log-odds) or zero.",
+        choices=("prior", "zero"),
+    )
     item_encoder: str = item_encoder_field()
     text_model: str = text_model_field()
     text_mode: str = text_mode_field()
@@ -91,6 +101,11 @@ class RMTLConfig:
         "rmtl",
         help="Polish weight: rmtl 1−λQ, wl 1−λyQ, nlc −Q, cw cw_weight, bce-continue 1, mean-weight mean(1−λQ).",
         choices=WEIGHTINGS,
+    )
+    normalize_weights: bool = param(
+        False,
+        help="Divide each task's polish weights by their batch mean: only the per-sample modulation is left, "
+        "not the loss scale (a control for RMTL's unnormalised weights).",
     )
     # -- faithful switches (False = fixed) ------------------------------------------------------------------
     faithful: bool = param(

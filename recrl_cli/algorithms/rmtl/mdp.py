@@ -66,9 +66,14 @@ def previous_labels(labels: torch.Tensor, session_ids: torch.Tensor) -> torch.Te
     return out
 
 
-def critic_cardinalities(cardinalities: Sequence[int], num_tasks: int, context: bool) -> list[int]:
-    """Embedding sizes of the critic's state fields: the features', plus the two context fields if ``context``."""
+def critic_cardinalities(
+    cardinalities: Sequence[int], num_tasks: int, context: bool, history_length: int = 0
+) -> list[int]:
+    """Embedding sizes of the critic's state fields: the features', plus the two context fields if ``context``,
+    plus the two history-summary fields (each 0..H) if ``context`` and the data carry a history of length H."""
     extra = [CONTEXT_POSITIONS, 1 + 2**num_tasks] if context else []
+    if context and history_length:
+        extra += [history_length + 1, history_length + 1]
     return [*cardinalities, *extra]
 
 
@@ -78,20 +83,31 @@ def critic_states(
     session_ids: torch.Tensor,
     positions: torch.Tensor,
     context: bool,
+    num_fields: int | None = None,
 ) -> torch.Tensor:
-    """State ids the critics read for every row: [N, F] or, with ``context``, [N, F + 2] long.
+    """State ids the critics read for every row: [N, F] or, with ``context``, [N, F + 2] (+ 2 with a history).
 
+    ``features`` [N, F + 2H]: the F fields, then the session history's H item ids and H label codes
+    (``data/tensors.py``; H = 0 without one); ``num_fields`` = F (default: every column is a field).
     The reference state is the current item's features only (rmtl.md §2.1). The optional session context adds
     two fields: the row's position in the session (clipped to CONTEXT_POSITIONS − 1; Q sums rewards over the rest
     of the session, so where the row sits matters) and the previous event's label pattern
-    (:func:`previous_labels`). Both are known when the row is shown, so the critic never reads the future.
+    (:func:`previous_labels`); with a history, two more: how many earlier rows the visitor has (0..H) and on how
+    many of them a cart was already known (label code >= 2) at the row's time. The history columns are built as
+    of the row's time (no leakage); the previous-label field is the reference-era context and uses the previous
+    row's final labels.
     """
+    f = features.shape[1] if num_fields is None else num_fields
+    base = features[:, :f]
     if not context:
-        return features
+        return base
     position = positions.clamp(0, CONTEXT_POSITIONS - 1)
-    return torch.cat(
-        [features, position.unsqueeze(1), previous_labels(labels, session_ids).unsqueeze(1)], dim=1
-    )
+    fields = [base, position.unsqueeze(1), previous_labels(labels, session_ids).unsqueeze(1)]
+    h = (features.shape[1] - f) // 2
+    if h:
+        codes = features[:, f + h : f + 2 * h]
+        fields += [(codes > 0).sum(1, keepdim=True), (codes >= 2).sum(1, keepdim=True)]
+    return torch.cat(fields, dim=1)
 
 
 def normalize_state_ids(ids: torch.Tensor, cardinalities: Sequence[int], num_fields: int) -> torch.Tensor:

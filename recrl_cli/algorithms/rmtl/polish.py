@@ -63,6 +63,12 @@ def _needs(value: torch.Tensor | None, weighting: str) -> torch.Tensor:
     return value
 
 
+def normalized(weights: torch.Tensor) -> torch.Tensor:
+    """weights [B, T] divided by their per-task batch mean (``model.normalize_weights``): mean 1 per task, so the
+    polish keeps the per-sample modulation of the weights and drops their scale (a learning-rate change)."""
+    return weights / weights.mean(0, keepdim=True).clamp_min(1e-12)
+
+
 def mean_rmtl_weight(q: torch.Tensor, lam: float) -> torch.Tensor:
     """Per-task mean of the RMTL weight over rows: q [N, T] → [T] = mean_i (1 − λ·Q_{i,k})."""
     return 1.0 - lam * q.double().mean(0).to(q.dtype)

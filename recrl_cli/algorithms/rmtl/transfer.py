@@ -78,14 +78,20 @@ def read_exported_critics(source: str | Path) -> dict[str, Any]:
 
 
 def check_compatible(
-    critics: dict[str, Any], feature_names: Sequence[str], cardinalities: Sequence[int], tasks: Sequence[str]
+    critics: dict[str, Any],
+    feature_names: Sequence[str],
+    cardinalities: Sequence[int],
+    tasks: Sequence[str],
+    history_length: int = 0,
 ) -> None:
     """ConfigError (one line) unless saved critics fit data with these features and tasks."""
     if list(critics["tasks"]) != list(tasks):
         raise ConfigError(
             f"model.critics were fitted for tasks {list(critics['tasks'])}, this data has {list(tasks)}"
         )
-    expected = critic_cardinalities(cardinalities, len(tasks), bool(critics["context"]))
+    # Critics read the history summary only when both they and this data have one (older critics: none).
+    history = history_length if critics.get("history_length", 0) else 0
+    expected = critic_cardinalities(cardinalities, len(tasks), bool(critics["context"]), history)
     saved_names, saved_cards = list(critics["feature_names"]), list(critics["arch"]["cardinalities"])
     if saved_names != list(feature_names) or saved_cards != expected:
         mismatch = next(
@@ -103,11 +109,12 @@ def load_critics(
     cardinalities: Sequence[int],
     tasks: Sequence[str],
     device: torch.device,
+    history_length: int = 0,
 ) -> tuple[TaskCritics, bool]:
     """Rebuild saved critics on ``device`` after checking them; returns (critics, their context flag)."""
     saved = read_exported_critics(source)
     try:
-        check_compatible(saved, feature_names, cardinalities, tasks)
+        check_compatible(saved, feature_names, cardinalities, tasks, history_length)
         critics = TaskCritics.from_arch(saved["arch"]).to(device)
         critics.load_state_dict(saved["weights"])
     except LOAD_ERRORS as exc:
@@ -118,12 +125,17 @@ def load_critics(
 
 
 def export_critics(
-    critics: TaskCritics, context: bool, feature_names: Sequence[str], tasks: Sequence[str]
+    critics: TaskCritics,
+    context: bool,
+    feature_names: Sequence[str],
+    tasks: Sequence[str],
+    history_length: int = 0,
 ) -> dict[str, Any]:
     """What :func:`load_critics` reads back (weights on the CPU)."""
     return {
         "arch": dict(critics.arch),
         "context": context,
+        "history_length": history_length if context else 0,
         "feature_names": list(feature_names),
         "tasks": list(tasks),
         "weights": {k: v.detach().cpu() for k, v in critics.state_dict().items()},

@@ -66,11 +66,18 @@ class RetailRocketPrepareParams:
     min_count: int = param(5, help="Values seen fewer times in train share the rare id 1.")
     price_buckets: int = param(20, help="Log-price quantile buckets, fitted on train.")
     min_session_items: int = param(1, help="Drop sessions with fewer distinct items.")
+    history_length: int = param(10, help="Each row links to this many earlier rows of its visitor (history).")
 
     def __post_init__(self) -> None:
         if self.session_key not in ("gap", "visitor"):
             raise ConfigError(f"session_key must be 'gap' or 'visitor', got {self.session_key!r}")
-        for name in ("session_gap_minutes", "min_count", "price_buckets", "min_session_items"):
+        for name in (
+            "session_gap_minutes",
+            "min_count",
+            "price_buckets",
+            "min_session_items",
+            "history_length",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         split = tuple(self.split)
@@ -120,6 +127,8 @@ def prepare_retailrocket(
             "raw": {"events_rows": n_raw, "events_after_dedup": events.height,
                     "duplicates_removed": n_raw - events.height,
                     "files": {p.name: {"bytes": p.stat().st_size} for p in present}},
+            "history": {"column": "hist_prev", "length": params.history_length, "order": ["train", "val", "test"],
+                        "item_field": "item", "label_times": [f"{t}_ts" for t in TASKS]},
             "fingerprint": mf.fingerprint({k: v["sha256"] for k, v in summary.items()}, parameters),
         }  # fmt: skip
         mf.write_manifest(tmp, manifest)
@@ -181,6 +190,9 @@ def item_sessions(events: pl.DataFrame, params: RetailRocketPrepareParams) -> pl
             pl.col("seq").min(),
             click=(pl.col("order") == 1).any(),
             pay=(pl.col("order") == 2).any(),
+            # When each label became known (first cart / buy): a later row's history may show it only after.
+            click_ts=pl.col("timestamp").filter(pl.col("order") == 1).min(),
+            pay_ts=pl.col("timestamp").filter(pl.col("order") == 2).min(),
         )
         .with_columns(n_items=pl.len().over("sess"), start=pl.col("timestamp").min().over("sess"))
         .filter(pl.col("n_items") >= params.min_session_items)
@@ -198,6 +210,8 @@ def item_sessions(events: pl.DataFrame, params: RetailRocketPrepareParams) -> pl
             "position",
             pl.col("click").cast(pl.Int8),
             pl.col("pay").cast(pl.Int8),
+            pl.col("click_ts").fill_null(-1),
+            pl.col("pay_ts").fill_null(-1),
         )
         .collect(engine="streaming")
     )
@@ -273,9 +287,42 @@ def encode_splits(
 
     splits = {name: bucket(frame) for name, frame in splits.items()}
     vocabs = fit_vocabs(splits["train"], FEATURES, params.min_count)
-    columns = ["session_id", "visitorid", "itemid", "timestamp", "position", *FEATURES, *TASKS]
+    label_times = [f"{t}_ts" for t in TASKS]
+    columns = ["session_id", "visitorid", "itemid", "timestamp", "position", *FEATURES, *TASKS, *label_times]
     encoded = {name: encode_all(frame, vocabs).select(columns) for name, frame in splits.items()}
+    encoded = add_history_links(encoded, params.history_length)
     return encoded, [{"name": name, "cardinality": vocabs[name].cardinality} for name in FEATURES]
+
+
+def add_history_links(splits: dict[str, pl.DataFrame], length: int) -> dict[str, pl.DataFrame]:
+    """Add ``hist_prev`` (Array[Int64, length]) to every split: the row-table indices of the visitor's ``length``
+    most recent earlier rows, left-padded with -1, the most recent last.
+
+    The row table is the concatenation train, val, test (the manifest's ``history.order``), so an index is the
+    row's position in its split plus the rows of the splits before it. "Earlier" is the order (session start,
+    session, position): sessions are split whole and by start, so a row's history lies in its own split or an
+    earlier one, never in a later one. Labels are not copied: the loader reads them through the index and shows
+    one only if it happened before the row (``<task>_ts``), so nothing from the future leaks in.
+    """
+    offsets, table = 0, []
+    for name in ("train", "val", "test"):
+        table.append(splits[name].select("visitorid", "session_id", "position").with_columns(
+            row=pl.int_range(pl.len(), dtype=pl.Int64) + offsets))  # fmt: skip
+        offsets += splits[name].height
+    rows = pl.concat(table).sort("visitorid", "session_id", "position")
+    lags = [
+        pl.when(pl.col("visitorid").shift(k) == pl.col("visitorid"))
+        .then(pl.col("row").shift(k))
+        .otherwise(-1)
+        for k in range(length, 0, -1)
+    ]
+    links = rows.select("row", hist_prev=pl.concat_list(lags).list.to_array(length)).sort("row")
+    out, start = {}, 0
+    for name in ("train", "val", "test"):
+        n = splits[name].height
+        out[name] = splits[name].with_columns(links["hist_prev"].slice(start, n))
+        start += n
+    return out
 
 
 def _split_summary(frame: pl.DataFrame, file: str, sha256: str) -> dict[str, Any]:

@@ -34,7 +34,18 @@ DUP_RATE = 460 / REAL_EVENTS
 # Logit coefficients of the hidden model (click = addtocart, cvr = transaction | addtocart).
 COEF = {"cat_click": 1.0, "cat_cvr": 0.6, "brand_click": 1.0, "item_click": 1.0, "item_cvr": 1.0,
         "price_click": -0.25, "price2_click": -0.15, "price_cvr": -0.5, "unavail_click": -1.0,
-        "unavail_cvr": -2.5, "position_click": -0.18}  # fmt: skip
+        "unavail_cvr": -2.5, "position_click": -0.18, "taste_click": 1.0, "taste_cvr": 0.5}  # fmt: skip
+# Planted user taste (issue 17). Every category belongs to one of TASTE_CLUSTERS taste clusters and every visitor
+# has one favourite cluster. Taste vectors (K = TASTE_CLUSTERS): an item's is its week-0 category's one-hot (scaled)
+# plus a small item part, a visitor's is the one-hot of the favourite, so u·v ≈ TASTE_GAIN on a match, ≈ 0 off it.
+# Each item slot of a session is the taste-best of TASTE_CANDIDATES popularity draws (Gumbel-max on
+# TASTE_CHOICE·u·v): about half the views are in the favourite cluster, so what a visitor viewed (and bought)
+# before reveals it, and among the views a match still moves the click logit by taste_click·TASTE_GAIN.
+TASTE_CLUSTERS, TASTE_GAIN, TASTE_CANDIDATES, TASTE_CHOICE, TASTE_ITEM_NOISE = 8, 2.0, 16, 1.5, 0.3
+# Visitors: light (1.2 sessions of 1.4 items on average) and HEAVY_SHARE heavy ones (2.9 sessions of 3.3 items).
+HEAVY_SHARE, SESSIONS_P, ITEMS_P = 0.05, (0.85, 0.35), (0.7, 0.3)  # geometric p of (light, heavy)
+CEILING_SHRINK = 5.0  # pseudo-rows of the global mean in the item ceiling's per-item mean affinity
+HISTORY = 10  # earlier item-sessions of the visitor the history oracle may read (prepare's history length)
 CORE_PROPS = ("categoryid", "available", "790", "888", "364", "776", "283", "917", "6", "159")
 
 
@@ -79,6 +90,9 @@ def write_retailrocket(
     props = _property_log(rng, items, tree, round(20_275_902 * scale))
     report("synth: writing", 3, 4)
     params = {"num_events": num_events, "seed": seed, "coef": COEF, "intercepts": info["intercepts"],
+              "taste": {"clusters": TASTE_CLUSTERS, "gain": TASTE_GAIN, "candidates": TASTE_CANDIDATES,
+                        "choice": TASTE_CHOICE, "item_noise": TASTE_ITEM_NOISE},
+              "history_oracle_auc": info["history_oracle_auc"],
               "categories": int(tree["id"].size), "items": items["n"], "snapshots": N_WEEKS,
               "snapshot0_ms": SNAP0, "event_start_ms": EVENT_START, "event_end_ms": EVENT_END}  # fmt: skip
     half = props.height // 2
@@ -107,6 +121,9 @@ def write_retailrocket(
         "duplicates": info["duplicates"], "visitors": int(truth["visitorid"].n_unique()),
         "sessions": info["sessions"], "items_in_events": int(events["itemid"].n_unique()),
         "oracle_auc": {t: rank_auc(truth[f"p_{t}"], truth[t]) for t in ("click", "pay")},
+        "item_position_auc": {t: rank_auc(truth[f"p_{t}_item"], truth[t]) for t in ("click", "pay")},
+        "history_oracle_auc": info["history_oracle_auc"],
+        "rows_with_history": info["rows_with_history"],
     }  # fmt: skip
 
 
@@ -153,7 +170,11 @@ def _items(rng: np.random.Generator, tree: dict, scale: float) -> dict[str, Any]
     first_week = np.where(rng.random(n) < 0.08, rng.integers(0, N_WEEKS, n), 0)
     has_props = rng.random(n) >= 0.10  # ~10 % of items never appear in the property log
     re_click = rng.normal(0, 0.5, n)
-    return {"n": n, "n_event": n_event, "id": rng.choice(int(n * 1.12) + 10, n, replace=False), "cat": cat,
+    # Taste vector (K,): the week-0 category's cluster one-hot times √gain, plus a small item part.
+    cluster = rng.integers(0, TASTE_CLUSTERS, n_cat)
+    taste = np.eye(TASTE_CLUSTERS)[cluster[base]] + rng.normal(0, TASTE_ITEM_NOISE, (n, TASTE_CLUSTERS))
+    taste *= TASTE_GAIN**0.5
+    return {"taste": taste.astype(np.float32), "n": n, "n_event": n_event, "id": rng.choice(int(n * 1.12) + 10, n, replace=False), "cat": cat,
             "avail": avail, "log_price": log_price, "brand": brand, "brand_eff": rng.normal(0, 0.4, n_brand),
             "brand_token": rng.choice(1_400_000, n_brand, replace=False), "first_week": first_week,
             "has_props": has_props, "re_click": re_click, "re_cvr": 0.5 * re_click + rng.normal(0, 0.3, n),
@@ -164,11 +185,17 @@ def _sessions_and_events(
     rng: np.random.Generator, it: dict, tree: dict, num_events: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Visitors -> sessions (S) -> item-sessions (N) -> labelled events (E), cut to <= ``num_events``."""
-    n_vis = int(num_events / 1.9) + 50  # ~2.07 events per visitor: oversample, then cut whole visitors
-    n_sess = rng.geometric(0.8, n_vis)  # most visitors have one session
+    n_vis = int(num_events / 2.0) + 50  # ~2.3 events per visitor: oversample, then cut whole visitors
+    # Most visitors come once and look at an item or two (real: ~2 events per visitor), a few heavy visitors
+    # come back often with long sessions: they hold a large share of the rows, and the history that shows taste.
+    heavy = rng.random(n_vis) < HEAVY_SHARE
+    n_sess = np.where(heavy, rng.geometric(SESSIONS_P[1], n_vis), rng.geometric(SESSIONS_P[0], n_vis))
     vis = np.repeat(np.arange(n_vis), n_sess)  # (S,) visitor of each session
-    sess = np.repeat(np.arange(vis.size), np.minimum(rng.geometric(0.7, vis.size), 30))
-    item = _zipf(rng, it["n_event"], sess.size, 1.0, 20.0)
+    length = np.where(heavy[vis], rng.geometric(ITEMS_P[1], vis.size), rng.geometric(ITEMS_P[0], vis.size))
+    sess = np.repeat(np.arange(vis.size), np.minimum(length, 30))
+    favourite = rng.integers(0, TASTE_CLUSTERS, n_vis)
+    user = (np.eye(TASTE_CLUSTERS)[favourite] * TASTE_GAIN**0.5).astype(np.float32)  # (V, K) visitor taste
+    item = _choose_by_taste(rng, it, user[vis[sess]])
     # A session views distinct items: drop a repeated (session, item) pair, then renumber positions.
     order = np.lexsort((np.arange(sess.size), item, sess))
     dup = np.zeros(sess.size, bool)
@@ -205,11 +232,14 @@ def _sessions_and_events(
                + COEF["position_click"] * np.minimum(pos, 9))  # fmt: skip
     z_cvr = (COEF["cat_cvr"] * ceff + COEF["item_cvr"] * it["re_cvr"][item] + COEF["price_cvr"] * pz
              + COEF["unavail_cvr"] * ~avail)  # fmt: skip
+    affinity = np.einsum("nk,nk->n", user[vis[sess]], it["taste"][item]).astype(np.float64)  # (N,) u·v
     views = k.mean()  # intercepts tuned so the event mix matches the real one
-    b_click = _solve_intercept(z_click, np.ones_like(z_click), MIX["addtocart"] / MIX["view"] * views)
-    p_click = _sigmoid(b_click + z_click)
-    b_cvr = _solve_intercept(z_cvr, p_click, MIX["transaction"] / MIX["view"] * views)
-    p_pay = p_click * _sigmoid(b_cvr + z_cvr)
+    rate_click, rate_pay = MIX["addtocart"] / MIX["view"] * views, MIX["transaction"] / MIX["view"] * views
+    zc, zv = z_click + COEF["taste_click"] * affinity, z_cvr + COEF["taste_cvr"] * affinity
+    b_click = _solve_intercept(zc, np.ones_like(zc), rate_click)
+    p_click = _sigmoid(b_click + zc)
+    b_cvr = _solve_intercept(zv, p_click, rate_pay)
+    p_pay = p_click * _sigmoid(b_cvr + zv)
     u = rng.random(sess.size)
     click, pay = u < p_click, u < p_pay  # one uniform, nested thresholds: pay implies click
     # Keep whole visitors (sessions inside the period) so the total with duplicates stays <= num_events;
@@ -240,13 +270,94 @@ def _sessions_and_events(
         "visitorid": vid[vis[sess[rows]]], "event": kind, "itemid": it["id"][item[rows]],
         "transactionid": np.where(kind == 2, orders[sess[rows]], -1),
     })  # fmt: skip
+    # The item + position ceiling: the best a model can do without seeing the visitor, i.e. the taste term
+    # replaced by its mean over the visitors who were shown the item (selection by taste makes it item-specific).
+    # Leave-one-out and shrunk to the global mean: most items are shown a few times, and an in-sample mean over
+    # one or two rows would be the row's own visitor's affinity (a "ceiling" that sees the user).
+    n_item = np.bincount(item[keep], None, it["n"])[item] - 1.0  # other kept rows of the item
+    sum_item = np.bincount(item[keep], affinity[keep], it["n"])[item] - affinity
+    prior = float(affinity[keep].mean())
+    mean_aff = (sum_item + CEILING_SHRINK * prior) / (n_item + CEILING_SHRINK)  # (N,)
+    zc_item = z_click + COEF["taste_click"] * mean_aff
+    zv_item = z_cvr + COEF["taste_cvr"] * mean_aff
+    p_click_item = _sigmoid(_solve_intercept(zc_item[keep], np.ones(int(keep.sum())), rate_click) + zc_item)
+    p_pay_item = p_click_item * _sigmoid(
+        _solve_intercept(zv_item[keep], p_click_item[keep], rate_pay) + zv_item
+    )
+    hist = _history_oracle(it["taste"][item], vis[sess], click, pay, keep, zc_item, zv_item)
     truth = pl.DataFrame({
         "visitorid": vid[vis[sess[keep]]], "itemid": it["id"][item[keep]], "timestamp": t0[keep],
-        "p_click": p_click[keep], "p_pay": p_pay[keep], "click": click[keep], "pay": pay[keep],
+        "p_click": p_click[keep], "p_pay": p_pay[keep], "p_click_item": p_click_item[keep],
+        "p_pay_item": p_pay_item[keep], "click": click[keep], "pay": pay[keep],
     })  # fmt: skip
     info = {"duplicates": n_dup, "sessions": int(np.count_nonzero(np.bincount(sess[keep]))), "intercepts":
-            {"click": b_click, "cvr": b_cvr}}  # fmt: skip
+            {"click": b_click, "cvr": b_cvr}, **hist}  # fmt: skip
     return _shuffle_roughly(rng, ev, n_dup), truth.sort(["timestamp", "visitorid", "itemid"]), info
+
+
+def _choose_by_taste(rng: np.random.Generator, it: dict, user: np.ndarray) -> np.ndarray:
+    """(N,) items: per slot the Gumbel-max of TASTE_CHOICE·u·v over TASTE_CANDIDATES popularity (Zipf) draws.
+
+    user: (N, K) taste of the slot's visitor. A loop over the few candidates keeps memory at O(N·K)."""
+    best = np.full(user.shape[0], -np.inf)
+    chosen = np.zeros(user.shape[0], np.int64)
+    for _ in range(TASTE_CANDIDATES):
+        cand = _zipf(rng, it["n_event"], user.shape[0], 1.0, 20.0)
+        score = TASTE_CHOICE * np.einsum("nk,nk->n", user, it["taste"][cand]) + rng.gumbel(size=cand.size)
+        better = score > best
+        chosen[better], best[better] = cand[better], score[better]
+    return chosen
+
+
+def _history_oracle(
+    taste: np.ndarray,
+    visitor: np.ndarray,
+    click: np.ndarray,
+    pay: np.ndarray,
+    keep: np.ndarray,
+    zc_item: np.ndarray,
+    zv_item: np.ndarray,
+) -> dict[str, Any]:
+    """How much the history can tell, measured with the generator's own latent vectors.
+
+    Rows (N,) are ordered by (visitor, session, position). For each kept row the "history" is the visitor's
+    last HISTORY earlier kept rows (this session's and earlier sessions'), as recrl's prepared history is. The
+    history oracle knows every item's true taste vector v (K) and the item + position logit, but not u: it
+    estimates u·v_target from the mean v of the history items and the mean v of the clicked ones, combined by a
+    logistic regression on [item logit, m_all·v, m_click·v, has history] fitted on all kept rows. Its AUC minus
+    the item + position ceiling's is the gap a history state can close. taste: (N, K) v of each row's item.
+    """
+    rows = np.flatnonzero(keep)
+    v, vis, y_click, y_pay = taste[rows].astype(np.float64), visitor[rows], click[rows], pay[rows]
+    start = _segment_start(vis)
+    lo = np.maximum(start, np.arange(rows.size) - HISTORY)
+    count = np.arange(rows.size) - lo  # (n,) earlier rows in the window
+    zero = np.zeros((1, v.shape[1]))
+    cs_all = np.concatenate([zero, np.cumsum(v, 0)])
+    cs_click = np.concatenate([zero, np.cumsum(v * y_click[:, None], 0)])
+    n_click = np.concatenate([[0], np.cumsum(y_click)])
+    idx = np.arange(rows.size)
+    # Shrunk means (sum / (count + 1)): the posterior mean of u grows with the evidence, 0 without history.
+    m_all = (cs_all[idx] - cs_all[lo]) / (count + 1.0)[:, None]
+    k_click = n_click[idx] - n_click[lo]
+    m_click = (cs_click[idx] - cs_click[lo]) / (k_click + 1.0)[:, None]
+    has = (count > 0).astype(np.float64)
+    out: dict[str, Any] = {"rows_with_history": float(has.mean()), "history_oracle_auc": {}}
+    for task, z, y in (("click", zc_item, y_click), ("pay", zc_item + zv_item, y_pay)):
+        x = np.c_[np.ones(rows.size), z[rows], (m_all * v).sum(1), (m_click * v).sum(1), has]
+        out["history_oracle_auc"][task] = rank_auc(x @ _logistic_fit(x, y.astype(np.float64)), y)
+    return out
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, steps: int = 12) -> np.ndarray:
+    """Newton-Raphson logistic regression: coefficients (P,) for x (n, P), y (n,) in {0, 1} (tiny ridge)."""
+    beta = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = _sigmoid(x @ beta)
+        grad = x.T @ (y - p) - 1e-6 * beta
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(x.shape[1])
+        beta += np.linalg.solve(hess, grad)
+    return beta
 
 
 def _property_log(rng: np.random.Generator, it: dict, tree: dict, target_rows: int) -> pl.DataFrame:

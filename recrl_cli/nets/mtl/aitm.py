@@ -25,7 +25,7 @@ class AITM(nn.Module):
         self.num_tasks = check_num_tasks(num_tasks, "aitm")
         d = cfg.bottom_dim
         self.scale = 1.0 / math.sqrt(d)
-        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim, cfg.history)
         self.bottoms = MLPBank(1, self.num_tasks, self.embedding.output_dim, cfg.bottom_dims, cfg.dropout)
         self.transfer = nn.ModuleList(nn.Linear(d, d) for _ in range(self.num_tasks - 1))
         # With one task nothing is transferred; leave the attention out so every parameter is used.

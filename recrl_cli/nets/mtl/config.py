@@ -49,6 +49,18 @@ class MTLConfig:
         8,
         help="MoE experts (OMoE/MMoE); PLE uses expert_num/2 shared + expert_num/2 per task (even).",
     )
+    history: str = param(
+        "mean",
+        help="Session-history state: mean or attention pooling of the visitor's earlier items and their labels "
+        "(when the prepared data carry a history), or off.",
+        choices=("off", "mean", "attention"),
+    )
+    bias_init: str = param(
+        "prior",
+        help="Output bias at start: prior = the training log-odds of each task (ESMM's CVR tower: of "
+        "rate(task 2)/rate(task 1)), zero = the layer's default init.",
+        choices=("prior", "zero"),
+    )
     # Item representation (recrl_cli/text): the id table by default, or a language model over item text.
     item_encoder: str = item_encoder_field()
     text_model: str = text_model_field()
@@ -70,6 +82,10 @@ class MTLConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if isinstance(self.expert_num, bool) or not isinstance(self.expert_num, int) or self.expert_num < 2:
             raise ConfigError(f"expert_num must be an integer >= 2, got {self.expert_num!r}")
+        if self.history not in ("off", "mean", "attention"):
+            raise ConfigError(f"history must be off, mean or attention, got {self.history!r}")
+        if self.bias_init not in ("prior", "zero"):
+            raise ConfigError(f"bias_init must be 'prior' or 'zero', got {self.bias_init!r}")
         check_text_options(self)
 
     @property

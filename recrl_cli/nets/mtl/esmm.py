@@ -43,7 +43,7 @@ class ESMM(nn.Module):
     def __init__(self, cardinalities: Sequence[int], num_tasks: int, cfg: MTLConfig) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks, "esmm", exactly=2)
-        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim, cfg.history)
         self.bottoms = MLPBank(1, 2, self.embedding.output_dim, cfg.bottom_dims, cfg.dropout)
         self.towers = MLPBank(2, 1, cfg.bottom_dim, cfg.tower_dims, cfg.dropout, out_dim=1)
 

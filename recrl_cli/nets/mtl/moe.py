@@ -29,7 +29,7 @@ class MixtureOfExperts(nn.Module):
         self.num_tasks = check_num_tasks(num_tasks, name)
         self.num_experts = cfg.expert_num
         self.num_gates = self.num_tasks if gate_per_task else 1
-        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim, cfg.history)
         in_dim = self.embedding.output_dim
         self.experts = MLPBank(1, self.num_experts, in_dim, cfg.bottom_dims, cfg.dropout)
         self.gates = nn.Linear(in_dim, self.num_gates * self.num_experts)

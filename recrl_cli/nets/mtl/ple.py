@@ -86,7 +86,7 @@ class PLE(nn.Module):
                 f"ple splits expert_num into shared and specific halves; got odd {cfg.expert_num}"
             )
         k = cfg.expert_num // 2
-        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim, cfg.history)
         in_dims = (self.embedding.output_dim, *cfg.bottom_dims[:-1])
         n = len(cfg.bottom_dims)
         self.levels = nn.ModuleList(

@@ -17,7 +17,7 @@ class SharedBottom(nn.Module):
     def __init__(self, cardinalities: Sequence[int], num_tasks: int, cfg: MTLConfig) -> None:
         super().__init__()
         self.num_tasks = check_num_tasks(num_tasks, "sharedbottom")
-        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(cardinalities, cfg.embed_dim, cfg.history)
         self.bottom = MLP(self.embedding.output_dim, cfg.bottom_dims, cfg.dropout)
         self.towers = MLPBank(self.num_tasks, 1, cfg.bottom_dim, cfg.tower_dims, cfg.dropout, out_dim=1)
 
