@@ -189,6 +189,13 @@ def train(
         console.print(metrics_table(result.metrics, f"{algo}: validation metrics", "val/"))
     if any(k.startswith("pretrained/test/") for k in result.metrics):
         console.print(comparison_table(result.metrics, "test", f"{algo}: pretrained base vs final model"))
+    if algo == "simulator":  # the world check (recrl_cli.sim.check), logged as eval/world/...
+        from recrl_cli.cli.check import render_check
+        from recrl_cli.sim.check import WorldCheck
+
+        world = WorldCheck.from_metrics(result.metrics)
+        if world is not None:
+            render_check(world)
     console.print(
         f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
         f"files in {escape(str(result.run_dir))}"

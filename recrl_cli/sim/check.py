@@ -38,6 +38,8 @@ from recrl_cli.sim.policies import oracle_greedy, random_slate
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.train import score_rows
 
+POLICIES = ("random", "popular", "oracle")
+HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
 POPULAR_LIMIT = 0.6  # the constant slate's share of the oracle − random gap above which a world is flagged
 RATE_LIMIT = 2.0  # predicted / observed rate (either way) above which a behaviour is flagged
 MIN_POSITIVES = 20  # a behaviour's rate is checked only with this many held-out positives (else: noise)
@@ -55,7 +57,6 @@ class WorldCheck:
     headroom: dict[str, dict[str, float]]
     item_cosine: float
     interaction: dict[str, float] | None = None
-    fusion: dict[str, dict[str, float]] | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -67,16 +68,37 @@ class WorldCheck:
         out: dict[str, float] = {"world/popular_gap": self.popular_gap, "world/item_cosine": self.item_cosine}
         for b in BEHAVIOURS:
             out[f"world/{b}/auc"] = self.auc[b]
-            out[f"world/{b}/rate_ratio"] = self.predicted_rate[b] / max(self.observed_rate[b], 1e-12)
+            out[f"world/{b}/predicted_rate"] = self.predicted_rate[b]
+            out[f"world/{b}/observed_rate"] = self.observed_rate[b]
+            out[f"world/{b}/positives"] = float(self.positives[b])
             if self.truth_auc is not None:
                 out[f"world/{b}/truth_auc"] = self.truth_auc[b]
         for policy, values in self.headroom.items():
             out |= {f"world/{policy}/{k}": v for k, v in values.items()}
         if self.interaction is not None:
             out["world/interaction_r2"] = self.interaction["r2"]
-        for policy, values in (self.fusion or {}).items():
-            out |= {f"world/fusion/{policy}/{k}": v for k, v in values.items()}
         return out
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float], prefix: str = "") -> WorldCheck | None:
+        """Rebuild a check from :meth:`metrics` (keys ``<prefix>world/...``), or None when there is none."""
+        m = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix + "world/")}
+        if "world/popular_gap" not in m:
+            return None
+        get = lambda b, k: m.get(f"world/{b}/{k}", float("nan"))  # noqa: E731
+        has_truth = f"world/{BEHAVIOURS[0]}/truth_auc" in m
+        table = {p: {k: get(p, k) for k in HEADROOM_KEYS} for p in POLICIES}
+        check = cls(
+            auc={b: get(b, "auc") for b in BEHAVIOURS},
+            truth_auc={b: get(b, "truth_auc") for b in BEHAVIOURS} if has_truth else None,
+            predicted_rate={b: get(b, "predicted_rate") for b in BEHAVIOURS},
+            observed_rate={b: get(b, "observed_rate") for b in BEHAVIOURS},
+            positives={b: int(get(b, "positives")) for b in BEHAVIOURS}, headroom=table,
+            item_cosine=m["world/item_cosine"],
+            interaction={"r2": m["world/interaction_r2"]} if "world/interaction_r2" in m else None,
+        )  # fmt: skip
+        check.warnings = verdict(check)
+        return check
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"popular_gap": self.popular_gap}
@@ -147,7 +169,8 @@ def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, s
              seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
     """random / popular / oracle in the whole-session env, ``steps`` steps each from the same seed: per policy
     ``total_reward`` (per finished session), ``depth``, ``avg_reward`` (per step) and ``sessions`` (finished)."""
-    env = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed))
+    slate = min(env_cfg.slate_size, model.num_items)  # a tiny catalogue still gets a table
+    env = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed, slate_size=slate))
     constant = popular_slate(env, samples=8, seed=seed + 1)
     policies = {
         "random": random_slate,
@@ -186,9 +209,33 @@ def item_cosine(model: UserResponseModel) -> float:
     return float(((s @ s) - n) / (n * (n - 1)))
 
 
+def find_truth(prepared: Path, given: str = "") -> Path | None:
+    """The raw folder whose planted truth matches ``prepared``: ``given`` (an error if it holds none), else the
+    ``raw/kuairand`` folder beside ``prepared``'s parent when its ground truth covers ``prepared``'s rows."""
+    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.errors import DataError
+    from recrl_cli.sim.truth import row_truth
+
+    if given:
+        if not (Path(given) / "ground_truth.json").is_file():
+            raise DataError(
+                f"{given} has no ground_truth.json: model.check_truth needs `recrl synth kuairand` output"
+            )
+        return Path(given)
+    guess = Path(prepared).parent.parent / "raw" / "kuairand"
+    if not (guess / "ground_truth.json").is_file():
+        return None
+    try:  # the same ids and times as the prepared rows, or it is some other synthetic set
+        row_truth(
+            guess, prepared, torch.tensor([0, int(read_manifest(prepared)["tables"]["rows"]["rows"]) - 1])
+        )
+    except DataError:
+        return None
+    return guess
+
+
 def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path | None = None,
-                steps: int = 100, env_cfg: EnvConfig | None = None, seed: int = 0,
-                fusion: bool = False) -> WorldCheck:  # fmt: skip
+                steps: int = 100, env_cfg: EnvConfig | None = None, seed: int = 0) -> WorldCheck:  # fmt: skip
     """Run the whole check (see the module docstring); ``truth_dir`` = the raw folder of a synthetic set."""
     model.eval()
     rows = torch.cat([data.splits["val"], data.splits["test"]])
@@ -204,13 +251,7 @@ def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path
     fit = fit_metrics(model, data, truth, rows)
     env_cfg = env_cfg or EnvConfig()
     table = headroom(model, data, env_cfg, steps, seed)
-    fusion_table = None
-    if fusion and model.has_play_time:
-        from recrl_cli.sim.fusion_check import fusion_headroom
-
-        fusion_table = fusion_headroom(model, data, steps=steps, seed=seed)
-    check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction,
-                       fusion=fusion_table)  # fmt: skip
+    check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction)
     check.warnings = verdict(check)
     return check
 

@@ -77,6 +77,14 @@ class SimulatorConfig:
     taste_l2: float = param(
         0.01, help="L2 on the batch's taste rows (user and item), per row (MF's usual reg)."
     )
+    # -- the world check run at the end of training (recrl_cli.sim.check) --------------------------------------
+    check_steps: int = param(
+        100, help="World check after training: env steps per headroom policy (0 = no check)."
+    )
+    check_truth: str = param(
+        "", help="Raw folder of the synthetic set whose planted truth the check compares with (empty: the "
+        "raw/kuairand folder beside the prepared one, when it holds the matching ground truth).",
+    )  # fmt: skip
     # -- play time (recrl's addition: KuaiSim has no play-time output; UnifiedRL and HRL-Rec need watch time) ---
     play_time_edges: tuple[float, ...] = param(
         (1.0, 3.0, 7.0, 10.0, 18.0, 30.0, 60.0, 120.0, 300.0),
@@ -101,6 +109,12 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         _check_positive("model", self, ("user_latent", "item_latent", "enc_dim", "n_layers", "n_heads",
                                         "ff_dim", "state_hidden", "history_length", "taste_dim"))  # fmt: skip
+        if (
+            isinstance(self.check_steps, bool)
+            or not isinstance(self.check_steps, int)
+            or self.check_steps < 0
+        ):
+            raise ConfigError(f"model.check_steps must be a non-negative integer, got {self.check_steps!r}")
         if not self.taste_lr_scale > 0.0 or not self.taste_l2 >= 0.0:
             raise ConfigError(f"model.taste_lr_scale must be > 0 and model.taste_l2 >= 0, got "
                               f"{self.taste_lr_scale!r} and {self.taste_l2!r}")  # fmt: skip
