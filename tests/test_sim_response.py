@@ -413,3 +413,29 @@ def test_non_kuairand_directory_is_a_data_error(tmp_path, prepared):
     (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="simulator needs"):
         load_kuairand_data(tmp_path / "other")
+
+
+def test_blocks_cover_every_row_once_within_one_user_and_tokens_are_the_rows_before():
+    from recrl_cli.sim.sequence import block_batch, make_blocks
+    from recrl_cli.sim.synthetic import synthetic_row_table
+
+    table = synthetic_row_table(6, 40, rows_per_user=16, seed=2)
+    keep = torch.ones(table.num_rows, dtype=torch.bool)
+    keep[torch.tensor([3, 20, 21])] = False  # gaps: a block never spans one
+    rows = torch.arange(table.num_rows)[keep]
+    blocks = make_blocks(table, rows, block_length=5)
+    spans = list(zip(blocks.start.tolist(), blocks.length.tolist(), strict=True))
+    covered = torch.cat([torch.arange(s, s + n) for s, n in spans])
+    assert torch.equal(covered, rows) and int(blocks.length.max()) <= 5
+    for s, n in spans:
+        assert len(set(table.user[s : s + n].tolist())) == 1
+    b = block_batch(table, blocks.start, blocks.length, 5)
+    for i, (s, n) in enumerate(spans):
+        for t in range(n):
+            first = t == 0 and int(table.user_pos[s]) == 0
+            assert int(b.targets[i, t]) == int(table.item[s + t]) and bool(b.valid[i, t])
+            want = 0 if first else int(table.item[s + t - 1])
+            assert int(b.tok_items[i, t]) == want
+            fb = torch.zeros(7) if first else table.labels[s + t - 1].float()
+            assert torch.equal(b.tok_feedback[i, t], fb)
+        assert not b.valid[i, n:].any()
