@@ -34,10 +34,10 @@ SIGMA_1 = 0.7310586  # σ(1), the faithful ceiling
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(faithful: bool = False) -> UserResponseModel:
+def tiny_model(faithful: bool = False, **switches) -> UserResponseModel:
     torch.manual_seed(0)
     users, items = synthetic_feature_tables(USERS, ITEMS, seed=1)
-    return UserResponseModel(SimulatorConfig(**TINY, faithful=faithful), users, items)
+    return UserResponseModel(SimulatorConfig(**TINY, faithful=faithful, **switches), users, items)
 
 
 def make_env(faithful: bool = False, model: UserResponseModel | None = None, **env) -> WholeSessionEnv:
@@ -215,8 +215,9 @@ def test_policies_return_distinct_valid_items():
 
 
 def test_oracle_greedy_beats_random_on_a_planted_model():
-    """Plant A_b = a for every user: the click logit of item i is a·e_i/d, so good items are known."""
-    model = tiny_model()
+    """Plant A_b = a for every user: the click logit of item i is a·e_i/d, so good items are known (KuaiSim's
+    bounded score without the taste path, whose own ranking would be added)."""
+    model = tiny_model(no_user_taste=True, bounded_logits=True)
     gen = torch.Generator().manual_seed(4)
     with torch.no_grad():
         model.behaviour_norm.weight.zero_()

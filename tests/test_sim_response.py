@@ -66,11 +66,62 @@ def test_output_shapes():
     m, x = tiny_model(), inputs()
     assert m(**x).shape == (B, K, 7)
     enc = m.encode_items(x["hist_items"])
-    assert enc.shape == (B, H, 16) and m.item_table().shape == (41, 16)
+    width = 16 + 16  # [e; q]: d = 16 and the taste width t = 16 (default)
+    assert enc.shape == (B, H, width) and m.item_table().shape == (41, width) and m.item_dim == width
     torch.testing.assert_close(enc, m.item_table()[x["hist_items"]])  # per-id encoding = the table row
     state = m.user_state(x["user"], enc, x["feedback"], x["mask"])
-    assert state.shape == (B, 48) == (B, m.state_dim)
-    assert m.behaviour_vectors(state).shape == (B, 7, 16)
+    assert state.shape == (B, 48 + 16) == (B, m.state_dim)
+    assert m.behaviour_vectors(state).shape == (B, 7, width)
+    kuaisim = tiny_model(per_row_window=True, bounded_logits=True, no_user_taste=True)
+    assert kuaisim.item_table().shape == (41, 16) and kuaisim.state_dim == 48
+
+
+def test_score_is_scaled_mean_plus_taste_product_plus_bias():
+    m, x = tiny_model(), inputs()
+    with torch.no_grad():
+        m.behaviour_bias.copy_(torch.linspace(-3, 1, 7))
+    enc = m.encode_items(x["targets"])
+    vec = m.behaviour_vectors(
+        m.user_state(x["user"], m.encode_items(x["hist_items"]), x["feedback"], x["mask"])
+    )
+    d = 16
+    naive = torch.zeros(B, K, 7)
+    for b, k, j in torch.cartesian_prod(torch.arange(B), torch.arange(K), torch.arange(7)).tolist():
+        e, v = enc[b, k], vec[b, j]
+        naive[b, k, j] = (e[:d] * v[:d]).mean() * m.logit_scale[j].exp() + e[d:] @ v[d:] + m.behaviour_bias[j]
+    torch.testing.assert_close(m(**x), naive)
+    # the shared-table form (the env's oracle) agrees with the per-user form
+    table = m.item_table()
+    shared = m.score_all(vec[:, :2], table[1:], torch.arange(2))
+    torch.testing.assert_close(shared[:, x["targets"][0] - 1][0], naive[0, :, :2])
+
+
+def test_one_causal_pass_equals_per_row_windows():
+    """The state of a training block's position t (one pass over the block) = the state the env and the
+    evaluation compute from the left-padded window of the same rows: the rows before t, with the start token
+    when the window reaches the user's first row, and the H rows alone when the window is full."""
+    m = tiny_model()
+    g = torch.Generator().manual_seed(3)
+    n = H
+    items = torch.randint(1, 41, (1, n), generator=g)
+    fb = (torch.rand(1, n, 7, generator=g) < 0.4).float()
+    user = torch.tensor([4])
+    # a first block: token 0 = start token (padding item, no feedback), token t = row t - 1
+    tok_items = torch.cat([torch.zeros(1, 1, dtype=torch.long), items[:, :-1]], 1)
+    tok_fb = torch.cat([torch.zeros(1, 1, 7), fb[:, :-1]], 1)
+    with torch.no_grad():
+        block, _ = m.forward_blocks(user, tok_items, tok_fb, items, play=False)
+        for t in range(n):
+            mask = torch.arange(H) >= H - t  # the t rows before target t, left-padded
+            hist = torch.where(mask, torch.roll(items, H - t, 1) if t else items * 0, torch.zeros_like(items))
+            hist_fb = torch.roll(fb, H - t, 1) * mask[None, :, None] if t else torch.zeros_like(fb)
+            z = m(user, hist, hist_fb, mask[None], items[:, t : t + 1])
+            torch.testing.assert_close(z[0, 0], block[0, t], atol=1e-5, rtol=1e-5)
+        # a full window (H rows, no start token) = a later block's last position, whose tokens are the H rows
+        nxt = torch.randint(1, 41, (1, 1), generator=g)
+        later, _ = m.forward_blocks(user, items, fb, torch.cat([items[:, 1:], nxt], 1), play=False)
+        z = m(user, items, fb, torch.ones(1, H, dtype=torch.bool), nxt)
+        torch.testing.assert_close(z[0, 0], later[0, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_history_encoder_equals_pytorch_transformer_encoder():
@@ -86,12 +137,15 @@ def test_history_encoder_equals_pytorch_transformer_encoder():
         for a, b in (("linear1", "ff1"), ("linear2", "ff2"), ("norm1", "norm1"), ("norm2", "norm2")):
             getattr(theirs, a).load_state_dict(getattr(ours, b).state_dict())
     x = inputs()
-    items = m.encode_items(x["hist_items"])
+    items = m.encode_items(x["hist_items"])[..., :16]  # the history reads e, not the taste part
     tokens = torch.cat([he.item_norm(items + he.positions.weight), he.feedback(x["feedback"])], -1)
     causal = torch.nn.Transformer.generate_square_subsequent_mask(H)
     with torch.no_grad():
         expected = ref(tokens, mask=causal, is_causal=True)[:, -1]
         torch.testing.assert_close(he(items, x["feedback"], None), expected, atol=1e-5, rtol=1e-5)
+        # the one-pass encoder is the same transformer at every position
+        torch.testing.assert_close(he.forward_all(items, x["feedback"]), ref(tokens, mask=causal, is_causal=True),
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip
 
 
 def test_training_attention_with_dropout_off_matches_the_fused_kernel():
@@ -143,16 +197,19 @@ def test_scrambled_model_equals_fixed_model_on_scrambled_feedback():
 
 
 def test_padding_is_masked_in_fixed_mode_and_attended_in_faithful_mode():
-    fixed, x = tiny_model(), inputs(pad=4)
-    unmasked = same_weights(tiny_model(unmasked_padding=True), fixed)
+    fixed, x = tiny_model(), inputs(pad=4)  # the one-pass default never reads padding either
+    unmasked = same_weights(tiny_model(unmasked_padding=True, per_row_window=True), fixed)
+    window = same_weights(tiny_model(per_row_window=True), fixed)
     junk = dict(x)
     junk["hist_items"] = x["hist_items"].clone()
     junk["hist_items"][0, :4] = 7  # change only what sits in the padding slots
     junk["feedback"] = x["feedback"].clone()
     junk["feedback"][0, :4] = 1.0
     torch.testing.assert_close(fixed(**junk), fixed(**x))  # fixed: padding cannot matter
+    torch.testing.assert_close(window(**junk), window(**x))
     assert not torch.allclose(unmasked(**junk)[0], unmasked(**x)[0])  # faithful: it does
-    torch.testing.assert_close(unmasked(**x)[1:], fixed(**x)[1:])  # full histories: identical
+    torch.testing.assert_close(unmasked(**x)[1:], window(**x)[1:])  # full histories: identical
+    torch.testing.assert_close(window(**x)[1:], fixed(**x)[1:])  # and the one pass reads them the same
     empty = dict(x, mask=torch.zeros_like(x["mask"]), hist_items=torch.zeros_like(x["hist_items"]))
     assert torch.isfinite(fixed(**empty)).all()  # an empty history does not make NaNs
 
@@ -194,7 +251,10 @@ def test_behaviour_bias_is_recrls_only_addition():
 def test_l2_penalty_is_kuaisims_reg():
     m, x = tiny_model(), inputs()
     ids = {"item_encoder.rows.ids.weight", "user_encoder.rows.ids.weight"}
-    naive = sum(p.square().mean() for n, p in m.named_parameters() if n not in ids)
+    taste = ("user_taste.", "item_taste.", "tag_taste.", "taste_out.")  # their own per-row L2
+    naive = sum(
+        p.square().mean() for n, p in m.named_parameters() if n not in ids and not n.startswith(taste)
+    )
     naive = naive + m.user_encoder.rows.ids.weight[x["user"]].square().mean()
     naive = naive + m.item_encoder.rows.ids.weight[x["targets"]].square().mean()
     torch.testing.assert_close(m.l2_penalty(x["user"], x["targets"]), naive)
@@ -207,6 +267,24 @@ def test_config_errors():
         SimulatorConfig(dropout=1.0)
     with pytest.raises(ConfigError, match="history_length"):
         SimulatorConfig(history_length=0)
+    with pytest.raises(ConfigError, match="per_row_window"):
+        SimulatorConfig(same_request=False)
+    SimulatorConfig(same_request=False, per_row_window=True)  # KuaiSim's window can leave the request out
+    with pytest.raises(ConfigError, match="taste"):
+        SimulatorConfig(taste_lr_scale=0.0)
+
+
+def test_taste_penalty_and_rate_initialised_bias():
+    m, x = tiny_model(), inputs()
+    naive = m.user_taste.weight[x["user"]].square().sum(-1).mean()
+    naive = naive + m.item_taste.weight[x["targets"]].square().sum(-1).mean()
+    torch.testing.assert_close(m.taste_penalty(x["user"], x["targets"]), naive)
+    rate = torch.tensor([0.46, 0.33, 0.02, 0.0025, 0.001, 0.001, 0.0005])
+    m.init_rates(rate)
+    torch.testing.assert_close(torch.sigmoid(m.behaviour_bias), rate)
+    bounded = tiny_model(bounded_logits=True)
+    bounded.init_rates(rate)  # KuaiSim's bounded score starts at 0 whatever the rates
+    assert torch.equal(bounded.behaviour_bias, torch.zeros(7)) and bounded.logit_scale is None
 
 
 # ---- training on prepared synthetic KuaiRand ---------------------------------------------------------------------
@@ -335,3 +413,29 @@ def test_non_kuairand_directory_is_a_data_error(tmp_path, prepared):
     (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="simulator needs"):
         load_kuairand_data(tmp_path / "other")
+
+
+def test_blocks_cover_every_row_once_within_one_user_and_tokens_are_the_rows_before():
+    from recrl_cli.sim.sequence import block_batch, make_blocks
+    from recrl_cli.sim.synthetic import synthetic_row_table
+
+    table = synthetic_row_table(6, 40, rows_per_user=16, seed=2)
+    keep = torch.ones(table.num_rows, dtype=torch.bool)
+    keep[torch.tensor([3, 20, 21])] = False  # gaps: a block never spans one
+    rows = torch.arange(table.num_rows)[keep]
+    blocks = make_blocks(table, rows, block_length=5)
+    spans = list(zip(blocks.start.tolist(), blocks.length.tolist(), strict=True))
+    covered = torch.cat([torch.arange(s, s + n) for s, n in spans])
+    assert torch.equal(covered, rows) and int(blocks.length.max()) <= 5
+    for s, n in spans:
+        assert len(set(table.user[s : s + n].tolist())) == 1
+    b = block_batch(table, blocks.start, blocks.length, 5)
+    for i, (s, n) in enumerate(spans):
+        for t in range(n):
+            first = t == 0 and int(table.user_pos[s]) == 0
+            assert int(b.targets[i, t]) == int(table.item[s + t]) and bool(b.valid[i, t])
+            want = 0 if first else int(table.item[s + t - 1])
+            assert int(b.tok_items[i, t]) == want
+            fb = torch.zeros(7) if first else table.labels[s + t - 1].float()
+            assert torch.equal(b.tok_feedback[i, t], fb)
+        assert not b.valid[i, n:].any()

@@ -10,6 +10,7 @@ import typer
 
 from recrl_cli import __version__
 from recrl_cli.cli.ablate import ablate_command
+from recrl_cli.cli.check import check_app
 from recrl_cli.cli.common import RecrlGroup
 from recrl_cli.cli.data import prepare_command, synth_command
 from recrl_cli.cli.info import AlgoCommand, algos_command
@@ -34,6 +35,7 @@ app.command("ablate", cls=AlgoCommand, context_settings=EXTRA_ARGS)(ablate_comma
 app.command("algos")(algos_command)
 app.command("ui")(ui_command_cli)
 app.add_typer(text_app, name="text")
+app.add_typer(check_app, name="check")
 
 
 def _version(value: bool) -> None:

@@ -240,6 +240,13 @@ def train(
     if any(k.startswith("pretrained/test/") for k in result.metrics):
         title = f"{algo}: pretrained base vs final model{swapped_note(cfg, 'test')}"
         console.print(comparison_table(result.metrics, "test", title))
+    if algo == "simulator":  # the world check (recrl_cli.sim.check), logged as eval/world/...
+        from recrl_cli.cli.check import render_check
+        from recrl_cli.sim.check import WorldCheck
+
+        world = WorldCheck.from_metrics(result.metrics)
+        if world is not None:
+            render_check(world)
     console.print(
         f"MLflow run [bold]{result.run_id}[/] in experiment '{escape(exp)}' ({escape(redact(tracker.uri))}); "
         f"files in {escape(str(result.run_dir))}"

@@ -14,6 +14,13 @@ unmasked_padding            16      left-padding slots are attended to (fixed: m
 pos_neg_weights             §3.4    negatives of behaviour b weigh N_pos/N_neg in the loss (fixed: plain BCE)
 no_behaviour_bias           –       recrl adds a learned per-behaviour logit bias; faithful drops it (KuaiSim's
                                     score is the bare mean_d(A_b ⊙ e_i), bounded near ±1 at init)
+per_row_window              §3.2    every row re-encodes its own copied H-row window, read at the last position
+                                    (fixed: each user's sequence is encoded once with a causal mask, every
+                                    position's state from one pass; ``recrl_cli.sim.sequence``)
+bounded_logits              §3.2    z = mean_d(A_b ⊙ e_i) + bias_b, |z| ≲ 1 (fixed: a learned per-behaviour
+                                    logit scale, bias_b initialised at the train split's log-odds)
+no_user_taste               –       no user taste embedding (fixed: p_u ∈ R^t per user id, scored against an
+                                    item taste vector from the item's id and tag rows, as matrix factorisation)
 dropout_in_simulation       9       the env runs the response model in train mode (dropout on)
 correlation_mean_over_dim   12      item-correlation penalty ρ·(1/(K·d))Σ_j cos instead of ρ·(1/K)Σ_j cos
 ==========================  ======  =============================================================================
@@ -28,7 +35,9 @@ from recrl_cli.config.fields import param
 from recrl_cli.errors import ConfigError
 
 RESPONSE_SWITCHES = ("double_sigmoid", "scrambled_feedback", "unmasked_padding", "pos_neg_weights",
-                     "no_behaviour_bias")  # fmt: skip
+                     "no_behaviour_bias", "per_row_window", "bounded_logits", "no_user_taste")  # fmt: skip
+# What an export written before these existed was: KuaiSim's per-row window and bounded logits, no taste.
+LEGACY_SWITCHES = {"per_row_window": True, "bounded_logits": True, "no_user_taste": True}
 ENV_SWITCHES = ("dropout_in_simulation", "correlation_mean_over_dim")
 START_SPLITS = ("all", "train", "val", "test")
 
@@ -60,6 +69,22 @@ class SimulatorConfig:
     l2_coef: float = param(
         0.01, help="λ of KuaiSim's reg: Σ mean(θ²) over non-id tensors + batch id embeddings."
     )
+    # -- user taste (recrl's addition: the user x item part KuaiSim's URM does not learn in a short training) --
+    taste_dim: int = param(16, help="t: width of the user taste embedding and the item taste vectors.")
+    taste_lr_scale: float = param(
+        10.0, help="Learning rate of the taste tables = train.lr x this (sparse rows need larger steps)."
+    )
+    taste_l2: float = param(
+        0.01, help="L2 on the batch's taste rows (user and item), per row (MF's usual reg)."
+    )
+    # -- the world check run at the end of training (recrl_cli.sim.check) --------------------------------------
+    check_steps: int = param(
+        100, help="World check after training: env steps per headroom policy (0 = no check)."
+    )
+    check_truth: str = param(
+        "", help="Raw folder of the synthetic set whose planted truth the check compares with (empty: the "
+        "raw/kuairand folder beside the prepared one, when it holds the matching ground truth).",
+    )  # fmt: skip
     # -- play time (recrl's addition: KuaiSim has no play-time output; UnifiedRL and HRL-Rec need watch time) ---
     play_time_edges: tuple[float, ...] = param(
         (1.0, 3.0, 7.0, 10.0, 18.0, 30.0, 60.0, 120.0, 300.0),
@@ -73,10 +98,26 @@ class SimulatorConfig:
     unmasked_padding: bool = param(False, help="§8 #16: attend to left-padding slots (fixed: masked).")
     pos_neg_weights: bool = param(False, help="§3.4: weigh negatives by N_pos/N_neg (fixed: plain BCE).")
     no_behaviour_bias: bool = param(False, help="KuaiSim has no per-behaviour logit bias (recrl adds one).")
+    per_row_window: bool = param(
+        False, help="§3.2: re-encode a copied H-row window per row (fixed: one causal pass)."
+    )
+    bounded_logits: bool = param(
+        False, help="§3.2: bare mean_d score (fixed: logit scale + rate-initialised bias)."
+    )
+    no_user_taste: bool = param(False, help="KuaiSim has no user taste embedding (recrl adds one).")
 
     def __post_init__(self) -> None:
         _check_positive("model", self, ("user_latent", "item_latent", "enc_dim", "n_layers", "n_heads",
-                                        "ff_dim", "state_hidden", "history_length"))  # fmt: skip
+                                        "ff_dim", "state_hidden", "history_length", "taste_dim"))  # fmt: skip
+        if (
+            isinstance(self.check_steps, bool)
+            or not isinstance(self.check_steps, int)
+            or self.check_steps < 0
+        ):
+            raise ConfigError(f"model.check_steps must be a non-negative integer, got {self.check_steps!r}")
+        if not self.taste_lr_scale > 0.0 or not self.taste_l2 >= 0.0:
+            raise ConfigError(f"model.taste_lr_scale must be > 0 and model.taste_l2 >= 0, got "
+                              f"{self.taste_lr_scale!r} and {self.taste_l2!r}")  # fmt: skip
         if (2 * self.enc_dim) % self.n_heads:
             raise ConfigError(f"model.n_heads ({self.n_heads}) must divide 2·enc_dim ({2 * self.enc_dim})")
         if not 0.0 <= self.dropout < 1.0:
@@ -89,6 +130,9 @@ class SimulatorConfig:
                 f"model.play_time_edges must be positive and ascending, got {self.play_time_edges!r}"
             )
         object.__setattr__(self, "play_time_edges", edges)
+        if not self.same_request and not (self.per_row_window or self.faithful):
+            raise ConfigError("model.same_request=false needs model.per_row_window=true: the causal pass over a "
+                              "user's sequence always sees earlier rows of the same request")  # fmt: skip
         if not self.play_time_coef >= 0.0:
             raise ConfigError(f"model.play_time_coef must be >= 0, got {self.play_time_coef!r}")
 

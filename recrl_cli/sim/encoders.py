@@ -170,15 +170,28 @@ class HistoryEncoder(nn.Module):
         """
         return self.causal & (mask[:, None, None, :] | self.diagonal)
 
+    def tokens(self, items: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
+        """[LN(Drop(e_t + P_t)); W_y y_t]: items [B, L, d], feedback [B, L, 7] (L <= H) -> tokens [B, L, 2d]."""
+        x = items + self.positions.weight[: items.shape[1]]
+        x = self.item_norm(dropout(x, self.dropout, self.training))
+        return torch.cat([x, self.feedback(feedback)], -1)
+
+    def forward_all(self, items: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
+        """Every position's output of one causal pass: items [B, L, d] and feedback [B, L, 7], left-aligned
+        (position 0 = oldest; anything right of a sequence's end is never seen by its real positions)
+        -> [B, L, 2d]; output t has read tokens 0..t."""
+        x = self.tokens(items, feedback)
+        for layer in self.layers:
+            x = layer(x, None)
+        return x
+
     def forward(self, items: torch.Tensor, feedback: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """items [B, H, d] (item encodings), feedback [B, H, 7] (already arranged), mask [B, H] (True on real
         rows; None = attend to padding too, causal only) -> the last position's output [B, 2d]."""
         if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
             mask = None  # no padding: the mask is the causal one, and the causal kernel skips building it
         allowed = None if mask is None else self.attention_mask(mask)
-        x = items + self.positions.weight
-        x = self.item_norm(dropout(x, self.dropout, self.training))
-        tokens = torch.cat([x, self.feedback(feedback)], -1)
+        tokens = self.tokens(items, feedback)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             tokens = layer(tokens, allowed, last_only=i == last)

@@ -242,9 +242,7 @@ class WholeSessionEnv:
         correlation penalty (what the oracle-greedy calibration policy ranks by)."""
         _, vectors = self._behaviour_vectors()
         j = self._rewarded
-        z = torch.einsum("nd,bjd->bnj", self.item_enc[1:], vectors[:, j]) / self.model.cfg.enc_dim
-        if self.model.behaviour_bias is not None:
-            z = z + self.model.behaviour_bias[j]
+        z = self.model.score_all(vectors[:, j], self.item_enc[1:], j)  # [B, N, J]
         return (self.model.probabilities(z) * self.weights[j]).sum(-1)
 
     # -- the step --------------------------------------------------------------------------------------------------

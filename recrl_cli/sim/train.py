@@ -26,15 +26,17 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.kuairand_tensors import FeatureTable, RowTable, load_row_table, load_split_rows
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS
 from recrl_cli.evaluation.metrics import auc, logloss
-from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.sim.config import LEGACY_SWITCHES, SimulatorConfig
 from recrl_cli.sim.data import KuaiRandData, load_kuairand_data, row_batch
 from recrl_cli.sim.play_time import play_metrics, play_time_loss
 from recrl_cli.sim.response_model import UserResponseModel
+from recrl_cli.sim.sequence import block_batch, make_blocks
 from recrl_cli.training.trainer import Stage
 
 # Scoring holds B·H·2d activations per layer: 4,096 rows x 100 x 128 floats = 210 MB, whatever
 # train.eval_batch_size (sized for the MTL bases' flat rows) says.
 MAX_EVAL_ROWS = 4096
+MEAN_MIN_POSITIVES = 30  # positives a behaviour needs in a split to count in mean/auc and mean/logloss
 
 
 class SimulatorAlgorithm:
@@ -55,12 +57,26 @@ class SimulatorAlgorithm:
         self.neg_weight = (
             (rate / (1 - rate).clamp(min=1e-12)) if self.model.switches["pos_neg_weights"] else None
         )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr,
-                                          weight_decay=cfg.train.weight_decay)  # fmt: skip
+        self.model.init_rates(rate)
+        self.one_pass = not self.model.switches["per_row_window"]
+        # One causal pass per block of H consecutive rows (recrl_cli.sim.sequence); a batch is then
+        # batch_size // H blocks, i.e. about train.batch_size rows, as with per-row windows.
+        self.blocks = (
+            make_blocks(data.rows, self.train_rows, self.mcfg.history_length) if self.one_pass else None
+        )
+        taste = {id(p) for p in self.model.taste_parameters()}
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in taste],
+                   "weight_decay": cfg.train.weight_decay}]  # fmt: skip
+        if taste:  # MF's rows: a larger step (each row is in few batches) and their own per-row L2 instead
+            groups.append({"params": self.model.taste_parameters(), "weight_decay": 0.0,
+                           "lr": cfg.train.lr * self.mcfg.taste_lr_scale})  # fmt: skip
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr)
 
     # -- training ----------------------------------------------------------------------------------------------
     def update(self, idx: torch.Tensor) -> dict[str, float]:
-        """One Adam step on positions ``idx`` [B] of the train split."""
+        """One Adam step on ``idx`` [B]: blocks (one causal pass each) or, per-row window, train-split rows."""
+        if self.one_pass:
+            return self._update_blocks(idx)
         batch = row_batch(
             self.data.rows, self.train_rows[idx], self.mcfg.history_length, self.mcfg.same_request
         )
@@ -76,6 +92,35 @@ class SimulatorAlgorithm:
             loss, logs = loss + self.mcfg.play_time_coef * ce, {"play_ce": ce.item()}
         if self.mcfg.l2_coef > 0:
             loss = loss + self.mcfg.l2_coef * self.model.l2_penalty(batch.user, batch.target)
+        if self.mcfg.taste_l2 > 0:
+            loss = loss + self.mcfg.taste_l2 * self.model.taste_penalty(batch.user, batch.target[:, 0])
+        return self._step(loss, bce, logs)
+
+    def _update_blocks(self, idx: torch.Tensor) -> dict[str, float]:
+        """One Adam step on blocks ``idx`` [nb]: every valid row of a block scored from one causal pass."""
+        blocks = self.blocks
+        b = block_batch(self.data.rows, blocks.start[idx], blocks.length[idx], blocks.block_length)
+        self.model.train()
+        want_play = self.mcfg.play_time_coef > 0
+        logits, play = self.model.forward_blocks(
+            b.user, b.tok_items, b.tok_feedback, b.targets, play=want_play
+        )
+        valid = b.valid
+        labels = b.labels[valid]
+        bce = self.model.loss(logits[valid], labels, self.neg_weight)
+        loss, logs = bce, {}
+        if play is not None:
+            ce = play_time_loss(play[valid], b.play_seconds[valid], labels[:, 0] > 0, self.model.play_edges)
+            loss, logs = loss + self.mcfg.play_time_coef * ce, {"play_ce": ce.item()}
+        targets = b.targets[valid]
+        users = b.user[:, None].expand_as(b.targets)[valid]
+        if self.mcfg.l2_coef > 0:
+            loss = loss + self.mcfg.l2_coef * self.model.l2_penalty(b.user, targets)
+        if self.mcfg.taste_l2 > 0:
+            loss = loss + self.mcfg.taste_l2 * self.model.taste_penalty(users, targets)
+        return self._step(loss, bce, logs)
+
+    def _step(self, loss: torch.Tensor, bce: torch.Tensor, logs: dict[str, float]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -84,7 +129,8 @@ class SimulatorAlgorithm:
     def stages(self) -> list[Stage]:
         train = self.cfg.train
         return [Stage(
-            name="train", num_rows=len(self.train_rows), update=self.update, batch_size=train.batch_size,
+            name="train", num_rows=len(self.blocks) if self.one_pass else len(self.train_rows), update=self.update,
+            batch_size=max(1, train.batch_size // self.mcfg.history_length) if self.one_pass else train.batch_size,
             max_epochs=train.epochs, max_steps=train.max_steps, shuffle=train.shuffle,
             validate=lambda: self.evaluate("val"), monitor=train.monitor, patience=train.patience,
             snapshot=lambda: copy.deepcopy(self.model.state_dict()), restore=self.model.load_state_dict,
@@ -102,6 +148,18 @@ class SimulatorAlgorithm:
     @property
     def _chunk(self) -> int:
         return max(1, min(self.cfg.train.eval_batch_size, MAX_EVAL_ROWS))
+
+    def extra_metrics(self) -> dict[str, float]:
+        """The world check (:mod:`recrl_cli.sim.check`) of the trained model, as ``world/...`` metrics; the
+        check itself stays in ``self.world_check`` for the command to print."""
+        if not self.mcfg.check_steps:
+            return {}
+        from recrl_cli.sim.check import check_world, find_truth
+
+        truth = find_truth(self.data.directory, self.mcfg.check_truth)
+        self.world_check = check_world(self.model, self.data, truth_dir=truth, steps=self.mcfg.check_steps,
+                                       seed=self.cfg.train.seed)  # fmt: skip
+        return self.world_check.metrics()
 
     # -- persistence -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -161,15 +219,20 @@ def evaluate_rows(
 
 
 def behaviour_metrics(logits: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """AUC on logits and logloss on probs per behaviour (all [N, 7]); ``mean/*`` skips undefined (NaN) AUCs,
-    which rare behaviours have on small splits (no positive)."""
+    """AUC on logits and logloss on probs per behaviour (all [N, 7]); ``mean/*`` averages the behaviours with
+    at least ``MEAN_MIN_POSITIVES`` positives in the split (all of them when none has): on 5 held-out rows per
+    user, KuaiRand-Pure's forward / follow / hate have a handful of positives, whose AUC is noise that would
+    drive early stopping (the default monitor is ``mean/auc``)."""
     out: dict[str, float] = {}
+    counted = labels.sum(0) >= MEAN_MIN_POSITIVES
+    if not bool(counted.any()):
+        counted = torch.ones_like(counted)
     for j, name in enumerate(BEHAVIOURS):
         out[f"{name}/auc"] = auc(logits[:, j], labels[:, j])
         out[f"{name}/logloss"] = logloss(probs[:, j], labels[:, j])
     for kind in ("auc", "logloss"):
         values = torch.tensor([out[f"{b}/{kind}"] for b in BEHAVIOURS], dtype=torch.float64)
-        out[f"mean/{kind}"] = float(values.nanmean())
+        out[f"mean/{kind}"] = float(values[counted.cpu()].nanmean())
     return out
 
 
@@ -196,7 +259,9 @@ def load_response_model(exported: dict[str, Any], device: torch.device | str = "
     from recrl_cli.config.loading import build_section
 
     # Simulators exported before the play-time head existed carry no edges in their config: they have none.
-    cfg = build_section(SimulatorConfig, {"play_time_edges": (), **exported["model_config"]}, "model")
+    # ... and those exported before the one-pass default were KuaiSim's per-row window without taste.
+    legacy = {"play_time_edges": (), **LEGACY_SWITCHES}
+    cfg = build_section(SimulatorConfig, {**legacy, **exported["model_config"]}, "model")
     w = exported["weights"]
     users = FeatureTable(names=exported["users"]["names"], ids=torch.zeros_like(w["user_features"]),
                          cardinalities=exported["users"]["cardinalities"])  # fmt: skip

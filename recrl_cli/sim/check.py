@@ -1,0 +1,280 @@
+"""The world check: can a simulated world tell a personalised policy from a popularity list?
+
+Run at the end of ``recrl train simulator`` and by ``recrl check simulator RUN``. It measures, for one trained
+response model on its prepared data:
+
+- **fit**: per behaviour, the simulator's AUC on the held-out rows (val + test) and, when the planted truth of
+  a synthetic set is given, the truth's AUC on the same rows; the mean predicted rate against the observed one;
+  the user × item share of the click logit the simulator recovered (:func:`recrl_cli.sim.truth.interaction_share`);
+- **headroom** in the whole-session env on fresh users, the same users and draws for every policy: ``random``
+  slates, ``popular`` (the best constant slate: the K items of highest mean expected reward over sampled users)
+  and ``oracle`` (per-user greedy top-K of the simulator's own expected reward); total reward per session,
+  depth, reward per step, and the constant slate's share of the oracle − random gap;
+- **item diversity**: mean pairwise cosine of the item encodings (the env's correlation penalty reads them).
+
+:func:`verdict` turns that into warnings: a world whose constant slate reaches more than ``POPULAR_LIMIT`` of
+the gap cannot rank personalised policies against a popularity list; rates off by more than ``RATE_LIMIT``×
+make every reward mix that weighs those behaviours invented.
+
+Shapes: B users in parallel, K slate, N items, J rewarded behaviours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from recrl_cli.data.prepare.kuairand import BEHAVIOURS
+from recrl_cli.evaluation.metrics import auc
+from recrl_cli.sim.config import EnvConfig
+from recrl_cli.sim.data import KuaiRandData, row_batch
+from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.sim.metrics import SessionMetrics
+from recrl_cli.sim.policies import oracle_greedy, random_slate
+from recrl_cli.sim.response_model import UserResponseModel
+from recrl_cli.sim.train import score_rows
+
+POLICIES = ("random", "popular", "oracle")
+HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
+POPULAR_LIMIT = 0.6  # the constant slate's share of the oracle − random gap above which a world is flagged
+RATE_LIMIT = 2.0  # predicted / observed rate (either way) above which a behaviour is flagged
+MIN_POSITIVES = 20  # a behaviour's rate is checked only with this many held-out positives (else: noise)
+
+
+@dataclass
+class WorldCheck:
+    """Everything the check measured; :meth:`metrics` flattens it for MLflow, :func:`render` prints it."""
+
+    auc: dict[str, float]
+    truth_auc: dict[str, float] | None
+    predicted_rate: dict[str, float]
+    observed_rate: dict[str, float]
+    positives: dict[str, int]
+    headroom: dict[str, dict[str, float]]
+    item_cosine: float
+    interaction: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def popular_gap(self) -> float:
+        """(popular − random) / (oracle − random) of the total reward per session (NaN if no gap)."""
+        return gap_fraction(self.headroom, "total_reward")
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {"world/popular_gap": self.popular_gap, "world/item_cosine": self.item_cosine}
+        for b in BEHAVIOURS:
+            out[f"world/{b}/auc"] = self.auc[b]
+            out[f"world/{b}/predicted_rate"] = self.predicted_rate[b]
+            out[f"world/{b}/observed_rate"] = self.observed_rate[b]
+            out[f"world/{b}/positives"] = float(self.positives[b])
+            if self.truth_auc is not None:
+                out[f"world/{b}/truth_auc"] = self.truth_auc[b]
+        for policy, values in self.headroom.items():
+            out |= {f"world/{policy}/{k}": v for k, v in values.items()}
+        if self.interaction is not None:
+            out["world/interaction_r2"] = self.interaction["r2"]
+        return out
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float], prefix: str = "") -> WorldCheck | None:
+        """Rebuild a check from :meth:`metrics` (keys ``<prefix>world/...``), or None when there is none."""
+        m = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix + "world/")}
+        if "world/popular_gap" not in m:
+            return None
+        get = lambda b, k: m.get(f"world/{b}/{k}", float("nan"))  # noqa: E731
+        has_truth = f"world/{BEHAVIOURS[0]}/truth_auc" in m
+        table = {p: {k: get(p, k) for k in HEADROOM_KEYS} for p in POLICIES}
+        check = cls(
+            auc={b: get(b, "auc") for b in BEHAVIOURS},
+            truth_auc={b: get(b, "truth_auc") for b in BEHAVIOURS} if has_truth else None,
+            predicted_rate={b: get(b, "predicted_rate") for b in BEHAVIOURS},
+            observed_rate={b: get(b, "observed_rate") for b in BEHAVIOURS},
+            positives={b: int(get(b, "positives")) for b in BEHAVIOURS}, headroom=table,
+            item_cosine=m["world/item_cosine"],
+            interaction={"r2": m["world/interaction_r2"]} if "world/interaction_r2" in m else None,
+        )  # fmt: skip
+        check.warnings = verdict(check)
+        return check
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"popular_gap": self.popular_gap}
+
+
+def gap_fraction(table: dict[str, dict[str, float]], key: str, policy: str = "popular") -> float:
+    """(policy − random) / (oracle − random) of ``key`` in a headroom table (NaN when oracle ≤ random)."""
+    lo, hi = table["random"][key], table["oracle"][key]
+    return (table[policy][key] - lo) / (hi - lo) if hi > lo else float("nan")
+
+
+@torch.no_grad()
+def fit_metrics(model: UserResponseModel, data: KuaiRandData, truth: torch.Tensor | None,
+                rows: torch.Tensor) -> dict[str, dict]:  # fmt: skip
+    """AUC (simulator, truth), predicted and observed rates and positives per behaviour on ``rows`` [N]."""
+    logits = score_rows(model, data.rows, rows)
+    probs = model.probabilities(logits)
+    labels = data.rows.labels[rows].float()
+    out: dict[str, dict] = {"auc": {}, "truth_auc": {} if truth is not None else None, "predicted_rate": {},
+                            "observed_rate": {}, "positives": {}}  # fmt: skip
+    for j, b in enumerate(BEHAVIOURS):
+        out["auc"][b] = auc(logits[:, j], labels[:, j])
+        if truth is not None:
+            out["truth_auc"][b] = auc(truth[:, j], labels[:, j])
+        out["predicted_rate"][b] = float(probs[:, j].mean())
+        out["observed_rate"][b] = float(labels[:, j].mean())
+        out["positives"][b] = int(labels[:, j].sum())
+    return out
+
+
+@torch.no_grad()
+def user_logit_grid(model: UserResponseModel, data: KuaiRandData, rows: torch.Tensor) -> torch.Tensor:
+    """The simulator's click logit of every item for the state before each of ``rows`` [U] (one per user):
+    [U, N]."""
+    model.eval()
+    b = row_batch(data.rows, rows, model.cfg.history_length, model.cfg.same_request)
+    table = model.item_table()
+    state = model.user_state(b.user, table[b.hist_items], b.feedback, b.mask)
+    vectors = model.behaviour_vectors(state)[:, :1]
+    return model.score_all(vectors, table[1:], torch.zeros(1, dtype=torch.long, device=rows.device))[..., 0]
+
+
+def first_rows(data: KuaiRandData, split: str = "val") -> torch.Tensor:
+    """The first row of each user in ``split``: LongTensor [U']."""
+    rows = data.splits[split]
+    user = data.rows.user[rows]
+    first = torch.ones_like(user, dtype=torch.bool)
+    first[1:] = user[1:] != user[:-1]
+    return rows[first]
+
+
+@torch.no_grad()
+def popular_slate(env: WholeSessionEnv, samples: int, seed: int) -> torch.Tensor:
+    """The best constant slate: top-K of the mean expected reward over ``samples`` × B fresh users, LongTensor [K]
+    (drawn from the env's start rows with their own generator, so the env's own stream is untouched)."""
+    gen = torch.Generator(env.device).manual_seed(seed)
+    state = env.state_dict()
+    total = torch.zeros(env.num_items, device=env.device)
+    for _ in range(samples):
+        env.generator.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
+        env.reset()
+        total += env.expected_reward().mean(0)
+    env.load_state_dict(state)
+    return total.topk(env.slate).indices
+
+
+def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, steps: int,
+             seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
+    """random / popular / oracle in the whole-session env, ``steps`` steps each from the same seed: per policy
+    ``total_reward`` (per finished session), ``depth``, ``avg_reward`` (per step) and ``sessions`` (finished)."""
+    slate = min(env_cfg.slate_size, model.num_items)  # a tiny catalogue still gets a table
+    env = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed, slate_size=slate))
+    constant = popular_slate(env, samples=8, seed=seed + 1)
+    policies = {
+        "random": random_slate,
+        "popular": lambda e, g: constant[None].expand(e.batch, -1),
+        "oracle": oracle_greedy,
+    }
+    out = {}
+    for name, policy in policies.items():
+        env.generator.manual_seed(seed)
+        env.play_generator.manual_seed(seed + 7_919)
+        env.reset()
+        gen = torch.Generator(env.device).manual_seed(seed)
+        metrics = SessionMetrics()
+        for _ in range(steps):
+            metrics.update(env.step(policy(env, gen)))
+        series = metrics.series()
+        leave = series["leave"]
+        finished = leave.sum()
+        # Whole-run means over the finished sessions (not KuaiSim's last-10-steps window: steadier figures).
+        m = torch.stack(metrics._rows).double().cpu()
+        out[name] = {
+            "total_reward": float(m[:, 4].sum() / finished) if finished else float("nan"),
+            "depth": float(m[:, 3].sum() / finished) if finished else float("nan"),
+            "avg_reward": float(series["avg_reward"].mean()),
+            "sessions": float(finished),
+        }
+    return out
+
+
+@torch.no_grad()
+def item_cosine(model: UserResponseModel) -> float:
+    """Mean pairwise cosine of the item encodings (1..N, the diagonal excluded): near 1 = collapsed items."""
+    unit = F.normalize(model.item_table()[1:], dim=-1)
+    n = unit.shape[0]
+    s = unit.sum(0)
+    return float(((s @ s) - n) / (n * (n - 1)))
+
+
+def find_truth(prepared: Path, given: str = "") -> Path | None:
+    """The raw folder whose planted truth matches ``prepared``: ``given`` (an error if it holds none), else the
+    ``raw/kuairand`` folder beside ``prepared``'s parent when its ground truth covers ``prepared``'s rows."""
+    from recrl_cli.data.manifest import read_manifest
+    from recrl_cli.errors import DataError
+    from recrl_cli.sim.truth import row_truth
+
+    if given:
+        if not (Path(given) / "ground_truth.json").is_file():
+            raise DataError(
+                f"{given} has no ground_truth.json: model.check_truth needs `recrl synth kuairand` output"
+            )
+        return Path(given)
+    guess = Path(prepared).parent.parent / "raw" / "kuairand"
+    if not (guess / "ground_truth.json").is_file():
+        return None
+    try:  # the same ids and times as the prepared rows, or it is some other synthetic set
+        row_truth(
+            guess, prepared, torch.tensor([0, int(read_manifest(prepared)["tables"]["rows"]["rows"]) - 1])
+        )
+    except DataError:
+        return None
+    return guess
+
+
+def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path | None = None,
+                steps: int = 100, env_cfg: EnvConfig | None = None, seed: int = 0) -> WorldCheck:  # fmt: skip
+    """Run the whole check (see the module docstring); ``truth_dir`` = the raw folder of a synthetic set."""
+    model.eval()
+    rows = torch.cat([data.splits["val"], data.splits["test"]])
+    truth = interaction = None
+    if truth_dir is not None:
+        from recrl_cli.sim.truth import interaction_share, load_planted_truth, row_truth
+
+        truth = row_truth(truth_dir, data.directory, rows)
+        planted = load_planted_truth(truth_dir, data.directory)
+        users = first_rows(data)
+        grid = user_logit_grid(model, data, users)
+        interaction = interaction_share(grid, planted.click_logit(data.rows.user[users]))
+    fit = fit_metrics(model, data, truth, rows)
+    env_cfg = env_cfg or EnvConfig()
+    table = headroom(model, data, env_cfg, steps, seed)
+    check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction)
+    check.warnings = verdict(check)
+    return check
+
+
+def verdict(check: WorldCheck) -> list[str]:
+    """One line per problem; empty when the world can support personalised comparisons."""
+    out = []
+    gap = check.popular_gap
+    if not gap <= POPULAR_LIMIT:  # NaN (no oracle − random gap) is flagged too
+        out.append(
+            f"the best constant slate reaches {gap:.0%} of the oracle − random gap (limit {POPULAR_LIMIT:.0%}): "
+            "this world cannot tell a personalised policy from a popularity list"
+        )
+    off = []
+    for b in BEHAVIOURS:
+        if check.positives[b] < MIN_POSITIVES:
+            continue
+        ratio = check.predicted_rate[b] / max(check.observed_rate[b], 1e-12)
+        if not 1 / RATE_LIMIT <= ratio <= RATE_LIMIT:
+            off.append(f"{b} ×{ratio:.2f}")
+    if off:
+        out.append(
+            f"predicted rates off by more than {RATE_LIMIT:g}× ({', '.join(off)}): rewards that weigh these "
+            "behaviours are invented by the simulator"
+        )
+    return out

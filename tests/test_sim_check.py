@@ -1,0 +1,139 @@
+"""The world check (``recrl_cli.sim.check``, ``recrl check simulator``) and planted-truth recovery.
+
+A deliberately item-only world (every user gets the same behaviour vectors) is flagged, a personalised one
+(planted user × item taste) passes; rates off by more than 2× are flagged; the default simulator, trained on
+small synthetic KuaiRand, recovers each user's planted ranking of the items beyond the shared item effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
+from recrl_cli.data.prepare.kuairand import BEHAVIOURS, KuaiRandPrepareParams, prepare_kuairand
+from recrl_cli.data.synth.kuairand import write_kuairand
+from recrl_cli.sim.check import WorldCheck, check_world, first_rows, user_logit_grid, verdict
+from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.sim.data import load_kuairand_data
+from recrl_cli.sim.response_model import UserResponseModel
+from recrl_cli.sim.train import build_simulator
+from recrl_cli.sim.truth import double_centre, interaction_share, load_planted_truth
+from recrl_cli.training.trainer import Trainer
+
+TINY = dict(user_latent=8, item_latent=8, enc_dim=16, n_layers=1, n_heads=2, ff_dim=16, state_hidden=24,
+            history_length=16, taste_dim=8, check_steps=0)  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path]:
+    """(raw folder with the planted truth, prepared folder): 80 users with ~150 rows each, 60 items."""
+    root = tmp_path_factory.mktemp("kr_check")
+    write_kuairand(root / "raw", num_users=80, num_items=60, num_impressions=12_000, num_random=0, seed=3)
+    prepare_kuairand(root / "raw", root / "prepared", KuaiRandPrepareParams())
+    return root / "raw", root / "prepared"
+
+
+def planted_model(prepared: Path, personalised: bool) -> UserResponseModel:
+    """Item-only: A_b is one vector for every user, no taste. Personalised: A_b = 0, click logit = p_u · q_i."""
+    data = load_kuairand_data(prepared)
+    torch.manual_seed(0)
+    model = UserResponseModel(SimulatorConfig(**TINY), data.users, data.items)
+    model.init_rates(data.positive_rate())
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.behaviour_norm.weight.zero_()
+        model.behaviour_norm.bias.copy_(0.0 if personalised else torch.randn(16, generator=g) * 3)
+        model.taste_out.weight.zero_()
+        model.taste_out.bias.zero_()
+        if personalised:
+            model.user_taste.weight.copy_(torch.randn(model.user_taste.weight.shape, generator=g))
+            model.item_taste.weight.copy_(torch.randn(model.item_taste.weight.shape, generator=g))
+            model.tag_taste.weight.zero_()
+            model.taste_out.weight[:8].copy_(torch.eye(8) * 1.5)  # the click's taste vector T = 1.5 p_u
+    return model.eval()
+
+
+def test_item_only_world_is_flagged_and_a_personalised_one_passes(world):
+    raw, prepared = world
+    data = load_kuairand_data(prepared)
+    flat = check_world(planted_model(prepared, False), data, steps=40)
+    # Same slates for every user: the best constant slate is the oracle's, so it closes the whole gap.
+    assert flat.popular_gap == pytest.approx(1.0)
+    assert any("constant slate" in w for w in flat.warnings)
+    personal = check_world(planted_model(prepared, True), data, steps=40, truth_dir=raw)
+    # 60 items, K = 6, random tastes: the best common slate is far from each user's own top 6 (measured 0.2).
+    assert personal.popular_gap < 0.45
+    assert not any("constant slate" in w for w in personal.warnings)
+    head = personal.headroom
+    assert head["oracle"]["total_reward"] > head["popular"]["total_reward"] > head["random"]["total_reward"]
+    assert personal.truth_auc is not None and personal.truth_auc["is_click"] > 0.6
+    metrics = personal.metrics()
+    again = WorldCheck.from_metrics(metrics)
+    assert again.popular_gap == pytest.approx(personal.popular_gap) and again.warnings == personal.warnings
+
+
+def test_rates_off_by_more_than_twice_are_flagged_only_with_enough_positives():
+    rates = dict.fromkeys(BEHAVIOURS, 0.1)
+    base = dict(auc=dict.fromkeys(BEHAVIOURS, 0.7), truth_auc=None, observed_rate=rates, item_cosine=0.1,
+                headroom={"random": {"total_reward": 1.0}, "popular": {"total_reward": 1.2},
+                          "oracle": {"total_reward": 2.0}})  # fmt: skip
+    ok = WorldCheck(
+        **base, predicted_rate={**rates, "is_like": 0.19}, positives=dict.fromkeys(BEHAVIOURS, 50)
+    )
+    assert verdict(ok) == []
+    off = WorldCheck(
+        **base, predicted_rate={**rates, "is_like": 0.25}, positives=dict.fromkeys(BEHAVIOURS, 50)
+    )
+    assert len(verdict(off)) == 1 and "is_like ×2.50" in verdict(off)[0]
+    few = WorldCheck(**base, predicted_rate={**rates, "is_like": 0.25},
+                     positives={**dict.fromkeys(BEHAVIOURS, 50), "is_like": 5})  # fmt: skip
+    assert verdict(few) == []  # 5 positives: the observed rate itself is noise
+
+
+def test_default_simulator_recovers_each_users_planted_ranking(world):
+    """Per user, Spearman correlation between the simulator's and the truth's user × item part of the click
+    logit over all items (the double-centred grids, so the shared item effect that a popularity list also
+    knows counts for nothing). An item-only model scores 0 here by construction."""
+    raw, prepared = world
+    cfg = RunConfig(algo="simulator", data=DataConfig(dataset="kuairand", prepared_dir=str(prepared)),
+                    train=TrainConfig(epochs=3, batch_size=256, lr=3e-3, weight_decay=0.0, patience=0, seed=0),
+                    model=SimulatorConfig(**TINY))  # fmt: skip
+    torch.manual_seed(0)
+    data = load_kuairand_data(prepared)
+    algo = build_simulator(cfg, data, torch.device("cpu"))
+    Trainer(algo, algo.stages(), device=torch.device("cpu"), seed=0).fit()
+    rows = first_rows(data)
+    sim = double_centre(user_logit_grid(algo.model, data, rows))
+    truth = double_centre(load_planted_truth(raw, prepared).click_logit(data.rows.user[rows]))
+    rank = lambda x: x.argsort(1).argsort(1).double()  # noqa: E731
+    rs, rt = rank(sim), rank(truth)
+    rs, rt = rs - rs.mean(1, keepdim=True), rt - rt.mean(1, keepdim=True)
+    spearman = (rs * rt).sum(1) / (rs.norm(dim=1) * rt.norm(dim=1))
+    share = interaction_share(sim, truth)
+    # Measured 0.26 and r² 0.086 (the best of 3 epochs); after one epoch 0.12 and 0.025, an item-only model 0.
+    # 150 rows per user over 60 items bound what any learner recovers (benchmarks/KUAISIM_NOTES.md: even the
+    # true item vectors, given, leave a gap); the thresholds sit at about 60 % of the measured values.
+    assert spearman.mean() > 0.15, (spearman.mean(), share)
+    assert share["r2"] > 0.05, share
+
+
+def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, tmp_path):
+    raw, prepared = world
+    uri = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    res = cli("train", "simulator", "--data", prepared, "--set", "data.dataset=kuairand", "--device", "cpu",
+              "--set", "train.epochs=2", "--set", "train.batch_size=256", "--set", "train.threads=1",
+              *[a for k, v in TINY.items() if k != "check_steps" for a in ("--set", f"model.{k}={v}")],
+              "--set", "model.check_steps=20", "--set", f"model.check_truth={raw}",
+              "--tracking-uri", uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "headroom" in res.output and "truth AUC" in res.output and "world check" in res.output
+    run_dir = next((tmp_path / "runs").glob("*/model.pt")).parent
+    res = cli("check", "simulator", run_dir, "--truth", raw, "--steps", "20", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "popular" in res.output and "oracle" in res.output and "r² =" in res.output
+    bad = cli("check", "simulator", tmp_path / "nothing", "--device", "cpu")
+    assert bad.exit_code == 1 and len([x for x in bad.output.splitlines() if x.startswith("error")]) == 1
