@@ -77,7 +77,8 @@ class PreparedData:
     @property
     def history_length(self) -> int:
         """H: history columns per row after the F fields (features are [N, F + 2H]); 0 without a history."""
-        return int(self.manifest.get("history", {}).get("length", 0))
+        history = self.manifest.get("history", {})
+        return int(history.get("length", 0)) if "column" in history else 0
 
     @property
     def fingerprint(self) -> str:
@@ -140,8 +141,7 @@ def load_split(
         return torch.from_numpy(out)
 
     feature_ids = filled(np.empty((n, len(features)), np.int64), features)
-    history = manifest.get("history")
-    if history is not None:
+    if "column" in manifest.get("history", {}):  # RetailRocket's row links (KuaiRand's history is its own)
         feature_ids = torch.cat([feature_ids, history_columns(directory, manifest, path, shard)], dim=1)
     return SplitTensors(
         features=feature_ids,
