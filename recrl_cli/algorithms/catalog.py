@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 TRAINER_WIDE = ("seed", "device", "threads", "checkpoint_every")
 #: The other ``[train]`` fields: the supervised loop's epochs, batches, optimiser and early stopping.
 LOOP_FIELDS = ("epochs", "max_steps", "batch_size", "eval_batch_size", "lr", "weight_decay", "patience",
-               "monitor", "shuffle")  # fmt: skip
+               "monitor", "calibration_guard", "shuffle")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ _RL_INSTEAD = {
     "patience": "nothing: agents train for --iterations without early stopping",
     "monitor": "nothing: agents train for --iterations without early stopping",
     "shuffle": "nothing: transitions are sampled from the replay buffer",
+    "calibration_guard": "nothing: agents have no validation split to select on",
 }
 
 FAMILIES: dict[str, Family] = {
@@ -66,7 +67,15 @@ FAMILIES: dict[str, Family] = {
             instead={"epochs": "--pretrain-epochs, --critic-epochs and --polish-epochs (one per stage)"},
             data_parallel=True,
         ),
-        Family("simulator", "kuairand", LOOP_FIELDS),
+        Family(
+            "simulator",
+            "kuairand",
+            tuple(n for n in LOOP_FIELDS if n != "calibration_guard"),
+            # The guard lives in the MTL trainers; the simulator's biases start at each behaviour's log-odds.
+            instead={
+                "calibration_guard": "nothing: the simulator starts each behaviour's bias at its log-odds"
+            },
+        ),
         Family("rl", "kuairand", (), instead=_RL_INSTEAD, has_val=False),
         Family(
             "mtf",
