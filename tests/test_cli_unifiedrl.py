@@ -292,6 +292,7 @@ def test_target_updates_scale_with_the_budget():
     assert target_every(MTFRunConfig(preset="paper")) == 15  # the paper's L at its 300k updates
     assert target_every(MTFRunConfig(iterations=300, target_every=7)) == 7  # given: used as is
     assert learner_overrides("unifiedrl", MTFRunConfig(iterations=300))["target_every"] == 1
+    assert MTFRunConfig().eval_users * MTFRunConfig().eval_waves == 1024  # the A/B default
     # what the default buys: the share of the way the targets move towards the critics in a round of 60 updates
     moved = lambda every: 1 - (1 - 0.08) ** (60 // every)  # noqa: E731
     assert moved(15) == pytest.approx(0.28, abs=0.01) and moved(1) > 0.99

@@ -103,7 +103,7 @@ class MTFRunConfig:
     eval_seed: int = param(1_000_003, help="First env seed of the evaluation (far from training seeds).")
     eval_waves: int = param(4, help="A/B waves: each runs eval_users sessions per policy on one env seed.")
     eval_users: int = param(
-        0,
+        256,
         help="A/B sessions per wave (0 = batch_users). Every policy meets the same users "
         "and random streams (common random numbers), so the change vs ES is paired.",
     )
