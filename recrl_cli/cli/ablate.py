@@ -89,8 +89,8 @@ def ablate(
         typer.Option(
             "--metrics",
             help="Metric names shown in the table (all are in the CSV); a name matches a metric equal "
-            "to it or ending in /<name>. Default: auc,s_logloss; RL agents: "
-            "agent/total_reward,agent/depth,agent/gap_fraction,agent/gap_vs_popular.",
+            "to it or ending in /<name>. Default: auc, s_logloss; RL agents: agent/total_reward, "
+            "agent/depth, agent/gap_fraction, agent/gap_vs_popular.",
         ),
     ] = None,
     config: ConfigOpt = None,
