@@ -24,8 +24,11 @@ from recrl_cli.sim.environment import WholeSessionEnv, response_weights
 from recrl_cli.sim.response_model import NUM_BEHAVIOURS, UserResponseModel
 from recrl_cli.sim.synthetic import POSITIVE_RATE, synthetic_feature_tables, synthetic_row_table
 
+# The planted logit is KuaiSim's form, z = mean_d(A ⊙ e) + bias: bounded logits and no taste term (the
+# simulator's defaults add a learned logit scale and a randomly initialised user x item taste score, which
+# would blur the planted groups).
 URM = dict(user_latent=8, item_latent=8, enc_dim=8, n_layers=1, n_heads=2, ff_dim=16, state_hidden=8,
-           history_length=12, play_time_edges=())  # fmt: skip
+           history_length=12, play_time_edges=(), bounded_logits=True, no_user_taste=True)  # fmt: skip
 MATCH_LOGIT = 2.0
 
 
