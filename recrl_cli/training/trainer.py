@@ -256,8 +256,15 @@ class Trainer:
         stop = False
         if stage.validate is not None:
             val = stage.validate()
-            record.update({f"valid/{stage.name}/{k}": v for k, v in val.items()})
-            self.log_metrics({f"valid/{stage.name}/{k}": v for k, v in val.items()}, st.global_step)
+            # A NaN (an epoch the calibration guard rejects: guarded/<monitor>) steers the selection below
+            # but is not a measurement: it is left out of the logged curve instead of shown as a NaN point.
+            shown = {
+                f"valid/{stage.name}/{k}": v
+                for k, v in val.items()
+                if not (isinstance(v, float) and math.isnan(v))
+            }
+            record.update(shown)
+            self.log_metrics(shown, st.global_step)
             if stage.monitor is not None:
                 value = val.get(stage.monitor, math.nan)
                 if value > st.best_value:  # NaN never improves
