@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 TRAINER_WIDE = ("seed", "device", "threads", "checkpoint_every")
 #: The other ``[train]`` fields: the supervised loop's epochs, batches, optimiser and early stopping.
 LOOP_FIELDS = ("epochs", "max_steps", "batch_size", "eval_batch_size", "lr", "weight_decay", "patience",
-               "monitor", "shuffle")  # fmt: skip
+               "monitor", "calibration_guard", "shuffle")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ _RL_INSTEAD = {
     "eval_batch_size": "--eval-steps",
     "patience": "nothing: agents train for --iterations without early stopping",
     "monitor": "nothing: agents train for --iterations without early stopping",
+    "calibration_guard": "nothing: agents train for --iterations without early stopping",
     "shuffle": "nothing: transitions are sampled from the replay buffer",
 }
 
@@ -66,7 +67,12 @@ FAMILIES: dict[str, Family] = {
             instead={"epochs": "--pretrain-epochs, --critic-epochs and --polish-epochs (one per stage)"},
             data_parallel=True,
         ),
-        Family("simulator", "kuairand", LOOP_FIELDS),
+        Family(
+            "simulator",
+            "kuairand",
+            tuple(n for n in LOOP_FIELDS if n != "calibration_guard"),
+            instead={"calibration_guard": "nothing: the simulator early-stops on --monitor alone"},
+        ),
         Family("rl", "kuairand", (), instead=_RL_INSTEAD, has_val=False),
         Family(
             "mtf",
@@ -80,6 +86,7 @@ FAMILIES: dict[str, Family] = {
                 "eval_batch_size": "--eval-waves and --test-steps",
                 "patience": "nothing: the learners train for --iterations without early stopping",
                 "monitor": "nothing: the learners train for --iterations without early stopping",
+                "calibration_guard": "nothing: the learners train for --iterations without early stopping",
                 "shuffle": "nothing: transitions are sampled from the logs",
             },
             has_val=False,
