@@ -11,7 +11,7 @@ install:
 	$(PYTHON) -m pip install --upgrade pip >/dev/null
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
 	$(PYTHON) -m pip install -e ".[dev]"
-	recrl algos mmoe >/dev/null  # caches the option tables, so every `--help` answers without importing torch
+	$(PYTHON) -m recrl_cli algos mmoe >/dev/null  # caches the option tables, so every `--help` answers without importing torch
 
 demo:
 	recrl synth retailrocket --events $(DEMO_EVENTS) --seed 0

@@ -27,7 +27,7 @@ from recrl_cli.errors import ConfigError
 
 # A non-default value for every [train] field (what an option sets, and what the built algorithm must show).
 VALUES: dict[str, Any] = {"epochs": 3, "max_steps": 7, "batch_size": 96, "eval_batch_size": 1234, "lr": 0.0123,
-                          "weight_decay": 0.0042, "patience": 5, "monitor": "click/auc", "shuffle": False, "calibration_guard": False,
+                          "weight_decay": 0.0042, "patience": 5, "monitor": "click/auc", "calibration_guard": False, "shuffle": False,
                           "checkpoint_every": 17, "seed": 99, "device": "cpu", "threads": 1}  # fmt: skip
 # The Stage attribute each loop field configures.
 STAGE_ATTR = {"epochs": "max_epochs", "max_steps": "max_steps", "batch_size": "batch_size", "shuffle": "shuffle",
@@ -218,12 +218,16 @@ def test_the_algorithm_reads_exactly_the_train_fields_it_claims(algo, cli_datase
         f"{algo} claims {set(family.reads) - loop_reads} but never reads them"
     )
     for name in family.reads:  # the value set is the one in force
-        if name in STAGE_ATTR:
-            want = VALUES[name]
-            if name == "batch_size" and getattr(algorithm, "one_pass", False):
-                # The one-pass simulator steps on blocks of history_length rows: batch_size rows = this many blocks.
-                want = max(1, want // cfg.model.history_length)
-            assert any(getattr(s, STAGE_ATTR[name]) == want for s in stages), (algo, name)
+        if name == "batch_size":  # may be converted (the simulator steps over user sequences of H rows)
+            bigger = ALGORITHMS[algo].build(
+                dataclasses.replace(cfg, train=dataclasses.replace(train, batch_size=8 * VALUES[name])),
+                data,
+                device,
+            )
+            before, after = [s.batch_size for s in stages], [s.batch_size for s in bigger.stages()]
+            assert after != before and all(a >= b for a, b in zip(after, before, strict=True)), (algo, name)
+        elif name in STAGE_ATTR:
+            assert any(getattr(s, STAGE_ATTR[name]) == VALUES[name] for s in stages), (algo, name)
         if name in ("lr", "weight_decay"):
             optimisers = [v for v in vars(algorithm).values() if isinstance(v, torch.optim.Optimizer)]
             groups = [g for o in optimisers for g in o.param_groups]

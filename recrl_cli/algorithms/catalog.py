@@ -52,8 +52,8 @@ _RL_INSTEAD = {
     "eval_batch_size": "--eval-steps",
     "patience": "nothing: agents train for --iterations without early stopping",
     "monitor": "nothing: agents train for --iterations without early stopping",
+    "calibration_guard": "nothing: agents train for --iterations without early stopping",
     "shuffle": "nothing: transitions are sampled from the replay buffer",
-    "calibration_guard": "nothing: agents have no validation split to select on",
 }
 
 FAMILIES: dict[str, Family] = {
@@ -71,10 +71,7 @@ FAMILIES: dict[str, Family] = {
             "simulator",
             "kuairand",
             tuple(n for n in LOOP_FIELDS if n != "calibration_guard"),
-            # The guard lives in the MTL trainers; the simulator's biases start at each behaviour's log-odds.
-            instead={
-                "calibration_guard": "nothing: the simulator starts each behaviour's bias at its log-odds"
-            },
+            instead={"calibration_guard": "nothing: the simulator early-stops on --monitor alone"},
         ),
         Family("rl", "kuairand", (), instead=_RL_INSTEAD, has_val=False),
         Family(
@@ -89,6 +86,7 @@ FAMILIES: dict[str, Family] = {
                 "eval_batch_size": "--eval-waves and --test-steps",
                 "patience": "nothing: the learners train for --iterations without early stopping",
                 "monitor": "nothing: the learners train for --iterations without early stopping",
+                "calibration_guard": "nothing: the learners train for --iterations without early stopping",
                 "shuffle": "nothing: transitions are sampled from the logs",
             },
             has_val=False,
