@@ -88,9 +88,8 @@ def ablate(
         str | None,
         typer.Option(
             "--metrics",
-            help="Metric names shown in the table (all are in the CSV); a name matches a metric equal "
-            "to it or ending in /<name>. Default: auc,s_logloss; RL agents: "
-            "agent/total_reward,agent/depth,agent/gap_fraction,agent/gap_vs_popular.",
+            help="Metrics in the table (all are in the CSV): a name matches a metric equal to it or ending in "
+            "/<name>. Default: auc,s_logloss; RL agents: total_reward,depth,gap_fraction,gap_vs_popular.",
         ),
     ] = None,
     config: ConfigOpt = None,
