@@ -80,7 +80,7 @@ class RLAgentAlgorithm:
         m = cfg.model
         if cfg.data.dataset != "kuairand" or not isinstance(data, KuaiRandData):
             raise ConfigError(
-                f"{name} acts in the KuaiRand simulator: use a prepared KuaiRand dataset and --dataset kuairand"
+                f"{name} acts in the KuaiRand simulator: pass --data with a `recrl prepare kuairand` output"
             )
         model, exported = load_simulator(m.simulator, device)
         if exported.get("dataset_fingerprint") != data.fingerprint:
