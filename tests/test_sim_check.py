@@ -100,7 +100,7 @@ def test_default_simulator_recovers_each_users_planted_ranking(world):
     knows counts for nothing). An item-only model scores 0 here by construction."""
     raw, prepared = world
     cfg = RunConfig(algo="simulator", data=DataConfig(dataset="kuairand", prepared_dir=str(prepared)),
-                    train=TrainConfig(epochs=3, batch_size=256, lr=3e-3, weight_decay=0.0, patience=0, seed=0),
+                    train=TrainConfig(epochs=6, batch_size=256, lr=3e-3, weight_decay=0.0, patience=0, seed=0),
                     model=SimulatorConfig(**TINY))  # fmt: skip
     torch.manual_seed(0)
     data = load_kuairand_data(prepared)
@@ -114,11 +114,12 @@ def test_default_simulator_recovers_each_users_planted_ranking(world):
     rs, rt = rs - rs.mean(1, keepdim=True), rt - rt.mean(1, keepdim=True)
     spearman = (rs * rt).sum(1) / (rs.norm(dim=1) * rt.norm(dim=1))
     share = interaction_share(sim, truth)
-    # Measured 0.26 and r² 0.086 (the best of 3 epochs); after one epoch 0.12 and 0.025, an item-only model 0.
-    # 150 rows per user over 60 items bound what any learner recovers (benchmarks/KUAISIM_NOTES.md: even the
-    # true item vectors, given, leave a gap); the thresholds sit at about 60 % of the measured values.
-    assert spearman.mean() > 0.15, (spearman.mean(), share)
-    assert share["r2"] > 0.05, share
+    # Measured 0.33 and r² 0.135 (6 epochs; the generator's taste sd 2 world, issue 14); 3 epochs left it
+    # under-fitted (r² 0.05); an item-only model scores 0. 150 rows per user over 60 items bound what any
+    # learner recovers (benchmarks/KUAISIM_NOTES.md: even the true item vectors, given, leave a gap); the
+    # thresholds sit at about half the measured values.
+    assert spearman.mean() > 0.17, (spearman.mean(), share)
+    assert share["r2"] > 0.07, share
 
 
 def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, tmp_path):

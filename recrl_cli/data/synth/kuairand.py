@@ -8,10 +8,10 @@ the -124 sentinel, CSV-quoted range strings and blank float one-hots of the user
 (quoted) tags, blank durations and blank music types of the video file. Plus recrl's
 ``ground_truth.csv`` (true probabilities of every log row) and ``ground_truth.json`` (parameters).
 
-Hidden model, with affinity s = z_u · v_i (D = 8; a video's vector comes from its tags):
+Hidden model, with affinity s = z_u · v_i (D = 8, sd ≈ 2; a video's vector comes mostly from its tags):
   click                    p_c = σ(c_click + s + b_u + b_i + tab effect)
   like/comment/fwd/follow  p_b = p_c · σ(c_b + w_b s + user propensity_b [+ item effect])
-  hate                     p_h = σ(c_hate − s + user propensity − b_i / 2)      (not gated by a click)
+  hate                     p_h = σ(c_hate − 0.6 s + user propensity − b_i / 2)      (not gated by a click)
   play time | click        min(dur, 7 s) + LogNormal(μ, σ) ms, so a click is a KuaiRand "valid play";
   play time | no click     a swipe U[0, min(dur, 7 s)) in tab 1, else 0
   long view                play ≥ min(dur, 18 s), so p_long = p_c · P(LogNormal(μ, σ) ≥ min(dur, 18 s) − min(dur, 7 s))
@@ -51,6 +51,7 @@ from recrl_cli.data.synth.kuairand_spec import (  # noqa: F401  (re-exported: th
     DEGREES,
     DIM,
     FIRST_SHARE,
+    ITEM_NOISE,
     MUSIC_TYPES,
     RANGES,
     RATES,
@@ -59,6 +60,7 @@ from recrl_cli.data.synth.kuairand_spec import (  # noqa: F401  (re-exported: th
     T_SPLIT,
     T_START,
     TAB_EFFECT,
+    TASTE_SD,
     Scale,
 )
 from recrl_cli.errors import ConfigError
@@ -124,7 +126,7 @@ def write_kuairand(
         "version": version, "num_users": n_users, "num_items": n_items, "num_impressions": n_std,
         "num_random": n_rand, "seed": seed, "rates": RATES, "coef": COEF,
         "tab_effect": {str(k): v for k, v in TAB_EFFECT.items()}, "first_period_share": FIRST_SHARE,
-        "latent_dim": DIM, "candidates": CANDIDATES,
+        "latent_dim": DIM, "taste_sd": TASTE_SD, "item_noise": ITEM_NOISE, "candidates": CANDIDATES,
         "play_model": "given a click: play_time_ms = floor(min(duration_ms, 7000) + exp(play_mu + play_sigma * "
                       "N(0, 1))) capped at min(3 * duration_ms + 60000, 1000000); long_view = play_time_ms >= "
                       "min(duration_ms, 18000)",

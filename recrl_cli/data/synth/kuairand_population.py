@@ -19,10 +19,12 @@ from recrl_cli.data.synth.kuairand_spec import (
     DEGREES,
     DIM,
     FIRST_SHARE,
+    ITEM_NOISE,
     MUSIC_TYPES,
     ONEHOT_CARD,
     ONEHOT_ZIPF,
     RANGES,
+    TASTE_SD,
     UPLOAD_TYPES,
     USER_EFFECT_FEATS,
 )
@@ -56,7 +58,7 @@ def user_state(rng: np.random.Generator, n: int, n_std: int, n_rand: int) -> dic
     counts = np.stack([n_first, n_std_u - n_first], 1)  # (U, 2) rows per standard period
     before = np.cumsum(counts, 0) - counts
     return {
-        "n": n, "z": rng.normal(0, 1.5 / np.sqrt(DIM), (n, DIM)).astype(np.float32), "bias": bias,
+        "n": n, "z": rng.normal(0, TASTE_SD / np.sqrt(DIM), (n, DIM)).astype(np.float32), "bias": bias,
         "prop": rng.normal(0, 1.0, (n, 5)) * weights, "n_std": n_std_u, "n_first": n_first,
         "n_rand": n_rand_u, "degree": degree, "onehot": onehot,
         # 27K cuts each period's file into two parts at the user boundary nearest half its rows.
@@ -74,10 +76,10 @@ def item_state(rng: np.random.Generator, n: int, version: str) -> dict[str, Any]
     tags[:, 2][tags[:, 2] == tags[:, 1]] = -1
     has = tags >= 0
     tag_emb = rng.normal(0, 1, (46, DIM)).astype(np.float32)
-    v = rng.normal(0, 0.45, (n, DIM)).astype(np.float32)
+    v = rng.normal(0, ITEM_NOISE, (n, DIM)).astype(np.float32)  # what the tags do not say
     for j, weight in enumerate((0.8, 0.4, 0.3)):  # per tag slot: float32 [I, D] temporaries only (27K: 32 M)
         v += np.float32(weight) * has[:, j, None] * tag_emb[tags[:, j].clip(0)]
-    v *= 0.8 * np.sqrt(DIM) / np.linalg.norm(v, axis=1, keepdims=True)  # so s = z.v has sd ~1.2
+    v *= 0.8 * np.sqrt(DIM) / np.linalg.norm(v, axis=1, keepdims=True)  # |v| = 2.26, so s = z.v has sd ~2
     video_type = rng.choice(3, n, p=[0.9898, 0.0100, 0.0002])  # NORMAL, AD, UNKNOWN
     up = np.array([c for _, c in UPLOAD_TYPES], float)
     upload = rng.choice(up.size, n, p=up / up.sum())
