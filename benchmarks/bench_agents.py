@@ -3,7 +3,7 @@
 Setting (hac_kuaisim.md §5.4, §5.5): B = 32 users, slate K = 6, 100-step histories, the URM at KuaiSim's sizes
 over KuaiRand-Pure's vocabulary (random weights and logs from :mod:`recrl_cli.sim.synthetic`: speed depends on
 sizes only), each agent at its fixed defaults (policy encoder enc 32 / 3 layers, batch 128, buffer 100,000).
-One iteration = what :func:`recrl_cli.agents.loop.train_agent` does per step after warm-up: act with
+One iteration = what :meth:`recrl_cli.agents.loop.AgentLoop.step` does after warm-up: act with
 exploration (policy forward, top-K over 5,659 items), one env step, a buffer write, one gradient step. The
 update and the act+env parts are also timed on their own.
 

@@ -20,7 +20,7 @@ import torch
 
 from recrl_cli.agents import make_agent
 from recrl_cli.agents.config import agent_config
-from recrl_cli.agents.loop import LoopConfig, train_agent
+from recrl_cli.agents.loop import AgentLoop, LoopConfig
 from recrl_cli.agents.planted import planted_env
 from recrl_cli.evaluation.stats import mean_ci
 
@@ -46,9 +46,11 @@ def run(agent: str, overrides: dict, seed: int, iterations: int) -> tuple[dict, 
     torch.manual_seed(seed)
     env = planted_env(seed=seed)
     model = make_agent(agent, env, agent_config(agent, **{**SMALL, **overrides}), seed=seed)
-    res = train_agent(
-        model, env, LoopConfig(warmup_steps=20, iterations=iterations, eval_steps=40, seed=seed)
-    )
+    loop = AgentLoop(model, env, LoopConfig(warmup_steps=20, iterations=iterations, eval_steps=40, seed=seed))
+    loop.warm_up()  # the calls of recrl train's interact stage
+    for _ in range(iterations):
+        loop.step()
+    res = loop.result()
     return res.policies, time.process_time() - started
 
 

@@ -13,7 +13,7 @@ from recrl_cli.agents import AGENTS, agent_config, make_agent
 from recrl_cli.agents.buffer import ReplayBuffer
 from recrl_cli.agents.config import AgentRunConfig
 from recrl_cli.agents.exploration import LinearSchedule, perturb
-from recrl_cli.agents.loop import LoopConfig, evaluate_agent, gap_fraction, train_agent
+from recrl_cli.agents.loop import AgentLoop, AgentResult, LoopConfig
 from recrl_cli.agents.losses import (
     a2c_losses,
     alignment_loss,
@@ -28,6 +28,7 @@ from recrl_cli.agents.losses import (
 from recrl_cli.agents.networks import InverseModule, item_scores, sample_k, top_k
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import Observation, WholeSessionEnv, response_weights
+from recrl_cli.sim.evaluate import gap, session_metrics
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.synthetic import POSITIVE_RATE, synthetic_feature_tables, synthetic_row_table
 
@@ -57,6 +58,16 @@ def make_env(batch: int = 8, slate: int = 3, seed: int = 0) -> WholeSessionEnv:
 
 def small(name: str, **overrides) -> AgentRunConfig:
     return agent_config(name, **{**SMALL, **overrides})
+
+
+def train(agent, env: WholeSessionEnv, cfg: LoopConfig) -> AgentResult:
+    """The calls ``recrl train <agent>`` makes (RLAgentAlgorithm's interact stage, then evaluate): the warm-up,
+    ``iterations`` training steps, the evaluation."""
+    loop = AgentLoop(agent, env, cfg)
+    loop.warm_up()
+    for _ in range(cfg.iterations):
+        loop.step()
+    return loop.result()
 
 
 # ---- targets and losses against naive references -----------------------------------------------------------------
@@ -306,38 +317,36 @@ def test_agent_state_dict_round_trip_restores_weights_optimisers_and_generator()
 def test_train_agent_runs_end_to_end_with_finite_metrics(name):
     env = make_env()
     agent = make_agent(name, env, small(name), seed=0)
-    calls = []
-    res = train_agent(agent, env, LoopConfig(warmup_steps=3, iterations=6, eval_steps=25),
-                      progress=lambda label, done, total: calls.append((label, done, total)))  # fmt: skip
-    assert agent.updates == 6 and calls[-1] == ("evaluate", 1, 1) and calls[2] == ("warm-up", 3, 9)
+    res = train(agent, env, LoopConfig(warmup_steps=3, iterations=6, eval_steps=25))
+    assert agent.updates == 6
     assert list(res.policies) == ["agent", "random", "popular", "oracle"]
     for metrics in res.policies.values():
         assert all(math.isfinite(v) for v in metrics.values()), metrics
         assert 0 < metrics["coverage"] <= 8 * 3 and metrics["depth"] >= 1
-    assert res.popular["coverage"] == 3  # one constant slate for every user
+    total = {p: d["total_reward"] for p, d in res.policies.items()}
+    assert res.policies["popular"]["coverage"] == 3  # one constant slate for every user
     assert res.losses and all(math.isfinite(v) for v in res.losses.values())
-    assert res.oracle["total_reward"] > res.random["total_reward"]  # the calibration ordering holds
-    want = (res.eval["total_reward"] - res.random["total_reward"]) / (
-        res.oracle["total_reward"] - res.random["total_reward"]
-    )
-    assert res.gap_fraction == pytest.approx(want)
-    vs_popular = (res.eval["total_reward"] - res.popular["total_reward"]) / (
-        res.oracle["total_reward"] - res.popular["total_reward"]
-    )
-    assert res.eval["gap_vs_popular"] == pytest.approx(vs_popular)
+    assert total["oracle"] > total["random"]  # the calibration ordering holds
+    want = (total["agent"] - total["random"]) / (total["oracle"] - total["random"])
+    assert res.policies["agent"]["gap_fraction"] == pytest.approx(want)
+    vs_popular = (total["agent"] - total["popular"]) / (total["oracle"] - total["popular"])
+    assert res.policies["agent"]["gap_vs_popular"] == pytest.approx(vs_popular)
 
 
 def test_evaluation_is_deterministic_with_exploration_off():
     env = make_env()
     agent = make_agent("hac", env, small("hac"), seed=0)
-    first = evaluate_agent(agent, env, 25, seed=11)
+
+    def evaluate(seed: int) -> dict[str, float]:
+        return session_metrics(env, lambda obs: agent.act(obs, explore=False), 25, seed)
+
+    first = evaluate(11)
     env.step(agent.act(env.observation(), explore=True))  # disturb the env's and the agent's generators
-    again = evaluate_agent(agent, env, 25, seed=11)
-    assert first == again
-    assert evaluate_agent(agent, env, 25, seed=12) != first  # other users, other responses
+    assert evaluate(11) == first
+    assert evaluate(12) != first  # other users, other responses
 
 
 def test_gap_fraction_is_never_nan():
-    assert gap_fraction(3.0, 1.0, 5.0) == 0.5
-    assert gap_fraction(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
-    assert gap_fraction(1.0, 2.0, float("nan")) == 0.0
+    assert gap(3.0, 1.0, 5.0) == 0.5
+    assert gap(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
+    assert gap(1.0, 2.0, float("nan")) == 0.0

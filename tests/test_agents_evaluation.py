@@ -12,9 +12,9 @@ import torch
 from test_agents import make_env, small
 
 from recrl_cli.agents import make_agent
-from recrl_cli.agents.evaluation import SessionTally, evaluate_policies, gap, verdict
 from recrl_cli.agents.loop import AgentLoop, LoopConfig
 from recrl_cli.reporting import plot_rl_curves
+from recrl_cli.sim.evaluate import SessionTally, evaluate_policies, gap, verdict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,8 +105,9 @@ def test_rl_learning_curve_draws_training_references_and_losses(tmp_path):
     env = make_env()
     agent = make_agent("ddpg", env, small("ddpg"), seed=0)
     loop = AgentLoop(agent, env, LoopConfig(warmup_steps=3, iterations=30, eval_steps=25))
-    for t in range(33):
-        loop.step(warm=t < 3)
+    loop.warm_up()
+    for _ in range(30):
+        loop.step()
     curves = loop.curves(points=10)
     assert {"avg_reward", "depth", "total_reward", "critic_loss", "policy_loss", "q"} <= set(curves)
     assert [step for step, _ in curves["avg_reward"]] == list(range(3, 31, 3))  # 10 bins of 3 iterations

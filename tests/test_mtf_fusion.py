@@ -163,6 +163,9 @@ class _QuadraticEnv:
         self._state = torch.rand(self.batch, 12, generator=self.g)
         return SimpleNamespace(state=self._state)
 
+    def observation(self):  # what recrl_cli.sim.rollout.play reads, as FusionEnv.observation
+        return self.request()
+
     def target(self, state: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.full_like(state[:, 0], 0.4), -0.3 + 0.0 * state[:, 0], 0.5 * state[:, -1],
                             torch.zeros_like(state[:, 0])], 1)  # fmt: skip

@@ -18,8 +18,9 @@ from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig, env_switches
 from recrl_cli.sim.data import load_kuairand_data
 from recrl_cli.sim.environment import WholeSessionEnv, response_weights
+from recrl_cli.sim.evaluate import evaluate_policies, session_metrics
 from recrl_cli.sim.metrics import SessionMetrics, slate_ild, slate_ild_pairwise
-from recrl_cli.sim.policies import oracle_greedy, random_slate, run_policy
+from recrl_cli.sim.policies import oracle_greedy, random_slate
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.synthetic import POSITIVE_RATE, synthetic_feature_tables, synthetic_row_table
 from recrl_cli.sim.train import export_model, load_response_model
@@ -225,8 +226,8 @@ def test_oracle_greedy_beats_random_on_a_planted_model():
     env = make_env(model=model, batch_users=16)
     best = (env.item_enc[1:] @ model.behaviour_norm.bias / D).topk(3).indices.sort().values
     assert torch.equal(oracle_greedy(env).sort(1).values, best.expand(16, 3))
-    oracle = run_policy(env, oracle_greedy, 30).summary(window=30)
-    rand = run_policy(env, random_slate, 30).summary(window=30)
+    table = evaluate_policies(env, None, steps=30, seed=0)
+    oracle, rand = table["oracle"], table["random"]
     assert oracle["avg_reward"] > rand["avg_reward"] + 0.2
     assert oracle["depth"] > rand["depth"] and oracle["coverage"] == 3 < rand["coverage"]
 
@@ -284,5 +285,5 @@ def test_env_from_prepared_data_and_an_exported_model(tmp_path):
     assert set(env.origin.tolist()) <= set(data.splits["test"].tolist())
     rate = data.rows.labels.float().mean(0)
     torch.testing.assert_close(env.weights, response_weights(rate, False))
-    metrics = run_policy(env, oracle_greedy, 5)
-    assert len(metrics) == 5 and 0 < metrics.summary()["coverage"] <= 8 * 6
+    metrics = session_metrics(env, lambda obs: oracle_greedy(env), steps=5, seed=0)
+    assert metrics["sessions"] == 8 and metrics["depth"] == 5 and 0 < metrics["coverage"] <= 8 * 6

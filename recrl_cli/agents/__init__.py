@@ -1,7 +1,8 @@
 """RL agents on the whole-session environment (hac_kuaisim.md §5): HAC and the DDPG, TD3 and A2C baselines,
 all on one hyper-action policy backbone, with a device replay buffer and the train/evaluate loop.
 
-Build an agent with :func:`make_agent` and run it with :func:`recrl_cli.agents.loop.train_agent`.
+Build an agent with :func:`make_agent` and train it with :class:`recrl_cli.agents.loop.AgentLoop` (``warm_up``,
+then ``step`` per iteration, then ``result``), as ``recrl train <agent>`` does.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ run directory or its ``model.pt``), the env, the loop sizes and the agent's hype
 gradient steps) happens when the stage starts, then every trainer step is one env step + ``updates_per_step``
 gradient steps (``train/interact/reward`` and the losses are logged per step). ``evaluate("test")`` runs the
 separate evaluation once in its own env (``eval_users`` fresh users from ``eval_seed``, exploration off) and
-reports ``<policy>/<metric>`` for the agent, random, popular and oracle (:mod:`recrl_cli.agents.evaluation`),
+reports ``<policy>/<metric>`` for the agent, random, popular and oracle (:mod:`recrl_cli.sim.evaluate`),
 ``agent/gap_fraction`` and ``agent/gap_vs_popular``; ``"val"`` is empty. :meth:`curves` is the learning curve.
 
 Resume (``--resume``) is exact: the checkpoint holds the agent (weights, optimisers, generator, ε clock), the
@@ -24,12 +24,12 @@ import torch
 
 from recrl_cli.agents import make_agent
 from recrl_cli.agents.config import CONFIGS, AgentRunConfig, DDPGRunConfig
-from recrl_cli.agents.evaluation import verdict
 from recrl_cli.agents.loop import AgentLoop, AgentResult, LoopConfig
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.sim.evaluate import verdict
 from recrl_cli.text.config import uses_text
 from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail
 from recrl_cli.training.trainer import Stage
@@ -111,27 +111,19 @@ class RLAgentAlgorithm:
             model.item_text_factory = agent_text_factory(m, data.directory, device)
         self.agent = make_agent(name, self.env, self.agent_cfg, seed=cfg.train.seed)
         self.loop = AgentLoop(self.agent, self.env, self.loop_cfg, self.eval_env)
-        self.warmed = False
         self._result: AgentResult | None = None
 
     # -- training ----------------------------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Reset the env and fill the buffer with ``warmup_steps`` random steps (again after a resume)."""
-        if self.warmed:
-            return
-        self.loop.reset()
-        for _ in range(self.loop_cfg.warmup_steps):
-            self.loop.step(warm=True)
-        self.warmed = True
-
     def update(self, idx: torch.Tensor) -> dict[str, float]:
         """One env step + its gradient steps (``idx`` only counts iterations)."""
         self.agent.train_mode()
-        return {k: float(v) for k, v in self.loop.step(warm=False).items()}
+        return {k: float(v) for k, v in self.loop.step().items()}
 
     def stages(self) -> list[Stage]:
+        """The warm-up when the stage starts (not again after a resume: the buffer is in the checkpoint), then
+        one iteration per trainer step."""
         return [Stage(name="interact", num_rows=self.loop_cfg.iterations, update=self.update, batch_size=1,
-                      max_epochs=1, shuffle=False, on_epoch_start=self.warm_up)]  # fmt: skip
+                      max_epochs=1, shuffle=False, on_epoch_start=self.loop.warm_up)]  # fmt: skip
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def result(self) -> AgentResult:
@@ -166,12 +158,13 @@ class RLAgentAlgorithm:
     def state_dict(self) -> dict[str, Any]:
         """The agent, the loop (replay buffer, sampler, env users and generator, metrics) and the warm-up flag:
         a run resumed from it continues step for step."""
-        return {"agent": self.agent.state_dict(), "loop": self.loop.state_dict(), "warmed": self.warmed}
+        return {"agent": self.agent.state_dict(), "loop": self.loop.state_dict(),
+                "warmed": self.loop.interaction.warmed}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
         self.loop.load_state_dict(state["loop"])
-        self.warmed = state["warmed"]
+        self.loop.interaction.warmed = state["warmed"]
 
     def export(self) -> dict[str, Any]:
         return {

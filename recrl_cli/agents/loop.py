@@ -1,10 +1,12 @@
 """Training and evaluation of an agent on the whole-session environment (hac_kuaisim.md §5.4, §9 item 5).
 
-Training: ``warmup_steps`` env steps with random hyper-actions (ε = 1, no gradient steps) fill the replay
-buffer; then ``iterations`` of one env step (exploration on, the agent's ε schedule) followed by
-``updates_per_step`` gradient steps on batches of ``AgentRunConfig.batch_size``.
+Training, through the shared :class:`recrl_cli.agents.interaction.Interaction`: :meth:`AgentLoop.warm_up` takes
+``warmup_steps`` env steps with random hyper-actions (ε = 1, no gradient steps) to fill the replay buffer; then
+each :meth:`AgentLoop.step` is one env step (exploration on, the agent's ε schedule) followed by
+``updates_per_step`` gradient steps on batches of ``AgentRunConfig.batch_size``. ``recrl train hac`` runs them as
+a trainer stage (:mod:`recrl_cli.agents.algorithm`); tests and benchmarks call the same three methods.
 
-Evaluation (which KuaiSim lacks): :func:`recrl_cli.agents.evaluation.evaluate_policies` on the evaluation env
+Evaluation (which KuaiSim lacks): :func:`recrl_cli.sim.evaluate.evaluate_policies` on the evaluation env
 (its own users, ``eval_seed``; the training env when none is given): the agent with exploration off beside the
 random, popular (best constant slate) and oracle policies on the same users, with session metrics over a fixed
 horizon that are defined however few users leave, and the agent's gap fractions against random and popular.
@@ -16,19 +18,18 @@ learning curve (MLflow metrics ``curve/<name>`` and ``learning_curve.png``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from recrl_cli.agents.base import HyperActorAgent
-from recrl_cli.agents.buffer import ReplayBuffer
-from recrl_cli.agents.evaluation import evaluate_policies, gap, rollout
-from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.agents.buffer import Batch
+from recrl_cli.agents.interaction import Interaction, Transition
+from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
+from recrl_cli.sim.evaluate import HORIZON, evaluate_policies
 from recrl_cli.sim.metrics import SessionMetrics
 
-ProgressFn = Callable[[str, int, int], None]  # (label, done, total), as the trainer's
 TRAIN_REPORTED = ("depth", "avg_reward", "total_reward", "coverage", "ild", "ild_pairwise")
 
 
@@ -42,7 +43,7 @@ class LoopConfig:
     updates_per_step: int = 1
     eval_steps: int = 200
     eval_seed: int = 1_000_003  # far from training seeds: evaluation users differ from training users
-    eval_horizon: int = 20  # the longest possible session at T₀ = 20: total_reward is the whole session's
+    eval_horizon: int = HORIZON  # the longest possible session at T₀ = 20: the whole session's total reward
     window: int = 10  # KuaiSim's report window over the last training steps
     seed: int = 0  # the buffer sampler's seed
 
@@ -59,31 +60,11 @@ class LoopConfig:
 class AgentResult:
     """train: the last-window training metrics (exploration on, as KuaiSim reports); losses: the mean of each
     loss over the last ``window`` updates; policies: evaluation metrics of agent / random / popular / oracle
-    (:mod:`recrl_cli.agents.evaluation`)."""
+    (:mod:`recrl_cli.sim.evaluate`)."""
 
     train: dict[str, float]
     losses: dict[str, float]
     policies: dict[str, dict[str, float]]
-
-    @property
-    def eval(self) -> dict[str, float]:
-        return self.policies["agent"]
-
-    @property
-    def random(self) -> dict[str, float]:
-        return self.policies["random"]
-
-    @property
-    def popular(self) -> dict[str, float]:
-        return self.policies["popular"]
-
-    @property
-    def oracle(self) -> dict[str, float]:
-        return self.policies["oracle"]
-
-    @property
-    def gap_fraction(self) -> float:
-        return self.policies["agent"]["gap_fraction"]
 
 
 def _reported(metrics: SessionMetrics, window: int) -> dict[str, float]:
@@ -93,76 +74,62 @@ def _reported(metrics: SessionMetrics, window: int) -> dict[str, float]:
     return {k: summary[k] for k in TRAIN_REPORTED if k in summary and math.isfinite(summary[k])}
 
 
-def evaluate_agent(agent: HyperActorAgent, env: WholeSessionEnv, steps: int, seed: int,
-                   horizon: int = 20) -> dict[str, float]:  # fmt: skip
-    """The agent alone with exploration off (eval mode, deterministic given the env's seed)."""
-    return rollout(env, lambda: agent.act(env.observation(), explore=False), steps, seed, horizon)[0]
-
-
-def gap_fraction(agent: float, random: float, oracle: float) -> float:
-    """(agent − random) / (oracle − random); 0 when the gap is 0 or not finite (never a silent NaN)."""
-    return gap(agent, random, oracle)
-
-
 class AgentLoop:
-    """The training loop one env step at a time (what ``train_agent`` and the CLI stage both drive).
-
-    :meth:`reset` resets the env (the buffer keeps what it holds); :meth:`step` takes one env step and, unless
-    ``warm``, ``updates_per_step`` gradient steps; :meth:`result` runs the separate evaluation on ``eval_env``
-    (default: the training env, which it resets).
-    """
+    """An agent's training and evaluation (see the module docstring): the agent is the
+    :class:`~recrl_cli.agents.interaction.Learner` of an :class:`Interaction` on ``env``; the loop adds the
+    training metrics, the losses and the curves. :meth:`result` evaluates on ``eval_env`` (default: the training
+    env, which it resets)."""
 
     def __init__(self, agent: HyperActorAgent, env: WholeSessionEnv, cfg: LoopConfig,
                  eval_env: WholeSessionEnv | None = None) -> None:  # fmt: skip
         self.agent, self.env, self.cfg = agent, env, cfg
         self.eval_env = eval_env if eval_env is not None else env
-        self.buffer = ReplayBuffer(agent.cfg.buffer_size, env.device)
-        self.sampler = torch.Generator(env.device).manual_seed(cfg.seed)
+        self.interaction = Interaction(env, self, buffer_size=agent.cfg.buffer_size,
+                                       batch_size=agent.cfg.batch_size, updates_per_step=cfg.updates_per_step,
+                                       seed=cfg.seed)  # fmt: skip
         self.metrics = SessionMetrics()
         self.losses: list[dict[str, torch.Tensor]] = []  # the last update's losses of every iteration
         self.warm_steps = 0  # env steps taken in warm-up (the curves start after them)
-        self.obs = None
 
-    def reset(self) -> None:
-        self.obs = self.env.reset()
+    # -- the Learner of the interaction -----------------------------------------------------------------------
+    def act(self, obs: Observation, warm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slate [B, K], the executed hyper-action [B, A]); random hyper-actions (ε = 1) in warm-up."""
+        action = self.agent.select(obs, explore=True, epsilon=1.0 if warm else None)
+        return action.slate, action.hyper
+
+    def record(self, obs: Observation, slate: torch.Tensor, hyper: torch.Tensor, result: StepResult,
+               warm: bool) -> Transition:  # fmt: skip
+        self.metrics.update(result)
+        self.warm_steps += int(warm)
+        return Transition(column=hyper, reward=result.reward, logged={"reward": result.reward.mean()})
+
+    def learn(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.agent.update(batch)
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Reset the env and fill the buffer with ``warmup_steps`` random steps (once; see Interaction)."""
+        self.interaction.warm_up(self.cfg.warmup_steps)
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One training iteration: an env step and its gradient steps; the step's reward and last losses."""
+        logged, losses = self.interaction.step(warm=False)
+        self.losses.append(losses)
+        return {**logged, **losses}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the next step depends on besides the agent: the buffer, the sampler, the env's users
-        and generator, and the training metrics and losses so far (exact mid-run resume)."""
-        return {"buffer": self.buffer.state_dict(), "sampler": self.sampler.get_state(),
-                "env": self.env.state_dict(), "metrics": self.metrics.state_dict(),
+        """Everything the next step depends on besides the agent: the interaction (buffer, sampler, the env's
+        users and generators) and the training metrics and losses so far (exact mid-run resume)."""
+        return {**self.interaction.state_dict(), "metrics": self.metrics.state_dict(),
                 "losses": [{k: v.cpu() for k, v in d.items()} for d in self.losses],
-                "warm_steps": self.warm_steps, "started": self.obs is not None}  # fmt: skip
+                "warm_steps": self.warm_steps}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = self.env.device
-        self.buffer.load_state_dict(state["buffer"])
-        self.sampler.set_state(state["sampler"])
-        self.env.load_state_dict(state["env"])
+        self.interaction.load_state_dict(state)
         self.metrics.load_state_dict(state["metrics"], dev)
         self.losses = [{k: v.to(dev) for k, v in d.items()} for d in state["losses"]]
         self.warm_steps = state.get("warm_steps", 0)
-        self.obs = self.env.observation() if state["started"] else None
-
-    def step(self, warm: bool) -> dict[str, torch.Tensor]:
-        """One env step (random hyper-actions when ``warm``) and its gradient steps; the last update's losses."""
-        agent, env = self.agent, self.env
-        if self.obs is None:
-            self.reset()
-        action = agent.select(self.obs, explore=True, epsilon=1.0 if warm else None)
-        result = env.step(action.slate)
-        self.buffer.add(self.obs, action.hyper, action.slate, result.reward, result.responses, result.done,
-                        result.next_observation)  # fmt: skip
-        self.metrics.update(result)
-        self.obs = env.observation()  # leavers already replaced by fresh users
-        last: dict[str, torch.Tensor] = {}
-        if warm:
-            self.warm_steps += 1
-        else:
-            for _ in range(self.cfg.updates_per_step):
-                last = agent.update(self.buffer.sample(agent.cfg.batch_size, self.sampler))
-            self.losses.append(last)
-        return {"reward": result.reward.mean(), **last}
 
     def loss_means(self) -> dict[str, float]:
         """The mean of each loss over the last ``window`` iterations (TD3 reports its policy loss on delayed
@@ -202,26 +169,9 @@ class AgentLoop:
     def result(self) -> AgentResult:
         """Evaluate the agent and the reference policies (re-seeds and resets the evaluation env)."""
         cfg, env = self.cfg, self.eval_env
-        policies = evaluate_policies(env, lambda: self.agent.act(env.observation(), explore=False),
-                                     cfg.eval_steps, cfg.eval_seed, cfg.eval_horizon)  # fmt: skip
+        policies = evaluate_policies(env, lambda obs: self.agent.act(obs, explore=False), cfg.eval_steps,
+                                     cfg.eval_seed, cfg.eval_horizon)  # fmt: skip
         if env is self.env:
-            self.obs = None  # the training env was reset by the evaluation
+            self.interaction.obs = None  # the training env was reset by the evaluation
         return AgentResult(train=_reported(self.metrics, cfg.window), losses=self.loss_means(),
                            policies=policies)  # fmt: skip
-
-
-def train_agent(agent: HyperActorAgent, env: WholeSessionEnv, cfg: LoopConfig,
-                progress: ProgressFn | None = None, eval_env: WholeSessionEnv | None = None) -> AgentResult:  # fmt: skip
-    """Warm-up, interleaved env and gradient steps, then the separate evaluation; see the module docstring."""
-    loop = AgentLoop(agent, env, cfg, eval_env)
-    loop.reset()
-    total = cfg.warmup_steps + cfg.iterations
-    for t in range(total):
-        warm = t < cfg.warmup_steps
-        loop.step(warm)
-        if progress is not None:
-            progress("warm-up" if warm else "train", t + 1, total)
-    result = loop.result()
-    if progress is not None:
-        progress("evaluate", 1, 1)
-    return result

@@ -3,13 +3,14 @@ the KuaiRand simulator, evaluated online against the baselines and offline on he
 
 Stages (``--mode``): ``offline`` (epochs over the logged train lists, batches of ``batch_size`` lists) and
 ``interact`` (``warmup_steps`` random lists fill the replay buffer when the stage starts, then every trainer
-step is one env step of B lists with exploration + ``updates_per_step`` gradient steps on buffered lists).
+step is one env step of B lists with exploration + ``updates_per_step`` gradient steps on buffered lists: the
+agents' :class:`~recrl_cli.agents.interaction.Interaction`, with this class as its learner).
 ``quota`` and ``single-ranker`` have no stage: they do not learn.
 
 ``evaluate("test")``: ``eval_days × day_steps`` env steps from ``eval_seed`` (fresh users, the same ones for every
 policy) for the run's policy (``agent/<metric>``) and the baselines ``quota/``, ``single-ranker/``, ``random/``;
 for learning variants also ``offline/item_auc`` and ``offline/channel_acc`` on held-out logged lists. Metric
-definitions: :mod:`recrl_cli.hrlrec.metrics`; the channel shares are logged as ``eval/shares/<policy>/<channel>``. Resume restores the agent, not the buffer (as the RL agents).
+definitions: :mod:`recrl_cli.hrlrec.metrics`; the channel shares are logged as ``eval/shares/<policy>/<channel>``. Resume restores the agent, not the buffer (unlike the RL agents).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 
 from recrl_cli.agents.algorithm import load_simulator
-from recrl_cli.agents.buffer import ReplayBuffer
+from recrl_cli.agents.buffer import Batch
+from recrl_cli.agents.interaction import Interaction, Transition
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
 from recrl_cli.hrlrec.agent import HRLAgent, ListBatch
@@ -35,7 +37,7 @@ from recrl_cli.hrlrec.online import (
     single_ranker_list,
 )
 from recrl_cli.sim.config import EnvConfig
-from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
 from recrl_cli.training.trainer import Stage
 
 
@@ -73,52 +75,44 @@ class HRLRecAlgorithm:
                       if self.learns else None)  # fmt: skip
         if self.learns and m.mode != "online" and len(self.train_lists) == 0:
             raise ConfigError(f"no logged train list of {m.list_length} consecutive rows; use --mode online")
-        self.buffer = ReplayBuffer(m.buffer_size, device)
-        self.sampler = torch.Generator(device).manual_seed(cfg.train.seed)
-        self.explorer = torch.Generator(device).manual_seed(cfg.train.seed + 1)
-        self.obs, self.warmed = None, False
+        self.interaction = Interaction(self.env, self, buffer_size=m.buffer_size, batch_size=m.batch_size,
+                                       updates_per_step=m.updates_per_step, seed=cfg.train.seed)  # fmt: skip
+        self.explorer = torch.Generator(device).manual_seed(cfg.train.seed + 1)  # the warm-up's random lists
         self._eval: dict[str, float] | None = None
         self.curve_rows: list[dict[str, float]] = []  # every interaction's list reward, CTR and losses
+
+    # -- the Learner of the interaction -----------------------------------------------------------------------
+    def act(self, obs: Observation, warm: bool) -> tuple[torch.Tensor, None]:
+        """One list of T candidate indices per user row [B, T]: random lists in warm-up, else explored."""
+        if warm:
+            return random_policy(self.channels, self.m.list_length, self.explorer)(obs), None
+        return self.agent.act(obs, explore=True)[0], None
+
+    def record(self, obs: Observation, items: torch.Tensor, chosen: None, result: StepResult,
+               warm: bool) -> Transition:  # fmt: skip
+        """The buffer's float column carries the per-position rewards [B, 2T] (low, high)."""
+        rewards, _ = self.scorer.step_rewards(obs, items, result)
+        total = rewards.high.sum(1)
+        return Transition(column=torch.cat([rewards.low, rewards.high], 1), reward=total,
+                          logged={"list_reward": total.mean(), "ctr": rewards.click.mean()})  # fmt: skip
+
+    def learn(self, b: Batch) -> dict[str, torch.Tensor]:
+        t = self.m.list_length
+        return self.agent.update(ListBatch(obs=b.obs, items=b.slate, channels=self.channels.channel_of[b.slate],
+                                           r_low=b.hyper[:, :t], r_high=b.hyper[:, t:],
+                                           click=b.responses[..., 0]))  # fmt: skip
 
     # -- training ----------------------------------------------------------------------------------------------
     def _offline(self, idx: torch.Tensor) -> dict[str, float]:
         return {k: float(v) for k, v in self.agent.update(self.train_lists.batch(idx, self.scorer)).items()}
 
-    def _env_step(self, explore_random: bool) -> dict[str, torch.Tensor]:
-        """One list per user row; the lists go into the buffer with their per-position rewards."""
-        if self.obs is None:
-            self.obs = self.env.reset()
-        obs = self.obs
-        if explore_random:
-            items = random_policy(self.channels, self.m.list_length, self.explorer)(obs)
-        else:
-            items, _ = self.agent.act(obs, explore=True)
-        result = self.env.step(items)
-        rewards, _ = self.scorer.step_rewards(obs, items, result)
-        # The buffer's float column ("hyper") carries the per-position rewards [B, 2T] (low, high).
-        self.buffer.add(obs, torch.cat([rewards.low, rewards.high], 1), items, rewards.high.sum(1),
-                        result.responses, result.done, result.next_observation)  # fmt: skip
-        self.obs = self.env.observation()
-        return {"list_reward": rewards.high.sum(1).mean(), "ctr": rewards.click.mean()}
-
-    def _sample(self) -> ListBatch:
-        b, t = self.buffer.sample(self.m.batch_size, self.sampler), self.m.list_length
-        return ListBatch(obs=b.obs, items=b.slate, channels=self.channels.channel_of[b.slate], r_low=b.hyper[:, :t],
-                         r_high=b.hyper[:, t:], click=b.responses[..., 0])  # fmt: skip
-
     def warm_up(self) -> None:
-        if self.warmed:
-            return
-        self.obs = None
-        for _ in range(self.m.warmup_steps):
-            self._env_step(explore_random=True)
-        self.warmed = True
+        """The warm-up when the interaction stage starts; again after a resume (the buffer is not saved)."""
+        self.interaction.warm_up(self.m.warmup_steps)
 
     def _interact(self, idx: torch.Tensor) -> dict[str, float]:
-        out = self._env_step(explore_random=False)
-        for _ in range(self.m.updates_per_step):
-            out.update(self.agent.update(self._sample()))
-        row = {k: float(v) for k, v in out.items()}
+        logged, losses = self.interaction.step(warm=False)
+        row = {k: float(v) for k, v in {**logged, **losses}.items()}
         self.curve_rows.append(row)
         return row
 
@@ -167,7 +161,7 @@ class HRLRecAlgorithm:
             if self.learns:
                 off = offline_evaluate(self.agent, self.test_lists, self.scorer)
                 out.update({f"offline/{k}": v for k, v in off.items()})
-            self.obs = None  # the env was reset by the evaluation
+            self.interaction.obs = None  # the env was reset by the evaluation
             self._eval = out
         return {k: v for k, v in self._eval.items() if not k.startswith("shares/")}
 

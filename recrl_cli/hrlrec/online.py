@@ -23,6 +23,7 @@ from recrl_cli.hrlrec.channels import Channels
 from recrl_cli.hrlrec.metrics import ListMetrics
 from recrl_cli.hrlrec.rewards import ListRewards, RewardWeights, history_tag_union, list_rewards, multi_hot
 from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
+from recrl_cli.sim.rollout import rollout
 
 Policy = Callable[[Observation], torch.Tensor]  # obs of B users -> items [B, T] (candidate indices)
 
@@ -96,17 +97,14 @@ def random_policy(channels: Channels, length: int, generator: torch.Generator) -
 
 def evaluate_policy(env: WholeSessionEnv, policy: Policy, scorer: ListScorer, steps: int, day_steps: int,
                     seed: int) -> dict[str, float]:  # fmt: skip
-    """Re-seed and reset ``env`` (the same fresh users for every policy evaluated with ``seed``) and run
-    ``policy`` for ``steps`` lists per user row; :class:`ListMetrics` summary plus the env's mean reward."""
-    env.generator.manual_seed(seed)
-    env.play_generator.manual_seed(seed + 7_919)
-    env.reset()
+    """``policy`` rolled out for ``steps`` lists per user row from ``seed`` (:func:`recrl_cli.sim.rollout.rollout`:
+    the same fresh users for every policy evaluated with ``seed``); the :class:`ListMetrics` summary."""
     metrics = ListMetrics(scorer.channels.names, day_steps)
-    for _ in range(steps):
-        obs = env.observation()
-        items = policy(obs)
-        result = env.step(items)
+
+    def observe(obs: Observation, items: torch.Tensor, result: StepResult) -> None:
         rewards, sets = scorer.step_rewards(obs, items, result)
         play = result.play_seconds if result.play_seconds is not None else torch.zeros_like(rewards.click)
         metrics.update(scorer.channels.channel_of[items], rewards.click, play, sets, rewards)
+
+    rollout(env, policy, steps, seed, observe)
     return metrics.summary()

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from recrl_cli.errors import DataError
-from recrl_cli.mtf.env import FusionEnv
+from recrl_cli.mtf.env import FusionEnv, FusionStep, Request
 from recrl_cli.mtf.policies import explore
 from recrl_cli.offline.batch import FIELDS, TransitionStore
+from recrl_cli.sim.rollout import play
 
 Policy = Callable[[Tensor], Tensor]
 
@@ -73,21 +74,26 @@ def collect(env: FusionEnv, center: Policy, *, noise: str | None, width: float, 
         raise ValueError(f"a log needs at least one request, got steps={steps}")
     cols: dict[str, list[Tensor]] = {k: [] for k in ("state", "mu_bp", "action", "reward", "done", "candidates",
                                                       "preds", "slate", "items", "responses", "play", "user",
-                                                      "step")}  # fmt: skip
-    req = env.request()
-    mu = center(req.state)
-    for _ in range(steps):
-        a = mu if noise is None else explore(mu, noise, width, generator)
-        out = env.step(a)
+                                                      "step", "next_state", "next_mu_bp")}  # fmt: skip
+    # The centre's action at the current request, computed once per request: it is this row's mu_bp and the
+    # previous row's next_mu_bp.
+    mu = center(env.request().state)
+
+    def act(req: Request) -> Tensor:
+        return mu if noise is None else explore(mu, noise, width, generator)
+
+    def log(req: Request, a: Tensor, out: FusionStep) -> None:
+        nonlocal mu
+        nxt = env.request()
         for k, v in (("state", req.state), ("mu_bp", mu), ("action", a), ("reward", out.reward),
                      ("done", out.done.float()), ("candidates", req.candidates), ("preds", req.preds),
                      ("slate", out.slate), ("items", out.items), ("responses", out.responses), ("play", out.play),
-                     ("user", req.user), ("step", req.depth)):  # fmt: skip
+                     ("user", req.user), ("step", req.depth), ("next_state", nxt.state)):  # fmt: skip
             cols[k].append(v)
-        req = env.request()
-        mu = center(req.state)
-        cols.setdefault("next_state", []).append(req.state)
-        cols.setdefault("next_mu_bp", []).append(mu)
+        mu = center(nxt.state)
+        cols["next_mu_bp"].append(mu)
+
+    play(env, act, steps, log)
     out_t = {k: torch.cat(v) for k, v in cols.items()}
     n, b = out_t["state"].shape[0], env.batch
     box = torch.full_like(out_t["action"], bound)

@@ -152,6 +152,10 @@ class FusionEnv:
             self._request = Request(state=state, candidates=cands, preds=preds, user=obs.user, depth=depth)
         return self._request
 
+    def observation(self) -> Request:
+        """The current request: what :func:`recrl_cli.sim.rollout.play` hands the policy (its env protocol)."""
+        return self.request()
+
     @torch.no_grad()
     def rank(self, action: Tensor, request: Request | None = None) -> Tensor:
         """Slate positions [B, K] in the candidates: the top K by the fused score of ``action`` [B, A]."""

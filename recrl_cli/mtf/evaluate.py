@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from recrl_cli.mtf.collect import Logs, Policy
-from recrl_cli.mtf.env import FusionEnv, item_rewards
+from recrl_cli.mtf.env import FusionEnv, FusionStep, Request, item_rewards
 from recrl_cli.mtf.fusion import ActionMap, fused_log_scores
 from recrl_cli.mtf.metrics import importance_log_weights, mtf_gauc, ncis, sessions
 from recrl_cli.sim.play_time import VALID_SECONDS
+from recrl_cli.sim.rollout import play
 
 AB_METRICS = ("valid_consumption", "watch_minutes", "reward", "depth")
 
@@ -30,25 +31,26 @@ AB_METRICS = ("valid_consumption", "watch_minutes", "reward", "depth")
 def ab_sessions(make_env: Callable[[int], FusionEnv], policy: Policy, seeds: Sequence[int],
                 max_depth: int = 200) -> dict[str, Tensor]:  # fmt: skip
     """One session per env row and seed: metric name -> [E] with E = B·len(seeds) (see the module docstring)."""
-    out: dict[str, list[Tensor]] = {k: [] for k in AB_METRICS}
-    for seed in seeds:
-        env = make_env(seed)
-        dev = env.device
-        alive = torch.ones(env.batch, dtype=torch.bool, device=dev)
-        acc = {k: torch.zeros(env.batch, device=dev) for k in AB_METRICS}
-        for _ in range(max_depth):
-            step = env.step(policy(env.request().state))
-            live = alive.float()
-            acc["valid_consumption"] += live * (step.play > VALID_SECONDS).float().sum(1)
-            acc["watch_minutes"] += live * step.play.sum(1) / 60.0
-            acc["reward"] += live * step.reward.sum(1)
-            acc["depth"] += live
-            alive &= ~step.done
-            if not bool(alive.any()):
-                break
-        for k in AB_METRICS:
-            out[k].append(acc[k])
-    return {k: torch.cat(v) for k, v in out.items()}
+    per_seed = [first_sessions(make_env(seed), policy, max_depth) for seed in seeds]
+    return {k: torch.cat([s[k] for s in per_seed]) for k in AB_METRICS}
+
+
+def first_sessions(env: FusionEnv, policy: Policy, max_depth: int) -> dict[str, Tensor]:
+    """The session of the first user of every env row, at most ``max_depth`` requests: metric name -> [B]."""
+    alive = torch.ones(env.batch, dtype=torch.bool, device=env.device)  # the row still holds its first user
+    acc = {k: torch.zeros(env.batch, device=env.device) for k in AB_METRICS}
+
+    def observe(req: Request, action: Tensor, step: FusionStep) -> bool:
+        live = alive.float()
+        acc["valid_consumption"] += live * (step.play > VALID_SECONDS).float().sum(1)
+        acc["watch_minutes"] += live * step.play.sum(1) / 60.0
+        acc["reward"] += live * step.reward.sum(1)
+        acc["depth"] += live
+        alive.logical_and_(~step.done)
+        return not bool(alive.any())  # every first session has ended: stop early
+
+    play(env, lambda req: policy(req.state), max_depth, observe)
+    return acc
 
 
 @torch.no_grad()

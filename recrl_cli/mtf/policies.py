@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recrl_cli.mtf.env import PROFILE_DIM, FusionEnv
+from recrl_cli.mtf.env import PROFILE_DIM, FusionEnv, FusionStep, Request
+from recrl_cli.sim.rollout import play
 
 NOISES = ("gaussian", "uniform")
 
@@ -96,10 +97,11 @@ class CEM:
         policy = LinearFusionPolicy(theta, self.scale)
         total = torch.zeros(self.population, device=self.env.device)
         counts = torch.bincount(self.member, minlength=self.population).float()
-        for _ in range(self.steps):
-            req = self.env.request()
-            out = self.env.step(policy(req.state, self.member))
-            total.index_add_(0, self.member, out.reward.sum(1))
+
+        def add_reward(req: Request, action: Tensor, out: FusionStep) -> None:
+            total.index_add_(0, self.member, out.reward.sum(1))  # per member, over its users and steps
+
+        play(self.env, lambda req: policy(req.state, self.member), self.steps, add_reward)
         score = total / (counts * self.steps)
         elite = theta[score.topk(self.n_elite).indices]
         self.mean = elite.mean(0)

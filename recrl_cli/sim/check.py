@@ -7,8 +7,8 @@ response model on its prepared data:
   a synthetic set is given, the truth's AUC on the same rows; the mean predicted rate against the observed one;
   the user × item share of the click logit the simulator recovered (:func:`recrl_cli.sim.truth.interaction_share`);
 - **headroom** in the whole-session env on fresh users, the same users and draws for every policy: ``random``
-  slates, ``popular`` (the best constant slate: the K items of highest mean expected reward over sampled users)
-  and ``oracle`` (per-user greedy top-K of the simulator's own expected reward); total reward per session,
+  slates, ``popular`` (the best constant slate: the K items of highest mean expected reward over the states random
+  visits) and ``oracle`` (per-user greedy top-K of the simulator's own expected reward); total reward per session,
   depth, reward per step, and the constant slate's share of the oracle − random gap;
 - **item diversity**: mean pairwise cosine of the item encodings (the env's correlation penalty reads them).
 
@@ -33,8 +33,7 @@ from recrl_cli.evaluation.metrics import auc
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.data import KuaiRandData, row_batch
 from recrl_cli.sim.environment import WholeSessionEnv
-from recrl_cli.sim.metrics import SessionMetrics
-from recrl_cli.sim.policies import oracle_greedy, random_slate
+from recrl_cli.sim.evaluate import evaluate_policies
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.train import score_rows
 
@@ -150,54 +149,16 @@ def first_rows(data: KuaiRandData, split: str = "val") -> torch.Tensor:
     return rows[first]
 
 
-@torch.no_grad()
-def popular_slate(env: WholeSessionEnv, samples: int, seed: int) -> torch.Tensor:
-    """The best constant slate: top-K of the mean expected reward over ``samples`` × B fresh users, LongTensor [K]
-    (drawn from the env's start rows with their own generator, so the env's own stream is untouched)."""
-    gen = torch.Generator(env.device).manual_seed(seed)
-    state = env.state_dict()
-    total = torch.zeros(env.num_items, device=env.device)
-    for _ in range(samples):
-        env.generator.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
-        env.reset()
-        total += env.expected_reward().mean(0)
-    env.load_state_dict(state)
-    return total.topk(env.slate).indices
-
-
 def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, steps: int,
              seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
-    """random / popular / oracle in the whole-session env, ``steps`` steps each from the same seed: per policy
-    ``total_reward`` (per finished session), ``depth``, ``avg_reward`` (per step) and ``sessions`` (finished)."""
+    """random / popular / oracle in the whole-session env, ``steps`` steps each on the users of ``seed``, as the
+    agents' evaluation measures them (:func:`recrl_cli.sim.evaluate.evaluate_policies`): per policy
+    ``total_reward`` and ``depth`` (per session over a 20-step horizon), ``avg_reward`` (per step) and
+    ``sessions`` (those counted)."""
     slate = min(env_cfg.slate_size, model.num_items)  # a tiny catalogue still gets a table
     env = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed, slate_size=slate))
-    constant = popular_slate(env, samples=8, seed=seed + 1)
-    policies = {
-        "random": random_slate,
-        "popular": lambda e, g: constant[None].expand(e.batch, -1),
-        "oracle": oracle_greedy,
-    }
-    out = {}
-    for name, policy in policies.items():
-        env.generator.manual_seed(seed)
-        env.play_generator.manual_seed(seed + 7_919)
-        env.reset()
-        gen = torch.Generator(env.device).manual_seed(seed)
-        metrics = SessionMetrics()
-        for _ in range(steps):
-            metrics.update(env.step(policy(env, gen)))
-        series = metrics.series()
-        leave = series["leave"]
-        finished = leave.sum()
-        # Whole-run means over the finished sessions (not KuaiSim's last-10-steps window: steadier figures).
-        m = torch.stack(metrics._rows).double().cpu()
-        out[name] = {
-            "total_reward": float(m[:, 4].sum() / finished) if finished else float("nan"),
-            "depth": float(m[:, 3].sum() / finished) if finished else float("nan"),
-            "avg_reward": float(series["avg_reward"].mean()),
-            "sessions": float(finished),
-        }
-    return out
+    table = evaluate_policies(env, None, steps, seed)
+    return {p: {k: table[p][k] for k in HEADROOM_KEYS} for p in POLICIES}
 
 
 @torch.no_grad()

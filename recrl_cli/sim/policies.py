@@ -1,7 +1,8 @@
-"""Calibration policies of the whole-session environment (hac_kuaisim.md §6.5): the floor and the ceiling that
-agents are reported against (an agent's score = its fraction of the oracle − random gap).
+"""Reference policies of the whole-session environment (hac_kuaisim.md §6.5): the floor and the ceiling that
+agents are reported against (an agent's score = its fraction of the oracle − random gap), and the best constant
+slate between them. :func:`recrl_cli.sim.evaluate.evaluate_policies` rolls all three out.
 
-Both return LongTensor [B, K] candidate indices in [0, N) with K distinct items per user.
+The policies return LongTensor [B, K] candidate indices in [0, N) with K distinct items per user.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from recrl_cli.sim.environment import WholeSessionEnv
-from recrl_cli.sim.metrics import SessionMetrics
 
 
 def random_slate(env: WholeSessionEnv, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -24,14 +24,10 @@ def oracle_greedy(env: WholeSessionEnv, generator: torch.Generator | None = None
     return env.expected_reward().topk(env.slate, dim=1).indices
 
 
+def popular_slate(mean_expected: torch.Tensor, k: int) -> torch.Tensor:
+    """The best constant slate: the K items of highest mean expected reward ``mean_expected`` [N] over some
+    users' states, LongTensor [K] (one slate shown to everyone)."""
+    return mean_expected.topk(k).indices
+
+
 POLICIES = {"random": random_slate, "oracle": oracle_greedy}
-
-
-def run_policy(env: WholeSessionEnv, policy, steps: int, seed: int = 0) -> SessionMetrics:
-    """Run ``policy(env, generator)`` for ``steps`` env steps from a reset; returns the collected metrics."""
-    generator = torch.Generator(env.device).manual_seed(seed)
-    metrics = SessionMetrics()
-    env.reset()
-    for _ in range(steps):
-        metrics.update(env.step(policy(env, generator)))
-    return metrics

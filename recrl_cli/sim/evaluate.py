@@ -1,8 +1,11 @@
-"""The evaluation every agent run reports (issue 15): the agent and three reference policies on the same users.
+"""The evaluation of a policy in the whole-session env beside three reference policies on the same users (issue 15).
 
-Policies, each run from the same re-seed of the evaluation env (the same initial users and generator):
+One function, :func:`evaluate_policies`, serves the RL agents' evaluation and the world check's headroom table
+(:mod:`recrl_cli.sim.check`), so both report the same quantities and the same ``popular``. Policies, each
+rolled out by :func:`recrl_cli.sim.rollout.rollout` from the same re-seed of the env (the same initial users and
+generators):
 
-* ``agent``: the trained policy with exploration off (deterministic given the env's seed);
+* ``agent`` (when given): the trained policy with exploration off (deterministic given the env's seed);
 * ``random``: K distinct items per user uniformly at random (the floor);
 * ``popular``: one constant slate for everyone, the K items of highest mean expected reward over the user
   states the random policy visits on these users (the best slate for an average user; a world where it is
@@ -35,14 +38,14 @@ from collections.abc import Callable
 
 import torch
 
-from recrl_cli.sim.environment import StepResult, WholeSessionEnv
-from recrl_cli.sim.policies import oracle_greedy, random_slate
+from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
+from recrl_cli.sim.policies import oracle_greedy, popular_slate, random_slate
+from recrl_cli.sim.rollout import rollout
 
 POLICIES = ("agent", "random", "popular", "oracle")
-REPORTED = ("total_reward", "depth", "left", "avg_reward", "coverage", "ild", "ild_pairwise", "sessions",
-            "total_reward_se")  # fmt: skip
+HORIZON = 20  # the longest possible session at the default T₀ = 20: total_reward is then the whole session's
 
-Policy = Callable[[], torch.Tensor]  # reads the env, returns a slate LongTensor [B, K]
+Policy = Callable[[Observation], torch.Tensor]  # observation of B users -> slate LongTensor [B, K]
 
 
 class SessionTally:
@@ -98,47 +101,40 @@ class SessionTally:
                 "sessions": n, "total_reward_se": se}  # fmt: skip
 
 
-def rollout(env: WholeSessionEnv, policy: Policy, steps: int, seed: int, horizon: int,
-            mean_expected: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:  # fmt: skip
-    """Re-seed and reset ``env``, run ``policy`` for ``steps`` steps; (metrics, the mean expected reward of every
-    item over the visited user states [N] when ``mean_expected``, else None)."""
-    env.generator.manual_seed(seed)
-    env.reset()
-    tally = SessionTally(env.batch, steps, horizon, env.device)
-    expected = None
-    for _ in range(steps):
-        if mean_expected:
-            e = env.expected_reward().mean(0)
-            expected = e if expected is None else expected + e
-        tally.update(env.step(policy()))
-    return tally.summary(), (expected / steps if expected is not None else None)
-
-
-def popular_slate(mean_expected: torch.Tensor, batch: int, k: int) -> torch.Tensor:
-    """The constant slate: the K items of highest mean expected reward [N], for every user -> [B, K]."""
-    return mean_expected.topk(k).indices.expand(batch, k)
-
-
 def gap(value: float, floor: float, ceiling: float) -> float:
     """(value − floor) / (ceiling − floor); 0 when the gap is 0 or not finite (:func:`verdict` says so)."""
     width = ceiling - floor
     return (value - floor) / width if width != 0 and math.isfinite(width) else 0.0
 
 
+def session_metrics(env: WholeSessionEnv, policy: Policy, steps: int, seed: int,
+                    horizon: int = HORIZON) -> dict[str, float]:  # fmt: skip
+    """The session metrics of ``policy`` rolled out for ``steps`` steps from ``seed`` (see the module docstring)."""
+    tally = SessionTally(env.batch, steps, horizon, env.device)
+    rollout(env, policy, steps, seed, lambda obs, slate, result: tally.update(result))
+    return tally.summary()
+
+
 def evaluate_policies(env: WholeSessionEnv, agent: Policy | None, steps: int, seed: int,
-                      horizon: int) -> dict[str, dict[str, float]]:  # fmt: skip
-    """{policy: metrics} for the agent (when given), random, popular and oracle on the users of ``seed``,
-    with the gap fractions in the agent's and popular's metrics."""
+                      horizon: int = HORIZON) -> dict[str, dict[str, float]]:  # fmt: skip
+    """{policy: session metrics} for the agent (when given), random, popular and oracle on the users of ``seed``,
+    with the gap fractions in the agent's and popular's metrics. Re-seeds and resets ``env``."""
     gen = torch.Generator(env.device).manual_seed(seed)
+    expected = torch.zeros(env.num_items, device=env.device)
+
+    def random_visiting(obs: Observation) -> torch.Tensor:
+        expected.add_(env.expected_reward().mean(0))  # popular's average user: the states random visits
+        return random_slate(env, gen)
+
     out: dict[str, dict[str, float]] = {}
-    out["random"], mean_expected = rollout(env, lambda: random_slate(env, gen), steps, seed, horizon, True)
-    slate = popular_slate(mean_expected, env.batch, env.slate)
-    out["popular"], _ = rollout(env, lambda: slate, steps, seed, horizon)
-    out["oracle"], _ = rollout(env, lambda: oracle_greedy(env), steps, seed, horizon)
+    out["random"] = session_metrics(env, random_visiting, steps, seed, horizon)
+    slate = popular_slate(expected / steps, env.slate)
+    out["popular"] = session_metrics(env, lambda obs: slate.expand(env.batch, -1), steps, seed, horizon)
+    out["oracle"] = session_metrics(env, lambda obs: oracle_greedy(env), steps, seed, horizon)
     rand, pop, orc = (out[p]["total_reward"] for p in ("random", "popular", "oracle"))
     out["popular"]["gap_fraction"] = gap(pop, rand, orc)
     if agent is not None:
-        out["agent"], _ = rollout(env, agent, steps, seed, horizon)
+        out["agent"] = session_metrics(env, agent, steps, seed, horizon)
         value = out["agent"]["total_reward"]
         out["agent"]["gap_fraction"] = gap(value, rand, orc)
         out["agent"]["gap_vs_popular"] = gap(value, pop, orc)
