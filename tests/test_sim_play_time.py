@@ -12,6 +12,7 @@ from recrl_cli.config.loading import build_section
 from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.play_time import (
+    click_play_expectations,
     expected_seconds,
     play_bins,
     play_metrics,
@@ -69,6 +70,27 @@ def test_sampling_follows_the_bins_and_stays_consistent_with_click_and_long_view
     # The open last bin [60, inf) draws 60·(1 + Exp(1)): mean 120.
     tail = long[long >= 60]
     assert tail.mean().item() == pytest.approx(120.0, rel=0.03) and tail.min() >= 60
+
+
+@pytest.mark.parametrize(
+    "edges", [EDGES, torch.tensor([2.0, 12.0, 40.0])], ids=["18 s an edge", "no 18 s edge"]
+)
+def test_click_play_expectations_match_the_sampler(edges):
+    """The closed form against draws of the env's own sampler (responses independent, as the env draws them):
+    mean play and share of plays > 10 s among the clicked draws, within 5 standard errors."""
+    gen = torch.Generator().manual_seed(0)
+    items, draws = 4, 50_000
+    logits = torch.randn(items, len(edges) + 1, generator=gen) * 1.5
+    probs = torch.rand(items, 7, generator=gen) * 0.8 + 0.1
+    responses = (torch.rand(draws, items, 7, generator=gen) < probs).float()
+    play = sample_play_seconds(logits.expand(draws, -1, -1), responses, edges, gen)
+    mean, valid = click_play_expectations(logits, edges, probs, 10.0)
+    for i in range(items):
+        seconds = play[responses[:, i, 0] > 0, i]
+        se = seconds.std() / math.sqrt(len(seconds))
+        assert abs(seconds.mean() - mean[i]) < 5 * se, (i, seconds.mean(), mean[i])
+        share = (seconds > 10.0).float().mean()
+        assert abs(share - valid[i]) < 5 * math.sqrt(valid[i] * (1 - valid[i]) / len(seconds)) + 1e-3
 
 
 def test_sampling_falls_back_to_every_bin_when_the_long_view_side_has_no_mass():
