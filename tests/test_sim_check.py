@@ -2,7 +2,10 @@
 
 A deliberately item-only world (every user gets the same behaviour vectors) is flagged, a personalised one
 (planted user × item taste) passes; rates off by more than 2× are flagged; the default simulator, trained on
-small synthetic KuaiRand, recovers each user's planted ranking of the items beyond the shared item effect."""
+small synthetic KuaiRand, recovers each user's planted ranking of the items beyond the shared item effect.
+The fusion rows: three policies with finite figures, the per-user best serves the slate of highest expected
+reward (the expectation checked against the env's own draws), a fixed fusion near the per-user best is
+flagged, and a model without a play-time head gets a note instead of the rows."""
 
 from __future__ import annotations
 
@@ -11,12 +14,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from recrl_cli.cli.check import world_tables
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS, KuaiRandPrepareParams, prepare_kuairand
 from recrl_cli.data.synth.kuairand import write_kuairand
-from recrl_cli.sim.check import WorldCheck, check_world, first_rows, user_logit_grid, verdict
-from recrl_cli.sim.config import SimulatorConfig
+from recrl_cli.mtf import calibration
+from recrl_cli.mtf.env import FusionEnv, expected_item_rewards, item_rewards
+from recrl_cli.sim.check import (
+    FUSION_SKIPPED,
+    WorldCheck,
+    check_world,
+    first_rows,
+    user_logit_grid,
+    verdict,
+)
+from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.data import load_kuairand_data
+from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.sim.play_time import sample_play_seconds
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.train import build_simulator
 from recrl_cli.sim.truth import double_centre, interaction_share, load_planted_truth
@@ -37,11 +52,12 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     return root / "raw", root / "prepared"
 
 
-def planted_model(prepared: Path, personalised: bool) -> UserResponseModel:
-    """Item-only: A_b is one vector for every user, no taste. Personalised: A_b = 0, click logit = p_u · q_i."""
+def planted_model(prepared: Path, personalised: bool, **cfg) -> UserResponseModel:
+    """Item-only: A_b is one vector for every user, no taste. Personalised: A_b = 0, click logit = p_u · q_i.
+    The play-time head (``cfg`` may remove it) keeps its random initialisation."""
     data = load_kuairand_data(prepared)
     torch.manual_seed(0)
-    model = UserResponseModel(SimulatorConfig(**TINY), data.users, data.items)
+    model = UserResponseModel(SimulatorConfig(**TINY | cfg), data.users, data.items)
     model.init_rates(data.positive_rate())
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -71,9 +87,88 @@ def test_item_only_world_is_flagged_and_a_personalised_one_passes(world):
     head = personal.headroom
     assert head["oracle"]["total_reward"] > head["popular"]["total_reward"] > head["random"]["total_reward"]
     assert personal.truth_auc is not None and personal.truth_auc["is_click"] > 0.6
+    # The fusion rows: the three policies, every figure finite, sessions finished under each.
+    assert personal.fusion is not None and set(personal.fusion) == {"random", "fixed", "per_user"}
+    assert all(v == v and abs(v) < float("inf") for row in personal.fusion.values() for v in row.values())
+    assert all(row["sessions"] > 0 for row in personal.fusion.values())
     metrics = personal.metrics()
+    assert {f"world/fusion/{p}/{k}" for p in ("random", "fixed", "per_user") for k in
+            ("total_reward", "depth", "avg_reward", "sessions")} <= set(metrics)  # fmt: skip
     again = WorldCheck.from_metrics(metrics)
     assert again.popular_gap == pytest.approx(personal.popular_gap) and again.warnings == personal.warnings
+    assert again.fusion == personal.fusion and again.fusion_gap == pytest.approx(
+        personal.fusion_gap, nan_ok=True
+    )
+    assert len(world_tables(again)) == 3  # fit, whole-session headroom, fusion headroom
+
+
+@pytest.mark.parametrize(
+    "edges", [(1.0, 10.0, 18.0, 60.0), (2.0, 12.0, 40.0)], ids=["18 s edge", "no 18 s edge"]
+)
+def test_expected_item_reward_is_the_mean_of_the_envs_own_draws(edges):
+    """expected_item_rewards against draws of the env's samplers (Bernoulli responses, play time, item_rewards)
+    with large reward weights on the rare behaviours, within 5 standard errors per item."""
+    gen = torch.Generator().manual_seed(0)
+    items, draws, edges = 6, 40_000, torch.tensor(edges)
+    probs = torch.rand(items, 7, generator=gen) * 0.6 + 0.05
+    logits = torch.randn(items, len(edges) + 1, generator=gen)
+    weights = torch.tensor([0.6, 1.0, 0.8, 3.0, 2.0, 5.0, 4.0])
+    responses = (torch.rand(draws, items, 7, generator=gen) < probs).float()
+    play = sample_play_seconds(logits.expand(draws, -1, -1), responses, edges, gen)
+    watch, rest = item_rewards(responses, play, weights)
+    reward = watch + rest
+    want = expected_item_rewards(probs, logits, edges, weights)
+    se = reward.std(0) / draws**0.5
+    assert bool(((reward.mean(0) - want).abs() < 5 * se).all()), (reward.mean(0), want)
+
+
+def test_per_user_best_serves_the_slate_of_highest_expected_reward(world):
+    """Per request the per-user best's slate holds the K candidates of highest expected reward, recomputed here
+    from the simulator's own forward pass; no fused slate (zero action, the searched fixed action, random
+    actions) has a higher expected value on any request."""
+    _, prepared = world
+    data = load_kuairand_data(prepared)
+    model = planted_model(prepared, True)
+    sim = WholeSessionEnv.from_data(model, data, EnvConfig(batch_users=8, seed=0))
+    env = FusionEnv(sim, model, retrieved=20, random=10)
+    fixed = calibration.best_fixed_fusion(env, 3, seed=1)
+    assert fixed.shape == (env.action_dim,) and bool((fixed.abs() <= 1).all())
+    calibration.reseed(env, 0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        req = env.request()
+        obs = sim.observation()
+        enc = sim.item_enc[req.candidates + 1]
+        state = model.user_state(obs.user, sim.item_enc[obs.items], obs.feedback, obs.mask)
+        probs = model.probabilities(model.score(model.behaviour_vectors(state), enc))
+        play = model.play_logits(model.play_vectors(state), enc)
+        value = expected_item_rewards(probs, play, model.play_edges, env.weights)  # [B, C]
+        best = calibration.per_user_best(env)
+        got = value.gather(1, best).sum(1)
+        torch.testing.assert_close(got, value.topk(env.slate, dim=1).values.sum(1))
+        actions = torch.cat(
+            [torch.zeros(1, env.action_dim), fixed[None], calibration.random_fusion(env, gen, 6)]
+        )
+        for a in actions:
+            fused = value.gather(1, env.rank(a[None].expand(env.batch, -1), req)).sum(1)
+            assert bool((fused <= got + 1e-5).all())
+        out = env.serve(best)
+        assert torch.equal(out.items, req.candidates.gather(1, best)) and out.reward.shape == (env.batch, 2)
+
+
+def test_fusion_rows_are_skipped_without_a_play_time_head(world):
+    _, prepared = world
+    model = planted_model(prepared, True, play_time_edges=())
+    check = check_world(model, load_kuairand_data(prepared), steps=5)
+    assert check.fusion is None and check.fusion_note == FUSION_SKIPPED
+    assert check.headroom["oracle"]["sessions"] >= 0 and len(world_tables(check)) == 2
+    metrics = check.metrics()
+    assert metrics["world/fusion/skipped"] == 1.0 and not any(
+        k.startswith("world/fusion/random") for k in metrics
+    )
+    again = WorldCheck.from_metrics(metrics)
+    assert again.fusion is None and again.fusion_note == FUSION_SKIPPED
+    assert not any("fusion" in w for w in check.warnings)
 
 
 def test_rates_off_by_more_than_twice_are_flagged_only_with_enough_positives():
@@ -92,6 +187,14 @@ def test_rates_off_by_more_than_twice_are_flagged_only_with_enough_positives():
     few = WorldCheck(**base, predicted_rate={**rates, "is_like": 0.25},
                      positives={**dict.fromkeys(BEHAVIOURS, 50), "is_like": 5})  # fmt: skip
     assert verdict(few) == []  # 5 positives: the observed rate itself is noise
+    fusion = lambda fixed, per_user: {"random": {"avg_reward": 10.0}, "fixed": {"avg_reward": fixed},  # noqa: E731
+                                      "per_user": {"avg_reward": per_user}}  # fmt: skip
+    rates_ok = dict(predicted_rate=rates, positives=dict.fromkeys(BEHAVIOURS, 50))
+    assert verdict(WorldCheck(**base, **rates_ok, fusion=fusion(12.0, 20.0))) == []  # fixed: 20 % of the gap
+    near = verdict(WorldCheck(**base, **rates_ok, fusion=fusion(17.0, 20.0)))  # 70 %
+    assert len(near) == 1 and "70%" in near[0] and "fixed one" in near[0]
+    none = verdict(WorldCheck(**base, **rates_ok, fusion=fusion(9.0, 9.5)))  # per-user best below random
+    assert len(none) == 1 and "does not beat random" in none[0]
 
 
 def test_default_simulator_recovers_each_users_planted_ranking(world):
@@ -132,9 +235,13 @@ def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, t
               "--tracking-uri", uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "headroom" in res.output and "truth AUC" in res.output and "world check" in res.output
+    assert "per-user best" in res.output  # the fusion rows, rebuilt from the logged metrics
     run_dir = next((tmp_path / "runs").glob("*/model.pt")).parent
     res = cli("check", "simulator", run_dir, "--truth", raw, "--steps", "20", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "popular" in res.output and "oracle" in res.output and "r² =" in res.output
+    assert (
+        "random fusion" in res.output and "best fixed fusion" in res.output and "per-user best" in res.output
+    )
     bad = cli("check", "simulator", tmp_path / "nothing", "--device", "cpu")
     assert bad.exit_code == 1 and len([x for x in bad.output.splitlines() if x.startswith("error")]) == 1

@@ -12,6 +12,9 @@ from recrl_cli.config.loading import build_section
 from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.play_time import (
+    CLICK,
+    LONG_VIEW,
+    click_play_expectations,
     expected_seconds,
     play_bins,
     play_metrics,
@@ -28,15 +31,28 @@ def test_bins_are_half_open_and_the_last_is_open():
     assert play_bins(seconds, EDGES).tolist() == [0, 0, 1, 3, 4, 4, 5, 6, 7, 7]
 
 
-def test_expected_seconds_and_tail_probability_match_a_naive_sum():
+def test_expected_seconds_is_the_mean_of_the_sampler_and_the_tail_a_naive_sum():
+    """E[play | click] must be what the env draws: the open last bin's e_M·(1 + Exp(1)) has mean 2·e_M
+    (the middle of [e_M, 2·e_M] once made the fusion 'watch' target 1/6 short of the sampler on long plays)."""
     logits = torch.randn(5, len(EDGES) + 1, generator=torch.Generator().manual_seed(0))
+    logits[:, -1] += 2.0  # weight on the open last bin, where the two means differ
     lower = [0.0, *EDGES.tolist()]
-    upper = [*EDGES.tolist(), 2 * EDGES[-1].item()]
+    draws = 40_000
+    gen = torch.Generator().manual_seed(3)
     for row in range(5):
         p = F.softmax(logits[row], -1).tolist()
-        mean = sum(pi * (lo + hi) / 2 for pi, lo, hi in zip(p, lower, upper, strict=True))
         tail = sum(pi for pi, lo in zip(p, lower, strict=True) if lo >= 10.0)
-        assert expected_seconds(logits[row], EDGES).item() == pytest.approx(mean, rel=1e-5)
+        # responses with click and long view drawn as the sampler reads them, 18 s being an edge: both sides
+        responses = torch.zeros(draws, 1, 7)
+        responses[:, 0, CLICK] = 1.0
+        play = sample_play_seconds(logits[row].expand(draws, 1, -1), responses, EDGES, gen)[:, 0]
+        short_mean = play.mean().item()
+        responses[:, 0, LONG_VIEW] = 1.0
+        long_mean = sample_play_seconds(logits[row].expand(draws, 1, -1), responses, EDGES, gen)[:, 0].mean()
+        p18 = sum(pi for pi, lo in zip(p, lower, strict=True) if lo >= 18.0)
+        mixed = p18 * long_mean.item() + (1 - p18) * short_mean  # long view drawn with P(play >= 18 s)
+        se = 5 * 120.0 / draws**0.5  # 5 standard errors (play sd < 120 s here)
+        assert expected_seconds(logits[row], EDGES).item() == pytest.approx(mixed, abs=se)
         assert prob_at_least(logits[row], EDGES, 10.0).item() == pytest.approx(tail, rel=1e-5)
 
 
@@ -55,7 +71,7 @@ def test_sampling_follows_the_bins_and_stays_consistent_with_click_and_long_view
     logits = torch.zeros(n, 1, len(EDGES) + 1)  # uniform over the 8 bins
     responses = torch.zeros(n, 1, 7)
     responses[: n // 2, 0, 0] = 1.0  # first half clicked
-    responses[: n // 4, 0, 5] = 1.0  # first quarter: clicked with a long view
+    responses[: n // 4, 0, LONG_VIEW] = 1.0  # first quarter: clicked with a long view
     gen = torch.Generator().manual_seed(0)
     play = sample_play_seconds(logits, responses, EDGES, gen)[:, 0]
     assert torch.all(play[n // 2 :] == 0)  # no click -> no play
@@ -71,11 +87,32 @@ def test_sampling_follows_the_bins_and_stays_consistent_with_click_and_long_view
     assert tail.mean().item() == pytest.approx(120.0, rel=0.03) and tail.min() >= 60
 
 
+@pytest.mark.parametrize(
+    "edges", [EDGES, torch.tensor([2.0, 12.0, 40.0])], ids=["18 s an edge", "no 18 s edge"]
+)
+def test_click_play_expectations_match_the_sampler(edges):
+    """The closed form against draws of the env's own sampler (responses independent, as the env draws them):
+    mean play and share of plays > 10 s among the clicked draws, within 5 standard errors."""
+    gen = torch.Generator().manual_seed(0)
+    items, draws = 4, 50_000
+    logits = torch.randn(items, len(edges) + 1, generator=gen) * 1.5
+    probs = torch.rand(items, 7, generator=gen) * 0.8 + 0.1
+    responses = (torch.rand(draws, items, 7, generator=gen) < probs).float()
+    play = sample_play_seconds(logits.expand(draws, -1, -1), responses, edges, gen)
+    mean, valid = click_play_expectations(logits, edges, probs, 10.0)
+    for i in range(items):
+        seconds = play[responses[:, i, 0] > 0, i]
+        se = seconds.std() / math.sqrt(len(seconds))
+        assert abs(seconds.mean() - mean[i]) < 5 * se, (i, seconds.mean(), mean[i])
+        share = (seconds > 10.0).float().mean()
+        assert abs(share - valid[i]) < 5 * math.sqrt(valid[i] * (1 - valid[i]) / len(seconds)) + 1e-3
+
+
 def test_sampling_falls_back_to_every_bin_when_the_long_view_side_has_no_mass():
     logits = torch.full((1000, 1, len(EDGES) + 1), -math.inf)
     logits[..., 0] = 0.0  # all mass in [0, 1) s, yet long_view = 1
     responses = torch.zeros(1000, 1, 7)
-    responses[..., 0] = responses[..., 5] = 1.0
+    responses[..., CLICK] = responses[..., LONG_VIEW] = 1.0
     play = sample_play_seconds(logits, responses, EDGES, torch.Generator().manual_seed(1))
     assert torch.all((play >= 0) & (play < 1))
 

@@ -43,7 +43,23 @@ def world_tables(check) -> list[Table]:
     for policy, v in check.headroom.items():
         room.add_row(policy, f"{v['total_reward']:.3f}", f"{v['depth']:.2f}", f"{v['avg_reward']:.4f}",
                      f"{v['sessions']:.0f}", f"{gap_fraction(check.headroom, 'total_reward', policy):.2f}")  # fmt: skip
-    return [fit, room]
+    if check.fusion is None:
+        return [fit, room]
+    from recrl_cli.mtf.calibration import LABELS
+    from recrl_cli.sim.check import fusion_gap_fraction
+
+    lo, hi = check.fusion["random"]["avg_reward"], check.fusion["per_user"]["avg_reward"]
+    lift = f"{hi / lo - 1:+.1%}" if lo > 0 else f"{hi - lo:+.4f}"
+    fusion = Table(title=f"headroom, fusion env (simulator as ranker): per-user best {lift} per request over "
+                         f"random fusion, best fixed fusion = {check.fusion_gap:.0%} of that gap")  # fmt: skip
+    fusion.add_column("policy", style="cyan")
+    for name in ("total reward", "depth", "reward / request", "sessions", "gap fraction (per request)"):
+        fusion.add_column(name, justify="right")
+    for policy, v in check.fusion.items():
+        fusion.add_row(LABELS.get(policy, policy), f"{v['total_reward']:.3f}", f"{v['depth']:.2f}",
+                       f"{v['avg_reward']:.4f}", f"{v['sessions']:.0f}",
+                       f"{fusion_gap_fraction(check.fusion, policy):.2f}")  # fmt: skip
+    return [fit, room, fusion]
 
 
 def render_check(check) -> None:
@@ -56,6 +72,8 @@ def render_check(check) -> None:
             f"; planted user × item variance of the click logit recovered: r² = {check.interaction['r2']:.3f}"
         )
     console.print(line)
+    if check.fusion_note:
+        console.print(f"note: {escape(check.fusion_note)}")
     for warning in check.warnings:
         console.print(f"[yellow]world check: {escape(warning)}[/]")
     if not check.warnings:
@@ -76,8 +94,9 @@ def simulator(
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """Fit against the data (and the planted truth), headroom of random / popular / oracle, item diversity;
-    a one-line warning for each comparison the world cannot support."""
+    """Fit against the data (and the planted truth), headroom of random / popular / oracle (whole-session env)
+    and of random / best fixed / per-user best fusion (fusion env), item diversity; a one-line warning for each
+    comparison the world cannot support."""
     from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import load_saved_model
     from recrl_cli.sim.check import check_world

@@ -31,14 +31,14 @@ from torch import Tensor
 
 from recrl_cli.mtf.fusion import TARGETS, ActionMap, fused_log_scores, fusion_targets
 from recrl_cli.sim.environment import WholeSessionEnv
-from recrl_cli.sim.play_time import VALID_SECONDS
+from recrl_cli.sim.play_time import VALID_SECONDS, click_play_expectations
 from recrl_cli.sim.response_model import UserResponseModel
 
 PROFILE_DIM = 9  # feedback means [7] + history fill [1] + depth [1]
 DEPTH_SCALE = 20.0  # requests; KuaiSim's session cap, so depth / 20 stays near [0, 1]
 # (valid consumption, watch minute, like, follow, comment, forward, hate): A6 step 5's documented fallback.
 FALLBACK_WEIGHTS = (1.0, 0.5, 2.0, 3.0, 2.0, 2.0, 5.0)
-_LIKE, _COMMENT, _FORWARD, _FOLLOW, _HATE = 2, 3, 4, 5, 6  # BEHAVIOURS indices
+_CLICK, _LIKE, _COMMENT, _FORWARD, _FOLLOW, _HATE = 0, 2, 3, 4, 5, 6  # BEHAVIOURS indices
 
 
 def item_rewards(responses: Tensor, play: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,6 +49,19 @@ def item_rewards(responses: Tensor, play: Tensor, weights: Tensor) -> tuple[Tens
             + weights[3] * responses[..., _FOLLOW] + weights[4] * responses[..., _COMMENT]
             + weights[5] * responses[..., _FORWARD] - weights[6] * responses[..., _HATE])  # fmt: skip
     return watch, rest
+
+
+def expected_item_rewards(probs: Tensor, play_logits: Tensor, edges: Tensor, weights: Tensor) -> Tensor:
+    """E[watch + rest] of :func:`item_rewards` for each item when the 7 responses are drawn independently with
+    ``probs`` [..., 7] and play time as the simulator samples it (play_logits [..., M + 1] given a click, bin
+    ``edges`` [M]; :func:`recrl_cli.sim.play_time.click_play_expectations`) -> [...]."""
+    click = probs[..., _CLICK]
+    seconds, valid = click_play_expectations(play_logits, edges, probs, VALID_SECONDS)
+    watch = weights[1] * click * seconds / 60.0
+    rest = (weights[0] * click * valid + weights[2] * probs[..., _LIKE] + weights[3] * probs[..., _FOLLOW]
+            + weights[4] * probs[..., _COMMENT] + weights[5] * probs[..., _FORWARD]
+            - weights[6] * probs[..., _HATE])  # fmt: skip
+    return watch + rest
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ class FusionEnv:
         with torch.no_grad():
             self.item_enc = ranker.item_table()  # [N + 1, d_r]
         self.history = min(ranker.cfg.history_length, sim.history_length)
+        # Without --ranker the ranker is the simulator's model (in eval mode now, like the simulator): its user
+        # state is the one the simulator computes for the step anyway (bit for bit: same inputs and weights).
+        self._shared = ranker is sim.model and self.history == sim.history_length
         self._request: Request | None = None
 
     @property
@@ -126,7 +142,11 @@ class FusionEnv:
             h = self.history
             items, fb, mask = obs.items[:, -h:], obs.feedback[:, -h:], obs.mask[:, -h:]
             enc = self.item_enc[items]  # [B, H, d]
-            r_state = self.ranker.user_state(obs.user, enc, fb, mask)  # [B, 3d]
+            if self._shared:  # the same model over the same history: the simulator's pass, not a second one
+                r_state, vectors = self.sim.user_vectors()
+            else:
+                r_state = self.ranker.user_state(obs.user, enc, fb, mask)  # [B, 3d]
+                vectors = self.ranker.behaviour_vectors(r_state)
             m = mask.float()
             filled = m.sum(1, keepdim=True)
             fb_mean = (fb * m[..., None]).sum(1) / filled.clamp(min=1.0)  # [B, 7]
@@ -144,9 +164,7 @@ class FusionEnv:
             else:
                 cands = top
             c_enc = self.item_enc[cands + 1]
-            probs = self.ranker.probabilities(
-                self.ranker.score(self.ranker.behaviour_vectors(r_state), c_enc)
-            )
+            probs = self.ranker.probabilities(self.ranker.score(vectors, c_enc))
             play = self.ranker.play_logits(self.ranker.play_vectors(r_state), c_enc)
             preds = fusion_targets(probs, play, self.ranker.play_edges)
             self._request = Request(state=state, candidates=cands, preds=preds, user=obs.user, depth=depth)
@@ -164,14 +182,33 @@ class FusionEnv:
         return fused_log_scores(req.preds, powers, biases).topk(self.slate, dim=1).indices
 
     @torch.no_grad()
+    def expected_reward(self, request: Request | None = None) -> Tensor:
+        """The simulator's expected reward (watch + rest, :func:`expected_item_rewards`) of every candidate of the
+        current request, [B, C]: its own response probabilities and play time, without the correlation penalty
+        (what the per-user best slate ranks by; the fusion counterpart of
+        :meth:`WholeSessionEnv.expected_reward`). Valid until the next :meth:`step`."""
+        req = request or self.request()
+        probs, play_logits = self.sim.predict(req.candidates)
+        assert play_logits is not None  # __init__ checked the head
+        return expected_item_rewards(probs, play_logits, self.sim.model.play_edges, self.weights)
+
+    @torch.no_grad()
     def step(self, action: Tensor) -> FusionStep:
         """Serve the fused slate of ``action`` [B, A] (normalised) and simulate the users' answers."""
         if action.shape != (self.batch, self.action_dim):
             raise ValueError(
                 f"action must have shape ({self.batch}, {self.action_dim}), got {tuple(action.shape)}"
             )
+        return self.serve(self.rank(action))
+
+    @torch.no_grad()
+    def serve(self, slate: Tensor) -> FusionStep:
+        """Serve ``slate`` [B, K] (distinct positions in the current request's candidates) and simulate the users'
+        answers; :meth:`step` serves the fused slate of an action, calibration policies a slate of their own."""
+        if slate.shape != (self.batch, self.slate):
+            raise ValueError(f"slate must have shape ({self.batch}, {self.slate}), got {tuple(slate.shape)}")
         req = self.request()
-        slate = self.rank(action, req)
+        slate = slate.to(self.device)
         items = req.candidates.gather(1, slate)
         out = self.sim.step(items)
         watch, rest = item_rewards(out.responses, out.play_seconds, self.weights)

@@ -10,11 +10,19 @@ response model on its prepared data:
   slates, ``popular`` (the best constant slate: the K items of highest mean expected reward over the states random
   visits) and ``oracle`` (per-user greedy top-K of the simulator's own expected reward); total reward per session,
   depth, reward per step, and the constant slate's share of the oracle − random gap;
+- **fusion headroom** in the fusion env (:mod:`recrl_cli.mtf.env`, the simulator as its own ranker, the fusion
+  runs' default candidates and train-fitted reward weights), the same users and draws for every policy:
+  ``random`` fusion, the best ``fixed`` fusion (one action for everyone, a small search) and the ``per_user``
+  best slate (:mod:`recrl_cli.mtf.calibration`); the same figures per request, and the fixed fusion's share of
+  the per-user − random gap in reward per request (a fusion acts per request, and the per-session total also
+  carries which sessions happen to finish in the window: on a small set it swung by more than the whole gap
+  between two seeds, the per-request share did not). Skipped, with a note, without a play-time head;
 - **item diversity**: mean pairwise cosine of the item encodings (the env's correlation penalty reads them).
 
 :func:`verdict` turns that into warnings: a world whose constant slate reaches more than ``POPULAR_LIMIT`` of
-the gap cannot rank personalised policies against a popularity list; rates off by more than ``RATE_LIMIT``×
-make every reward mix that weighs those behaviours invented.
+the gap cannot rank personalised policies against a popularity list, nor one whose fixed fusion reaches more
+than ``POPULAR_LIMIT`` of the fusion gap personalised fusion policies against a fixed fusion; rates off by more
+than ``RATE_LIMIT``× make every reward mix that weighs those behaviours invented.
 
 Shapes: B users in parallel, K slate, N items, J rewarded behaviours.
 """
@@ -29,7 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS
+from recrl_cli.errors import DataError
 from recrl_cli.evaluation.metrics import auc
+from recrl_cli.mtf import calibration
+from recrl_cli.mtf.calibration import POLICIES as FUSION_POLICIES
+from recrl_cli.mtf.config import MTFRunConfig
+from recrl_cli.mtf.env import FALLBACK_WEIGHTS, FusionEnv
+from recrl_cli.mtf.weights import fit_reward_weights
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.data import KuaiRandData, row_batch
 from recrl_cli.sim.environment import WholeSessionEnv
@@ -39,7 +53,8 @@ from recrl_cli.sim.train import score_rows
 
 POLICIES = ("random", "popular", "oracle")
 HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
-POPULAR_LIMIT = 0.6  # the constant slate's share of the oracle − random gap above which a world is flagged
+POPULAR_LIMIT = 0.6  # the constant slate's (fixed fusion's) share of the gap above which a world is flagged
+FUSION_SKIPPED = "fusion rows skipped: the simulator has no play-time head (model.play_time_edges is empty)"
 RATE_LIMIT = 2.0  # predicted / observed rate (either way) above which a behaviour is flagged
 MIN_POSITIVES = 20  # a behaviour's rate is checked only with this many held-out positives (else: noise)
 
@@ -56,6 +71,8 @@ class WorldCheck:
     headroom: dict[str, dict[str, float]]
     item_cosine: float
     interaction: dict[str, float] | None = None
+    fusion: dict[str, dict[str, float]] | None = None  # policy of recrl_cli.mtf.calibration -> HEADROOM_KEYS
+    fusion_note: str = ""  # why there are no fusion rows
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -63,8 +80,20 @@ class WorldCheck:
         """(popular − random) / (oracle − random) of the total reward per session (NaN if no gap)."""
         return gap_fraction(self.headroom, "total_reward")
 
+    @property
+    def fusion_gap(self) -> float:
+        """(fixed − random) / (per_user − random) of the fusion env's reward per request (NaN if no gap or no
+        fusion rows)."""
+        return fusion_gap_fraction(self.fusion, "fixed") if self.fusion is not None else float("nan")
+
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"world/popular_gap": self.popular_gap, "world/item_cosine": self.item_cosine}
+        if self.fusion is not None:
+            out["world/fusion_gap"] = self.fusion_gap
+            for policy, values in self.fusion.items():
+                out |= {f"world/fusion/{policy}/{k}": v for k, v in values.items()}
+        elif self.fusion_note:
+            out["world/fusion/skipped"] = 1.0
         for b in BEHAVIOURS:
             out[f"world/{b}/auc"] = self.auc[b]
             out[f"world/{b}/predicted_rate"] = self.predicted_rate[b]
@@ -87,6 +116,9 @@ class WorldCheck:
         get = lambda b, k: m.get(f"world/{b}/{k}", float("nan"))  # noqa: E731
         has_truth = f"world/{BEHAVIOURS[0]}/truth_auc" in m
         table = {p: {k: get(p, k) for k in HEADROOM_KEYS} for p in POLICIES}
+        fusion = None
+        if "world/fusion/random/total_reward" in m:
+            fusion = {p: {k: get(f"fusion/{p}", k) for k in HEADROOM_KEYS} for p in FUSION_POLICIES}
         check = cls(
             auc={b: get(b, "auc") for b in BEHAVIOURS},
             truth_auc={b: get(b, "truth_auc") for b in BEHAVIOURS} if has_truth else None,
@@ -95,18 +127,25 @@ class WorldCheck:
             positives={b: int(get(b, "positives")) for b in BEHAVIOURS}, headroom=table,
             item_cosine=m["world/item_cosine"],
             interaction={"r2": m["world/interaction_r2"]} if "world/interaction_r2" in m else None,
+            fusion=fusion, fusion_note=FUSION_SKIPPED if "world/fusion/skipped" in m else "",
         )  # fmt: skip
         check.warnings = verdict(check)
         return check
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"popular_gap": self.popular_gap}
+        return dataclasses.asdict(self) | {"popular_gap": self.popular_gap, "fusion_gap": self.fusion_gap}
 
 
-def gap_fraction(table: dict[str, dict[str, float]], key: str, policy: str = "popular") -> float:
-    """(policy − random) / (oracle − random) of ``key`` in a headroom table (NaN when oracle ≤ random)."""
-    lo, hi = table["random"][key], table["oracle"][key]
+def gap_fraction(table: dict[str, dict[str, float]], key: str, policy: str = "popular",
+                 ceiling: str = "oracle") -> float:  # fmt: skip
+    """(policy − random) / (ceiling − random) of ``key`` in a headroom table (NaN when ceiling ≤ random)."""
+    lo, hi = table["random"][key], table[ceiling][key]
     return (table[policy][key] - lo) / (hi - lo) if hi > lo else float("nan")
+
+
+def fusion_gap_fraction(table: dict[str, dict[str, float]], policy: str, key: str = "avg_reward") -> float:
+    """:func:`gap_fraction` of a fusion table: (policy − random) / (per_user − random), per request."""
+    return gap_fraction(table, key, policy, ceiling="per_user")
 
 
 @torch.no_grad()
@@ -161,6 +200,31 @@ def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, s
     return {p: {k: table[p][k] for k in HEADROOM_KEYS} for p in POLICIES}
 
 
+def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, steps: int,
+                    seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
+    """random / fixed / per_user fusion (:mod:`recrl_cli.mtf.calibration`) in the fusion env, ``steps`` requests
+    each from the same seed, with the figures of :func:`headroom` (``avg_reward`` per request). The env is what
+    a fusion run without ``--ranker`` builds (the simulator as ranker, the default candidates, reward weights
+    fitted on the train rows); the fixed action is searched on ``steps // 4`` requests of other users (seed + 1).
+    The model needs a play-time head."""
+    m = MTFRunConfig()
+    n = model.num_items
+    slate = min(env_cfg.slate_size, n)
+    retrieved = min(m.retrieved, n)
+    weights = tuple(m.weights)
+    if m.weights_from == "data":
+        try:
+            weights = fit_reward_weights(data.rows, data.splits["train"])
+        except DataError:  # too few users to fit: the documented fallback
+            weights = FALLBACK_WEIGHTS
+    sim = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed, slate_size=slate))
+    env = FusionEnv(sim, model, retrieved=retrieved, random=min(m.random_candidates, n - retrieved),
+                    weights=weights)  # fmt: skip
+    fixed = calibration.best_fixed_fusion(env, max(1, steps // 4), seed + 1)
+    return {name: calibration.run_calibration(env, serve, steps, seed)
+            for name, serve in calibration.policies(fixed).items()}  # fmt: skip
+
+
 @torch.no_grad()
 def item_cosine(model: UserResponseModel) -> float:
     """Mean pairwise cosine of the item encodings (1..N, the diagonal excluded): near 1 = collapsed items."""
@@ -212,7 +276,11 @@ def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path
     fit = fit_metrics(model, data, truth, rows)
     env_cfg = env_cfg or EnvConfig()
     table = headroom(model, data, env_cfg, steps, seed)
-    check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction)
+    fusion, note = None, FUSION_SKIPPED
+    if model.has_play_time:
+        fusion, note = fusion_headroom(model, data, env_cfg, steps, seed), ""
+    check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction,
+                       fusion=fusion, fusion_note=note)  # fmt: skip
     check.warnings = verdict(check)
     return check
 
@@ -226,6 +294,19 @@ def verdict(check: WorldCheck) -> list[str]:
             f"the best constant slate reaches {gap:.0%} of the oracle − random gap (limit {POPULAR_LIMIT:.0%}): "
             "this world cannot tell a personalised policy from a popularity list"
         )
+    if check.fusion is not None:
+        fixed, fusion = check.fusion_gap, check.fusion
+        if fixed != fixed:  # NaN: per-user best does not beat random fusion
+            out.append(
+                f"per-user best fusion ({fusion['per_user']['avg_reward']:.4f} per request) does not beat random "
+                f"fusion ({fusion['random']['avg_reward']:.4f}): this world cannot tell a personalised fusion "
+                "policy from a fixed one"
+            )
+        elif fixed > POPULAR_LIMIT:
+            out.append(
+                f"the best fixed fusion reaches {fixed:.0%} of the per-user best − random fusion gap per request "
+                f"(limit {POPULAR_LIMIT:.0%}): this world cannot tell a personalised fusion policy from a fixed one"
+            )
     off = []
     for b in BEHAVIOURS:
         if check.positives[b] < MIN_POSITIVES:

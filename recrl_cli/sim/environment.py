@@ -236,6 +236,11 @@ class WholeSessionEnv:
             self._vectors = (state, self.model.behaviour_vectors(state))
         return self._vectors
 
+    def user_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(URM state [B, 3d], behaviour vectors [B, 7, d (+ t)]) of the current users, as :meth:`step` scores
+        them (computed once per step and shared by every caller)."""
+        return self._behaviour_vectors()
+
     @torch.no_grad()
     def expected_reward(self) -> torch.Tensor:
         """E[r contribution] of every candidate for the current users, [B, N]: Σ_b w_b P(b | i) without the
@@ -244,6 +249,18 @@ class WholeSessionEnv:
         j = self._rewarded
         z = self.model.score_all(vectors[:, j], self.item_enc[1:], j)  # [B, N, J]
         return (self.model.probabilities(z) * self.weights[j]).sum(-1)
+
+    @torch.no_grad()
+    def predict(self, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the response model predicts for showing each of ``candidates`` [B, C] (indices in [0, N)) to the
+        current users, before the correlation penalty and any draw: (behaviour probabilities [B, C, 7], play-time
+        bin logits given a click [B, C, M + 1], None without the head). :meth:`step` samples from these."""
+        state, vectors = self._behaviour_vectors()
+        enc = self.item_enc[candidates.to(self.device) + 1]
+        probs = self.model.probabilities(self.model.score(vectors, enc))
+        if not self.model.has_play_time:
+            return probs, None
+        return probs, self.model.play_logits(self.model.play_vectors(state), enc)
 
     # -- the step --------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -254,8 +271,8 @@ class WholeSessionEnv:
                 f"action must have shape ({self.batch}, {self.slate}), got {tuple(action.shape)}"
             )
         items = action.to(self.device) + 1  # [B, K] encoded ids
-        state, vectors = self._behaviour_vectors()
-        probs = self.model.probabilities(self.model.score(vectors, self.item_enc[items]))  # [B, K, 7]
+        state, _ = self._behaviour_vectors()
+        probs, play_logits = self.predict(action)  # [B, K, 7], [B, K, M + 1] | None
         cos = slate_cosines(self.item_unit[items])  # [B, K, K]
         d = self.model.cfg.enc_dim
         corr = cos.mean(-1) / (d if self.switches["correlation_mean_over_dim"] else 1)  # [B, K]
@@ -263,8 +280,7 @@ class WholeSessionEnv:
         draw = torch.rand(p.shape, generator=self.generator, device=self.device)
         y = (draw < p).float()
         play = None
-        if self.model.has_play_time:
-            play_logits = self.model.play_logits(self.model.play_vectors(state), self.item_enc[items])
+        if play_logits is not None:
             play = sample_play_seconds(play_logits, y, self.model.play_edges, self.play_generator)
         reward = (y @ self.weights).mean(1)  # [B]
         self.temper.add_((reward - 2.0).clamp(-2.0, 0.0))

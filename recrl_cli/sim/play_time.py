@@ -20,9 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recrl_cli.data.prepare.kuairand_spec import BEHAVIOURS
+
 LONG_VIEW_SECONDS = 18.0
-LONG_VIEW = 5  # index of long_view in BEHAVIOURS
-CLICK = 0
+# Indices in the prepared data's BEHAVIOURS (click, long_view, like, comment, forward, follow, hate); read from it,
+# not written by hand: a hard-coded 5 (is_follow) once made nearly every simulated click play under 18 s.
+CLICK, LONG_VIEW = BEHAVIOURS.index("is_click"), BEHAVIOURS.index("long_view")
 
 
 def play_bins(seconds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -38,10 +41,16 @@ def bin_bounds(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lower, upper
 
 
+def bin_means(edges: torch.Tensor) -> torch.Tensor:
+    """Mean seconds [M + 1] of a draw in each bin under the sampling rule: the middle of a closed bin; the open
+    last bin's e_M·(1 + Exp(1)) has mean 2·e_M (not the middle of [e_M, 2·e_M])."""
+    lower, upper = bin_bounds(edges)
+    return torch.cat([(lower[:-1] + upper[:-1]) / 2, 2.0 * lower[-1:]])
+
+
 def expected_seconds(logits: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """E[play | click] under the sampling rule: logits [..., M + 1] -> [...] seconds."""
-    lower, upper = bin_bounds(edges)
-    return (F.softmax(logits, -1) * (lower + upper) / 2).sum(-1)
+    return (F.softmax(logits, -1) * bin_means(edges)).sum(-1)
 
 
 def play_time_loss(
@@ -93,6 +102,38 @@ def prob_at_least(logits: torch.Tensor, edges: torch.Tensor, seconds: float) -> 
     """P(play >= ``seconds`` | click) counting the bins that start at or above it: [..., M + 1] -> [...]."""
     lower, _ = bin_bounds(edges)
     return (F.softmax(logits, -1) * (lower >= seconds)).sum(-1)
+
+
+def click_play_expectations(logits: torch.Tensor, edges: torch.Tensor, behaviour_probs: torch.Tensor,
+                            seconds: float = VALID_SECONDS) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(E[play | click], P(play > ``seconds`` | click)) under :func:`sample_play_seconds`'s rule when the 7
+    responses are drawn independently with ``behaviour_probs`` [..., 7]: logits [..., M + 1] -> ([...] seconds,
+    [...]). Within a bin the seconds are uniform, in the open last bin e_M·(1 + Exp(1)); with 18 s an edge the
+    bin is drawn from the ≥ 18 s side with the probability of the response the sampler reads there
+    (``behaviour_probs[..., LONG_VIEW]``, the same index), else from the other side."""
+    long_view = behaviour_probs[..., LONG_VIEW]
+    probs = F.softmax(logits, -1)
+    lower, upper = bin_bounds(edges)
+    middle = bin_means(edges)
+    inside = ((upper - seconds) / (upper - lower)).clamp(0.0, 1.0)  # uniform inside [lower, upper)
+    tail = torch.exp(-(seconds / lower[-1:].clamp(min=1e-12) - 1.0).clamp(min=0.0))  # e_M·(1 + Exp) > seconds
+    above = torch.cat([inside[:-1], tail])
+
+    def moments(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (p * middle).sum(-1), (p * above).sum(-1)
+
+    split = int(torch.searchsorted(edges, edges.new_tensor(LONG_VIEW_SECONDS)))
+    if not (split < len(edges) and float(edges[split]) == LONG_VIEW_SECONDS):
+        return moments(probs)
+    high = torch.arange(probs.shape[-1], device=probs.device) >= split + 1
+    sides = []
+    for side in (high, ~high):
+        masked = probs * side
+        mass = masked.sum(-1, keepdim=True)
+        sides.append(moments(torch.where(mass > 0, masked / mass.clamp(min=1e-30), probs)))
+    (mean_hi, above_hi), (mean_lo, above_lo) = sides
+    return (long_view * mean_hi + (1.0 - long_view) * mean_lo,
+            long_view * above_hi + (1.0 - long_view) * above_lo)  # fmt: skip
 
 
 def play_metrics(
