@@ -188,9 +188,9 @@ def test_kuairand_negative_values_name_file_and_column(cli, kr_data, ws, column)
     lines = path.read_text().splitlines()
     header = lines[0].split(",")
     row = lines[7].split(",")
-    row[header.index(column)] = (
-        "-" + row[header.index(column)].lstrip("-") if row[header.index(column)] else "-5"
-    )
+    # Negate the value, or -5 where it is blank or 0 (a "-0" is not negative: a skipped play has play_time_ms 0)
+    value = row[header.index(column)].lstrip("-")
+    row[header.index(column)] = "-" + value if value.strip("0") else "-5"
     lines[7] = ",".join(row)
     path.write_text("\n".join(lines) + "\n")
     line = fails_cleanly(cli, ws, "prepare", "kuairand", "--raw", "kr", "--out", "out", *KR_SMALL,

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from recrl_cli.mtf.env import FusionEnv, FusionStep
 from recrl_cli.mtf.fusion import fused_log_scores
+from recrl_cli.sim.environment import PLAY_SEED_OFFSET
 
 POLICIES = ("random", "fixed", "per_user")
 LABELS = {"random": "random fusion", "fixed": "best fixed fusion", "per_user": "per-user best"}
@@ -49,7 +50,7 @@ def policies(fixed: Tensor) -> dict[str, Serve]:
 def reseed(env: FusionEnv, seed: int) -> None:
     """Fresh users from env seed ``seed`` (both simulator streams), as every calibration rollout starts."""
     env.sim.generator.manual_seed(seed)
-    env.sim.play_generator.manual_seed(seed + 7_919)
+    env.sim.play_generator.manual_seed(seed + PLAY_SEED_OFFSET)
     env.reset()
 
 

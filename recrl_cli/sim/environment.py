@@ -36,6 +36,9 @@ from recrl_cli.sim.play_time import sample_play_seconds
 from recrl_cli.sim.response_model import UserResponseModel
 
 CPU_USER_CHUNK = 16  # users per URM forward on the CPU (see WholeSessionEnv._behaviour_vectors)
+# The play-time stream is seeded this far from the behaviour stream, so a model with or without a play-time head
+# draws the same users and behaviours for one seed.
+PLAY_SEED_OFFSET = 7_919
 HATE = 6  # index of is_hate in BEHAVIOURS: its reward weight is negative without single_response
 
 
@@ -132,7 +135,7 @@ class WholeSessionEnv:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         # Play time draws from its own stream, so a model with or without the head simulates the same users
         # and behaviours for the same seed.
-        self.play_generator = torch.Generator(self.device).manual_seed(cfg.seed + 7_919)
+        self.play_generator = torch.Generator(self.device).manual_seed(cfg.seed + PLAY_SEED_OFFSET)
         b, dev = self.batch, self.device
         self.user = torch.zeros(b, dtype=torch.long, device=dev)
         self.origin = torch.zeros(b, dtype=torch.long, device=dev)  # the log row each user started from

@@ -20,15 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.sim.environment import PLAY_SEED_OFFSET, WholeSessionEnv
 
 Obs = TypeVar("Obs")  # what the policy sees
 Act = TypeVar("Act")  # what it answers
 Out = TypeVar("Out")  # what a step returns
-
-# The env's play-time stream is offset from its behaviour stream by this much (as WholeSessionEnv seeds it), so
-# a model with or without a play-time head draws the same users and behaviours for one seed.
-PLAY_SEED_OFFSET = 7_919
 
 
 class Env(Protocol[Obs, Act, Out]):
