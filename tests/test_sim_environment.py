@@ -170,14 +170,14 @@ def test_ild_formulas_against_a_naive_loop():
     )
 
 
-def test_correlation_penalty_divides_by_d_only_when_faithful():
+def test_correlation_penalty_scales_when_fixed_and_subtracts_rho_over_d_when_faithful():
     model = tiny_model()
     fixed, faithful = make_env(model=model), make_env(model=model, correlation_mean_over_dim=True)
     assert env_switches(faithful.cfg)["correlation_mean_over_dim"] and not faithful.model.training
     same = torch.full((8, 3), 4)  # the same item three times: every cosine is 1, so c_i = 1 or 1/d
     probs = model.probabilities(model.score(fixed._behaviour_vectors()[1], fixed.item_enc[same + 1]))
     p_fixed, p_faithful = fixed.step(same).probs, faithful.step(same).probs
-    torch.testing.assert_close(p_fixed, (probs - 0.2).clamp(min=0))
+    torch.testing.assert_close(p_fixed, probs * 0.8)  # a rare behaviour keeps 80 % of its rate, not 0
     torch.testing.assert_close(p_faithful, (probs - 0.2 / D).clamp(min=0))
 
 

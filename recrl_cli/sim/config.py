@@ -22,7 +22,8 @@ bounded_logits              §3.2    z = mean_d(A_b ⊙ e_i) + bias_b, |z| ≲ 1
 no_user_taste               –       no user taste embedding (fixed: p_u ∈ R^t per user id, scored against an
                                     item taste vector from the item's id and tag rows, as matrix factorisation)
 dropout_in_simulation       9       the env runs the response model in train mode (dropout on)
-correlation_mean_over_dim   12      item-correlation penalty ρ·(1/(K·d))Σ_j cos instead of ρ·(1/K)Σ_j cos
+correlation_mean_over_dim   12      item-correlation penalty p − ρ·(1/(K·d))Σ_j cos (fixed: p·(1 − ρ·(1/K)Σ_j cos),
+                                    a factor, so the penalty scales rare behaviours instead of zeroing them)
 ==========================  ======  =============================================================================
 """
 
@@ -146,7 +147,10 @@ class EnvConfig:
     initial_temper: float = param(
         20.0, help="T₀; each step T += clip(r − 2, −2, 0) and a user leaves at T < 1."
     )
-    item_correlation: float = param(0.2, help="ρ of the item-correlation penalty on behaviour probabilities.")
+    item_correlation: float = param(
+        0.2,
+        help="ρ of the item-correlation penalty: each behaviour probability × (1 − ρ·mean cosine to the slate).",
+    )
     single_response: bool = param(
         True,
         help="Reward = slate-mean click (KuaiSim's scripts); off = pos/neg-ratio weights, hate negative.",
@@ -159,7 +163,7 @@ class EnvConfig:
     faithful: bool = param(False, help="Preset: every env switch below on (KuaiSim as published).")
     dropout_in_simulation: bool = param(False, help="§8 #9: response model in train mode while simulating.")
     correlation_mean_over_dim: bool = param(
-        False, help="§8 #12: penalty ρ·Σ_j cos/(K·d) (≤ 0.003), not ρ·Σ_j cos/K."
+        False, help="§8 #12: p − ρ·Σ_j cos/(K·d) (≤ 0.003), not the factor p·(1 − ρ·Σ_j cos/K)."
     )
 
     def __post_init__(self) -> None:

@@ -278,8 +278,11 @@ class WholeSessionEnv:
         probs, play_logits = self.predict(action)  # [B, K, 7], [B, K, M + 1] | None
         cos = slate_cosines(self.item_unit[items])  # [B, K, K]
         d = self.model.cfg.enc_dim
-        corr = cos.mean(-1) / (d if self.switches["correlation_mean_over_dim"] else 1)  # [B, K]
-        p = (probs - self.cfg.item_correlation * corr[..., None]).clamp(min=0.0)
+        corr = cos.mean(-1)  # [B, K]
+        if self.switches["correlation_mean_over_dim"]:  # KuaiSim: subtract ρ·c/d from every probability
+            p = (probs - self.cfg.item_correlation * corr[..., None] / d).clamp(min=0.0)
+        else:  # scale, not subtract: ρ·c ≈ 0.17 taken off a 0.002 comment rate would erase every rare behaviour
+            p = probs * (1.0 - self.cfg.item_correlation * corr[..., None]).clamp(min=0.0)
         draw = torch.rand(p.shape, generator=self.generator, device=self.device)
         y = (draw < p).float()
         play = None
