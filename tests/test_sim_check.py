@@ -122,15 +122,43 @@ def test_expected_item_reward_is_the_mean_of_the_envs_own_draws(edges):
     assert bool(((reward.mean(0) - want).abs() < 5 * se).all()), (reward.mean(0), want)
 
 
-def test_per_user_best_serves_the_slate_of_highest_expected_reward(world):
-    """Per request the per-user best's slate holds the K candidates of highest expected reward, recomputed here
-    from the simulator's own forward pass; no fused slate (zero action, the searched fixed action, random
-    actions) has a higher expected value on any request."""
+def naive_greedy(values: list[float], cos: list[list[float]], k: int, rho: float) -> tuple[list[int], float]:
+    """The per-user best of one request, by plain loops: add the candidate that leaves the highest penalised
+    expected reward Σ_i r_i (1 − ρ·Σ_j cos_ij / k) of the slate so far (the final slate's k in the mean)."""
+
+    def value(slate: list[int]) -> float:
+        return sum(values[i] * max(0.0, 1 - rho * sum(cos[i][j] for j in slate) / k) for i in slate)
+
+    slate: list[int] = []
+    for _ in range(k):
+        rest = [c for c in range(len(values)) if c not in slate]
+        slate.append(max(rest, key=lambda c: value([*slate, c])))
+    return slate, value(slate)
+
+
+def local_optimum(values: list[float], cos: list[list[float]], slate: list[int], rho: float) -> bool:
+    """No single swap of a slate item for an outside candidate raises the penalised value (plain loops)."""
+    k = len(slate)
+
+    def value(s: list[int]) -> float:
+        return sum(values[i] * max(0.0, 1 - rho * sum(cos[i][j] for j in s) / k) for i in s)
+
+    here = value(slate)
+    outside = [c for c in range(len(values)) if c not in slate]
+    return all(value([*slate[:p], c, *slate[p + 1 :]]) <= here + 1e-5 for p in range(k) for c in outside)
+
+
+def test_per_user_best_serves_the_greedy_slate_of_highest_penalised_expected_reward(world):
+    """Per request the per-user best's slate is the greedy slate of the penalised expected reward (the env scales
+    every probability by 1 − ρ·mean cosine to the slate), recomputed here by plain loops from the simulator's own
+    forward pass; it is worth at least as much as the unpenalised top K and every fused slate tried (the zero
+    action, the searched fixed action, random actions) on these requests."""
     _, prepared = world
     data = load_kuairand_data(prepared)
     model = planted_model(prepared, True)
     sim = WholeSessionEnv.from_data(model, data, EnvConfig(batch_users=8, seed=0))
     env = FusionEnv(sim, model, retrieved=20, random=10)
+    rho = sim.cfg.item_correlation
     fixed = calibration.best_fixed_fusion(env, 3, seed=1)
     assert fixed.shape == (env.action_dim,) and bool((fixed.abs() <= 1).all())
     calibration.reseed(env, 0)
@@ -143,14 +171,23 @@ def test_per_user_best_serves_the_slate_of_highest_expected_reward(world):
         probs = model.probabilities(model.score(model.behaviour_vectors(state), enc))
         play = model.play_logits(model.play_vectors(state), enc)
         value = expected_item_rewards(probs, play, model.play_edges, env.weights)  # [B, C]
+        unit = torch.nn.functional.normalize(enc, dim=-1)
         best = calibration.per_user_best(env)
-        got = value.gather(1, best).sum(1)
-        torch.testing.assert_close(got, value.topk(env.slate, dim=1).values.sum(1))
+        got = calibration.slate_value_penalised(value, unit, best, rho)
+        for u in range(env.batch):
+            cos = (unit[u] @ unit[u].T).tolist()
+            _, greedy = naive_greedy(value[u].tolist(), cos, env.slate, rho)
+            assert float(got[u]) >= greedy - 1e-4  # the swaps only ever raise the greedy build's value
+            assert local_optimum(value[u].tolist(), cos, best[u].tolist(), rho)
+        top = calibration.slate_value_penalised(value, unit, value.topk(env.slate, dim=1).indices, rho)
+        assert bool((top <= got + 1e-5).all())
         actions = torch.cat(
             [torch.zeros(1, env.action_dim), fixed[None], calibration.random_fusion(env, gen, 6)]
         )
         for a in actions:
-            fused = value.gather(1, env.rank(a[None].expand(env.batch, -1), req)).sum(1)
+            fused = calibration.slate_value_penalised(
+                value, unit, env.rank(a[None].expand(env.batch, -1), req), rho
+            )
             assert bool((fused <= got + 1e-5).all())
         out = env.serve(best)
         assert torch.equal(out.items, req.candidates.gather(1, best)) and out.reward.shape == (env.batch, 2)
