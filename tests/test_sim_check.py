@@ -232,6 +232,8 @@ def test_rates_off_by_more_than_twice_are_flagged_only_with_enough_positives():
     assert len(near) == 1 and "70%" in near[0] and "fixed one" in near[0]
     none = verdict(WorldCheck(**base, **rates_ok, fusion=fusion(9.0, 9.5)))  # per-user best below random
     assert len(none) == 1 and "does not beat random" in none[0]
+    flat = verdict(WorldCheck(**base, **rates_ok, fusion=fusion(9.9, 10.1)))  # +1 % over random: no room
+    assert len(flat) == 1 and "+1.0%" in flat[0] and "cannot differ" in flat[0]
 
 
 def test_default_simulator_recovers_each_users_planted_ranking(world):

@@ -54,6 +54,9 @@ from recrl_cli.sim.train import score_rows
 POLICIES = ("random", "popular", "oracle")
 HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
 POPULAR_LIMIT = 0.6  # the constant slate's (fixed fusion's) share of the gap above which a world is flagged
+# Least gain per request of the per-user best fusion over the better of random and fixed fusion: below it every
+# fusion policy is within a few per cent of every other, too little for a fusion comparison to show an effect.
+FUSION_MIN_GAIN = 0.05
 FUSION_SKIPPED = "fusion rows skipped: the simulator has no play-time head (model.play_time_edges is empty)"
 RATE_LIMIT = 2.0  # predicted / observed rate (either way) above which a behaviour is flagged
 MIN_POSITIVES = 20  # a behaviour's rate is checked only with this many held-out positives (else: noise)
@@ -307,6 +310,14 @@ def verdict(check: WorldCheck) -> list[str]:
                 f"the best fixed fusion reaches {fixed:.0%} of the per-user best − random fusion gap per request "
                 f"(limit {POPULAR_LIMIT:.0%}): this world cannot tell a personalised fusion policy from a fixed one"
             )
+        else:
+            floor = max(fusion["random"]["avg_reward"], fusion["fixed"]["avg_reward"])
+            gain = fusion["per_user"]["avg_reward"] / floor - 1.0 if floor > 0 else float("nan")
+            if not gain >= FUSION_MIN_GAIN:
+                out.append(
+                    f"the per-user best fusion is only {gain:+.1%} per request above the better of random and "
+                    f"fixed fusion (least {FUSION_MIN_GAIN:.0%}): fusion policies cannot differ by enough to compare"
+                )
     off = []
     for b in BEHAVIOURS:
         if check.positives[b] < MIN_POSITIVES:
