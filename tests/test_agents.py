@@ -26,6 +26,7 @@ from recrl_cli.agents.losses import (
     td_target,
 )
 from recrl_cli.agents.networks import InverseModule, item_scores, sample_k, top_k
+from recrl_cli.errors import ConfigError
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import Observation, WholeSessionEnv, response_weights
 from recrl_cli.sim.evaluate import gap, session_metrics
@@ -350,3 +351,28 @@ def test_gap_fraction_is_never_nan():
     assert gap(3.0, 1.0, 5.0) == 0.5
     assert gap(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
     assert gap(1.0, 2.0, float("nan")) == 0.0
+
+
+def test_policy_history_limits_the_state_to_the_most_recent_rows():
+    """--policy-history N: the policy's state depends on the last N history rows only (and 0 = all H)."""
+    env = make_env()
+    obs = env.observation()
+    narrow = make_agent("hac", env, small("hac", policy_history=4), seed=0)
+    whole = make_agent("hac", env, small("hac"), seed=0)
+    assert narrow.actor.encoder.window == 4 and whole.actor.encoder.window == URM["history_length"]
+    narrow.actor.eval()
+    changed = Observation(
+        user=obs.user, items=obs.items.clone(), feedback=obs.feedback.clone(), mask=obs.mask
+    )
+    changed.items[:, :-4] = (changed.items[:, :-4] % ITEMS) + 1  # other items and labels before the window
+    changed.feedback[:, :-4] = 1 - changed.feedback[:, :-4]
+    with torch.no_grad():
+        _, state, _ = narrow.actor(obs)
+        _, state_changed, _ = narrow.actor(changed)
+        recent = Observation(user=obs.user, items=obs.items.clone(), feedback=obs.feedback, mask=obs.mask)
+        recent.items[:, -1] = (recent.items[:, -1] % ITEMS) + 1  # the most recent row does count
+        _, state_recent, _ = narrow.actor(recent)
+    torch.testing.assert_close(state, state_changed)
+    assert not torch.allclose(state, state_recent)
+    with pytest.raises(ConfigError, match="policy_history"):
+        small("hac", policy_history=-1)

@@ -93,6 +93,9 @@ class AgentRunConfig:
     n_heads: int = param(4, help="Attention heads of the policy's transformer.")
     ff_dim: int = param(64, help="Feed-forward width of the policy's transformer.")
     n_layers: int = param(3, help="Transformer layers of the policy.")
+    policy_history: int = param(
+        0, help="History rows the policy's transformer reads: the most recent N of the env's H (0 = all H)."
+    )
     dropout: float = param(0.1, help="Dropout of the policy.")
     action_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the hyper-action head.")
     critic_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the critic(s).")
@@ -169,6 +172,12 @@ class AgentRunConfig:
             )
         if not self.sample_temperature > 0:
             raise ConfigError(f"model.sample_temperature must be > 0, got {self.sample_temperature!r}")
+        if (
+            isinstance(self.policy_history, bool)
+            or not isinstance(self.policy_history, int)
+            or self.policy_history < 0
+        ):
+            raise ConfigError(f"model.policy_history must be an integer >= 0, got {self.policy_history!r}")
         if self.updates_per_step < 0:
             raise ConfigError(f"model.updates_per_step must be >= 0, got {self.updates_per_step!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:

@@ -56,8 +56,12 @@ class StateEncoder(nn.Module):
         self.user_kernel = RowEncoder(
             FieldRows(model.num_users + 1, model.user_cards, lat), lat, d, cfg.dropout
         )
-        self.history = HistoryEncoder(d, model.cfg.history_length, cfg.n_heads, cfg.ff_dim, cfg.n_layers,
-                                      cfg.dropout, NUM_BEHAVIOURS)  # fmt: skip
+        # The policy reads the last ``policy_history`` rows of the env's H-row history (0 = all H): the
+        # transformer's cost grows with the window, and most of what identifies a user's taste is recent.
+        window = getattr(cfg, "policy_history", 0) or model.cfg.history_length  # HRL-Rec: all H
+        self.window = min(window, model.cfg.history_length)
+        self.history = HistoryEncoder(d, self.window, cfg.n_heads, cfg.ff_dim, cfg.n_layers, cfg.dropout,
+                                      NUM_BEHAVIOURS)  # fmt: skip
         self.state_dim = 3 * d
         # --item-encoder text (recrl_cli/text.attach.agent_text_factory): ids [N] -> text vectors [N, d].
         factory = getattr(model, "item_text_factory", None)
@@ -73,8 +77,11 @@ class StateEncoder(nn.Module):
         return self.item_kernel(kernel_ids, self.item_features, self.item_tags) + self.item_text(ids)
 
     def forward(self, obs: Observation, table: torch.Tensor) -> torch.Tensor:
-        """obs of B users, table [N + 1, d] from :meth:`item_table` -> state [B, 3d]."""
-        h = self.history(table[obs.items], obs.feedback, obs.mask)
+        """obs of B users (histories [B, H]), table [N + 1, d] from :meth:`item_table` -> state [B, 3d]."""
+        w = (
+            self.window
+        )  # the last w of the H history rows (oldest first, so the most recent are on the right)
+        h = self.history(table[obs.items[:, -w:]], obs.feedback[:, -w:], obs.mask[:, -w:])
         u = self.user_kernel(obs.user, self.user_features[obs.user])
         return torch.cat([h, u], -1)
 
