@@ -25,7 +25,7 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
 from recrl_cli.evaluation.stats import mean_ci, paired_difference
 from recrl_cli.reporting import plot_study_bars
-from recrl_cli.tracking.base import Tracker
+from recrl_cli.tracking.base import SOURCE_NAME_TAG, Tracker
 
 PARENT_TAG = "recrl.study_parent"
 CHILD_TAG = "recrl.study_key"
@@ -121,7 +121,12 @@ def run_study(
     with tracker.start_run(
         experiment=experiment,
         run_name=name,
-        tags={PARENT_TAG: key, "recrl.algo": base.algo, "recrl.study": "true"},
+        tags={
+            PARENT_TAG: key,
+            "recrl.algo": base.algo,
+            "recrl.study": "true",
+            SOURCE_NAME_TAG: f"recrl ablate {base.algo}",
+        },
         resume_run_id=previous[0].run_id if previous else None,
     ) as parent_id:
         tracker.log_params({"study.axes": json.dumps(list(axes)), "study.seeds": str(seeds)})

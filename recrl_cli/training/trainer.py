@@ -34,6 +34,17 @@ from recrl_cli.training.checkpoint import LOAD_ERRORS, RETRAIN, error_detail, lo
 ProgressFn = Callable[[str, int, int], None]
 MetricsFn = Callable[[dict[str, float], int], None]
 
+MAIN_STAGE = "train"  # the one stage of a plain supervised loop (MTL bases, the simulator)
+
+
+def stage_key(kind: str, stage: str, key: str) -> str:
+    """The MLflow key of a stage's metric: ``<kind>/<stage>/<key>`` (``valid/polish/mean/auc``).
+
+    The stage segment is left out for the stage named ``train`` (the one stage of a plain supervised loop), so
+    that its keys read ``train/loss`` and ``valid/mean/auc``, not ``train/train/loss`` and ``valid/train/...``.
+    """
+    return f"{kind}/{key}" if stage == MAIN_STAGE else f"{kind}/{stage}/{key}"
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised after a stop request once a resumable checkpoint has been written.
@@ -60,7 +71,7 @@ class Stage:
     """One training phase.
 
     Attributes:
-        name: short name, used in metric keys (``train/<name>/loss``).
+        name: short name, used in metric keys (``train/<name>/loss``; see :func:`stage_key`).
         num_rows: rows that batches index into (a batch is a LongTensor [B] of row numbers).
         update: one gradient step on a batch; returns scalar metrics such as ``{"loss": 0.3}``.
         batch_size: B.
@@ -229,7 +240,8 @@ class Trainer:
                 st.epoch_count += 1
                 if st.global_step % self.log_every == 0:
                     self.log_metrics(
-                        {f"train/{stage.name}/{k}": float(v) for k, v in metrics.items()}, st.global_step
+                        {stage_key("train", stage.name, k): float(v) for k, v in metrics.items()},
+                        st.global_step,
                     )
                 if self.progress is not None:
                     self.progress(f"{stage.name} · epoch {st.epoch + 1}", st.batch_in_epoch, total_batches)
@@ -250,7 +262,10 @@ class Trainer:
         st = self.state
         record: dict[str, Any] = {"stage": stage.name, "epoch": st.epoch + 1, "step": st.global_step}
         if st.epoch_count:
-            means = {f"train/{stage.name}/epoch_{k}": v / st.epoch_count for k, v in st.epoch_sums.items()}
+            means = {
+                stage_key("train", stage.name, f"epoch_{k}"): v / st.epoch_count
+                for k, v in st.epoch_sums.items()
+            }
             record.update(means)
             self.log_metrics(means, st.global_step)
         stop = False
@@ -259,7 +274,7 @@ class Trainer:
             # A NaN (an epoch the calibration guard rejects: guarded/<monitor>) steers the selection below
             # but is not a measurement: it is left out of the logged curve instead of shown as a NaN point.
             shown = {
-                f"valid/{stage.name}/{k}": v
+                stage_key("valid", stage.name, k): v
                 for k, v in val.items()
                 if not (isinstance(v, float) and math.isnan(v))
             }
@@ -276,7 +291,7 @@ class Trainer:
                     stop = stage.patience > 0 and st.bad_epochs >= stage.patience
         # Timings go to their own prefix: they are the only values that differ between identical runs.
         record["seconds"] = time.perf_counter() - self._epoch_started
-        self.log_metrics({f"time/{stage.name}/epoch_seconds": record["seconds"]}, st.global_step)
+        self.log_metrics({stage_key("time", stage.name, "epoch_seconds"): record["seconds"]}, st.global_step)
         st.history.append(record)
         st.epoch += 1
         st.batch_in_epoch = 0
