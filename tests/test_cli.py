@@ -105,7 +105,7 @@ def trained(tmp_path_factory, new_mlflow_db, cli, cli_dataset) -> Iterator[dict]
         result = cli("train", "mmoe", "--epochs", 2, "--data", cli_dataset.prepared, "--tracking-uri", uri,
                      "--experiment", "cli/train", "--seed", 7, *TINY)  # fmt: skip
         out = ok(result)
-        yield {"uri": uri, "root": root, "out": out, "run_id": run_id_of(out)}
+        yield {"uri": uri, "root": root, "out": out, "run_id": run_id_of(out), "err": plain(result.stderr)}
 
 
 # ---- help, version, algos -----------------------------------------------------------------------
@@ -259,6 +259,13 @@ def test_train_prints_metrics_and_logs_the_run_to_mlflow(trained, cli_dataset, t
     assert sorted(p.name for p in trained["root"].iterdir()) == ["runs", "store"]
 
 
+def test_the_progress_bar_shows_epoch_k_of_n_the_loss_and_the_latest_validation_score(trained):
+    bars = [line for line in trained["err"].splitlines() if line.startswith("train · epoch")]
+    assert [line.split(" ━")[0] for line in bars] == ["train · epoch 1/2", "train · epoch 2/2"]
+    assert re.search(r"loss \d\.\d+$", bars[0].rstrip())  # no validation before the first epoch ends
+    assert re.search(r"loss \d\.\d+ · val mean/auc \d\.\d{4}$", bars[1].rstrip())
+
+
 def test_the_run_has_a_logged_model_that_predicts_a_dataset_input_and_source_tags(trained, cli_dataset):
     import mlflow
     import numpy as np
@@ -365,7 +372,7 @@ def test_same_seed_twice_gives_identical_metrics(trained, cli, cli_dataset, tmp_
 
 @contextlib.contextmanager
 def ctrl_c_at(monkeypatch, command: str, description: str, done: int, occurrence: int = 1) -> Iterator[None]:
-    """Make `recrl COMMAND` receive a real SIGINT once the bar ``description`` reaches ``done``
+    """Make `recrl COMMAND` receive a real SIGINT once the bar labelled ``... description ...`` reaches ``done``
     for the ``occurrence``-th time (the second run of a study, say)."""
     import importlib
 
@@ -377,9 +384,9 @@ def ctrl_c_at(monkeypatch, command: str, description: str, done: int, occurrence
     def progress_bar():
         with real() as update:
 
-            def hooked(desc: str, n: int, total: int) -> None:
-                update(desc, n, total)
-                if desc == description and n == done:
+            def hooked(desc: str, n: int, total: int, status: str = "") -> None:
+                update(desc, n, total, status=status)
+                if description in desc and n == done:  # a study's bars start with "run k of N · "
                     seen.append(n)
                     if len(seen) == occurrence:
                         signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, handled by recrl's handler
@@ -401,7 +408,9 @@ def test_resume_after_ctrl_c_ends_with_the_metrics_of_an_uninterrupted_run(
     whole = ok(cli(*args, "--runs-dir", "whole"))
     client = MlflowClient(mlflow_sqlite_uri)
 
-    with ctrl_c_at(monkeypatch, "train", "train · epoch 2", 3):  # mid-epoch: the permutation must be replayed
+    with ctrl_c_at(
+        monkeypatch, "train", "train · epoch 2/", 3
+    ):  # mid-epoch: the permutation must be replayed
         interrupted = cli(*args)
     assert interrupted.exit_code == 130, interrupted.output
     assert "--resume" in interrupted.stdout and "Traceback" not in interrupted.output
@@ -481,7 +490,8 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
         *ablate_args(cli_dataset, mlflow_sqlite_uri),
     ]
     out = ok(cli(*args))
-    assert out.count("run dropout=") == 4 and "skip" not in out
+    assert re.findall(r"^(run \d of 4): dropout=", out, re.M) == [f"run {k} of 4" for k in range(1, 5)]
+    assert "skip" not in out
     table = plain(out)
     auc_rows = [line for line in table.splitlines() if "mean/auc" in line]
     assert len(auc_rows) == 2
@@ -516,7 +526,10 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
     csv_text = csv_path.read_text()
 
     again = ok(cli(*args))  # the same study again: every run is found finished and reused
-    assert again.count("skip (finished) dropout=") == 4 and "run dropout=" not in again
+    assert re.findall(r"^skip \(finished\) (run \d of 4): dropout=", again, re.M) == [
+        f"run {k} of 4" for k in range(1, 5)
+    ]
+    assert not re.findall(r"^run \d", again, re.M)
     assert "(4 finished run(s) reused)" in again
     assert len(client.search_runs([exp])) == 5
     assert csv_path.read_text() == csv_text
@@ -538,7 +551,10 @@ def test_ablate_after_ctrl_c_reuses_finished_runs_and_resumes_the_interrupted_on
     assert killed.status == "KILLED" and before["expert_num=2 seed=0"].status == "FINISHED"
 
     out = ok(cli(*args))
-    assert "skip (finished) expert_num=2 seed=0" in out and "run expert_num=3 seed=0" in out
+    assert (
+        "skip (finished) run 1 of 2: expert_num=2 seed=0" in out
+        and "\nrun 2 of 2: expert_num=3 seed=0" in out
+    )
     after = {r.info.run_name: r.info for r in client.search_runs([exp])}
     assert after.keys() == before.keys()  # no second parent, no duplicate child
     assert after["expert_num=3 seed=0"].run_id == killed.run_id  # resumed, not restarted

@@ -433,8 +433,8 @@ def test_interrupted_and_resumed_run_gives_identical_metrics(finished, prepared,
     reference, _ = finished
     stop = StopSignal()
 
-    def progress(desc: str, batch: int, total: int) -> None:
-        stop.requested = desc.startswith("critics · epoch 2") and batch == 3
+    def progress(desc: str, batch: int, total: int, status: str = "") -> None:
+        stop.requested = desc.startswith("critics · epoch 2/") and batch == 3
 
     with pytest.raises(TrainingInterrupted):
         run(prepared, tmp_path, stop=stop, progress=progress)

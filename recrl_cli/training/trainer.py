@@ -31,7 +31,9 @@ from recrl_cli.data.tensors import batch_indices, num_batches
 from recrl_cli.errors import DataError
 from recrl_cli.training.checkpoint import LOAD_ERRORS, RETRAIN, error_detail, load_checkpoint, save_checkpoint
 
-ProgressFn = Callable[[str, int, int], None]
+# progress(label, done, total, status=""): one bar per label ("train · epoch 2/5", "interact · iterations"); status
+# is the text beside it (the epoch's running loss, the latest validation score).
+ProgressFn = Callable[..., None]
 MetricsFn = Callable[[dict[str, float], int], None]
 
 MAIN_STAGE = "train"  # the one stage of a plain supervised loop (MTL bases, the simulator)
@@ -85,6 +87,8 @@ class Stage:
         on_epoch_start: hook run before every epoch (and again when resuming mid-epoch).
         on_end: hook run once the stage is over and the best weights are back (e.g. to score the
             pretrained model before the next stage changes it); also re-run on resume.
+        unit: what one pass counts on the progress bar: ``epoch`` (a bar per epoch, "epoch k/N") or
+            ``iteration`` (RL loops: one epoch of ``num_rows`` iterations, one bar counting them).
     """
 
     name: str
@@ -101,6 +105,7 @@ class Stage:
     restore: Callable[[dict[str, Any]], None] | None = None
     on_epoch_start: Callable[[], None] | None = None
     on_end: Callable[[], None] | None = None
+    unit: str = "epoch"
 
 
 @dataclass
@@ -168,6 +173,7 @@ class Trainer:
         self.log_every = log_every
         self.generator = torch.Generator().manual_seed(seed)
         self.state = LoopState()
+        self._last_validation: dict[str, float] = {}  # shown beside the bar (not checkpointed)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -244,7 +250,9 @@ class Trainer:
                         st.global_step,
                     )
                 if self.progress is not None:
-                    self.progress(f"{stage.name} · epoch {st.epoch + 1}", st.batch_in_epoch, total_batches)
+                    self.progress(
+                        self._label(stage), st.batch_in_epoch, total_batches, status=self._status(stage)
+                    )
                 if self.checkpoint_every and st.global_step % self.checkpoint_every == 0:
                     self.save()
                 if self.stop.requested:
@@ -256,6 +264,26 @@ class Trainer:
                 break
         st.stage_done = True
         self.save()
+
+    def _label(self, stage: Stage) -> str:
+        """The bar's label: ``train · epoch 2/5``; an RL loop's ``interact · iterations`` (the bar counts them)."""
+        if stage.unit == "epoch":
+            return f"{stage.name} · epoch {self.state.epoch + 1}/{stage.max_epochs}"
+        return f"{stage.name} · {stage.unit}s"
+
+    def _status(self, stage: Stage) -> str:
+        """Beside the bar: the running mean of the epoch's loss (or its first two metrics) and the latest
+        validation score of the monitored metric (``loss 0.2113 · val mean/auc 0.6402``)."""
+        st = self.state
+        if not st.epoch_count:
+            return ""
+        keys = [k for k in st.epoch_sums if k == "loss"] or list(st.epoch_sums)[:2]
+        parts = [f"{k} {st.epoch_sums[k] / st.epoch_count:.4g}" for k in keys]
+        # The score itself, not the calibration guard's copy of it (guarded/<metric>: NaN for a rejected epoch).
+        shown = (stage.monitor or "").removeprefix("guarded/")
+        if shown in self._last_validation:
+            parts.append(f"val {shown} {self._last_validation[shown]:.4f}")
+        return " · ".join(parts)
 
     def _end_epoch(self, stage: Stage) -> bool:
         """Validate, track the best epoch and decide on early stopping. Returns True to stop."""
@@ -271,6 +299,9 @@ class Trainer:
         stop = False
         if stage.validate is not None:
             val = stage.validate()
+            self._last_validation = {
+                k: v for k, v in val.items() if isinstance(v, float) and not math.isnan(v)
+            }
             # A NaN (an epoch the calibration guard rejects: guarded/<monitor>) steers the selection below
             # but is not a measurement: it is left out of the logged curve instead of shown as a NaN point.
             shown = {
@@ -311,3 +342,4 @@ class Trainer:
         st.epoch = st.batch_in_epoch = st.stage_step = st.bad_epochs = 0
         st.best_value, st.best_snapshot, st.stage_done = -math.inf, None, False
         st.epoch_sums, st.epoch_count = {}, 0
+        self._last_validation = {}
