@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,16 @@ from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.evaluation.evaluator import evaluate_split
 from recrl_cli.reporting import plot_learning_curve, plot_rl_curves, write_history_csv
-from recrl_cli.tracking.base import NullTracker, Tracker, flatten_params
+from recrl_cli.tracking.base import (
+    PARENT_TAG,
+    NullTracker,
+    RunInfo,
+    Tracker,
+    dataset_record,
+    flatten_params,
+    git_info,
+    source_tags,
+)
 from recrl_cli.training import distributed
 from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail, save_checkpoint
 from recrl_cli.training.device import resolve_device, seed_everything
@@ -87,32 +95,6 @@ def run_key(cfg: RunConfig, dataset_fingerprint: str) -> str:
     content["train"] = {k: v for k, v in content["train"].items() if k not in ("device", "threads")}
     blob = json.dumps({"cfg": content, "data": dataset_fingerprint}, sort_keys=True, default=str)
     return f"{cfg.algo}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def git_info(code_dir: Path | None = None) -> dict[str, str]:
-    """Commit SHA and dirty flag of the recrl code that runs ("unknown" outside a git checkout).
-
-    Asked of the package's own directory (or `code_dir`), not the current one: a run started from
-    anywhere else (a scratch directory, a test) must still record which code produced it.
-    `--no-optional-locks`: a plain `git status` refreshes the index and takes `.git/index.lock` to
-    write it back, which makes a commit or checkout the user runs at that moment fail.
-    """
-    code_dir = code_dir or Path(__file__).resolve().parent
-    git = ["git", "--no-optional-locks"]
-    try:
-        sha = subprocess.run(
-            [*git, "rev-parse", "HEAD"], cwd=code_dir, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"],
-            cwd=code_dir,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return {"recrl.git_sha": sha, "recrl.git_dirty": str(bool(dirty)).lower()}
-    except (OSError, subprocess.SubprocessError):
-        return {"recrl.git_sha": "unknown", "recrl.git_dirty": "unknown"}
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
@@ -196,6 +178,7 @@ def train_run(
         trainer.resume(checkpoint)
     distributed.decorrelate_rng(cfg.train.seed, trainer.state.global_step)
 
+    git = git_info()
     tags = {
         "recrl.version": __version__,
         "recrl.algo": cfg.algo,
@@ -203,7 +186,8 @@ def train_run(
         "recrl.dataset_fingerprint": data.fingerprint,
         "recrl.device": str(device),
         "recrl.run_key": key,
-        **git_info(),
+        **git,
+        **source_tags(f"recrl train {cfg.algo}", git),  # MLflow's Source column: command and git commit
         **(extra_tags or {}),
     }
     if world > 1:
@@ -219,6 +203,10 @@ def train_run(
         if main:
             _write_state(run_dir, {"mlflow_run_id": run_id, "status": "running", "experiment": experiment})
         tracker.log_params(flatten_params(cfg.to_dict()))
+        if (
+            not resume
+        ):  # the runs table's Dataset column: the prepared data by name, fingerprint and directory
+            tracker.log_dataset(dataset_record(data.manifest, Path(cfg.data.prepared_dir)), "training")
         history = trainer.fit()
         metrics: dict[str, float] = {}
         for split in EVAL_SPLITS:
@@ -238,11 +226,29 @@ def train_run(
             _save_artifacts(
                 run_dir, cfg, data.manifest, algorithm.export(), history, metrics, tracker, curves
             )
+            notes += _log_model(algorithm, cfg, data, tracker, trainer.state.global_step)
             _write_state(run_dir, {"mlflow_run_id": run_id, "status": "finished", "experiment": experiment})
     if main:
         checkpoint.unlink(missing_ok=True)  # the final model is kept; the resumable state is no longer needed
     return RunResult(run_id=run_id, run_dir=run_dir, metrics=metrics, history=history, resumed=bool(resume),
                      notes=notes)  # fmt: skip
+
+
+def _log_model(algorithm: Any, cfg: RunConfig, data: Any, tracker: Tracker, step: int) -> tuple[str, ...]:
+    """Log the algorithm's scoring model in MLflow's PyTorch flavour with a signature (the runs table's Models
+    column, the model registry); a note when it could not be. Algorithms without ``serving_model`` (the RL
+    families: their policies act in a simulator and score no rows) keep their state in ``model.pt`` only."""
+    serving = getattr(algorithm, "serving_model", None)
+    if serving is None:
+        return ()
+    module, example = serving()
+    metadata = {"recrl_algo": cfg.algo, "tasks": list(data.tasks), "features": list(data.feature_names),
+                "dataset_fingerprint": data.fingerprint}  # fmt: skip
+    # Named after what it is (mmoe, rmtl-mmoe), not "model": in MLflow 3 a logged model shadows the run's artifact
+    # folder of the same name in runs:/ URIs, and model/ holds recrl's own model.pt.
+    name = "-".join(p for p in (cfg.algo, str(getattr(cfg.model, "base", "") or "")) if p)
+    note = tracker.log_model(module, example, name=name, metadata=metadata, step=step)
+    return (note,) if note else ()
 
 
 def _by_step(curves: Mapping[str, list[tuple[int, float]]]) -> dict[int, dict[str, float]]:
@@ -368,3 +374,63 @@ def evaluate_saved(
     data = load_split(prepared_dir, manifest, split).to(device)
     with torch.no_grad():
         return evaluate_split(predict, data, manifest["tasks"], batch_size)
+
+
+def evaluated_run(source: str, tracker: Tracker) -> RunInfo | None:
+    """The MLflow run whose model ``source`` names (a run id, a run directory or its ``model.pt``), when this
+    tracker's store holds it; None otherwise (a model file from elsewhere, another store)."""
+    from recrl_cli.errors import TrackingError
+
+    path = Path(source)
+    run_id = source
+    if path.exists():
+        run_dir = path if path.is_dir() else path.parent
+        run_id = _read_state(run_dir).get("mlflow_run_id", "") if (run_dir / "run.json").is_file() else ""
+    if not run_id:
+        return None
+    try:
+        return tracker.get_run(run_id)
+    except TrackingError:
+        return None
+
+
+def log_evaluation(
+    tracker: Tracker,
+    saved: Mapping[str, Any],
+    source: str,
+    *,
+    split: str,
+    prepared_dir: Path,
+    metrics: Mapping[str, float],
+    experiment: str | None = None,
+) -> tuple[str, RunInfo | None]:
+    """Log a ``recrl evaluate`` as an MLflow run: nested under the evaluated run when the store holds it (in its
+    experiment), else a run of its own in ``experiment`` (default ``recrl/<dataset>``). Metrics are
+    ``eval/<split>/<task>/<metric>`` (the keys of the training run), the prepared data is the run's input with
+    the context ``evaluation``. Returns the new run's id and the evaluated run."""
+    from recrl_cli.data.manifest import read_manifest
+
+    manifest = read_manifest(prepared_dir)
+    parent = evaluated_run(source, tracker)
+    exp = experiment or (parent.experiment if parent else f"recrl/{manifest.get('dataset', 'data')}")
+    git = git_info()
+    tags = {
+        "recrl.version": __version__,
+        "recrl.algo": str(saved["algo"]),
+        "recrl.evaluated": source,
+        "recrl.dataset": str(manifest.get("dataset")),
+        "recrl.dataset_fingerprint": str(manifest.get("fingerprint")),
+        **git,
+        **source_tags("recrl evaluate", git),
+    }
+    nested = parent is not None and parent.experiment == exp
+    if nested:
+        tags[PARENT_TAG] = parent.run_id  # the UI draws it under the run it scores
+    name = f"evaluate {parent.name if parent else saved['algo']} [{split}]"
+    with tracker.start_run(experiment=exp, run_name=name, tags=tags) as run_id:
+        tracker.log_params(
+            {"evaluate": {"source": source, "split": split, "data": Path(prepared_dir).as_posix()}}
+        )
+        tracker.log_dataset(dataset_record(manifest, Path(prepared_dir)), "evaluation")
+        tracker.log_metrics({f"eval/{split}/{k}": v for k, v in metrics.items()})
+    return run_id, parent if nested else None

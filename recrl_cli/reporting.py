@@ -31,21 +31,27 @@ def write_history_csv(history: Sequence[Mapping[str, Any]], path: Path) -> None:
 def plot_learning_curve(history: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
     """Training loss and validation mean AUC per epoch, one panel each."""
     plt = _pyplot()
+    from recrl_cli.training.trainer import stage_key
+
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for stage in dict.fromkeys(r["stage"] for r in history):
+    stages = list(dict.fromkeys(r["stage"] for r in history))
+    for stage in stages:
         rows = [r for r in history if r["stage"] == stage]
         steps = [r["step"] for r in rows]
-        loss_key = f"train/{stage}/epoch_loss"
+        # A line is labelled by its stage only where there are several (RMTL's pretrain and polish): a single
+        # supervised loop's validation curve is "validation", not its stage's name.
+        label = stage if len(stages) > 1 else None
+        loss_key = stage_key("train", stage, "epoch_loss")
         if any(loss_key in r for r in rows):
-            ax_loss.plot(steps, [r.get(loss_key) for r in rows], marker="o", label=stage)
-        auc_key = f"valid/{stage}/mean/auc"
+            ax_loss.plot(steps, [r.get(loss_key) for r in rows], marker="o", label=label)
+        auc_key = stage_key("valid", stage, "mean/auc")
         if any(auc_key in r for r in rows):
-            ax_auc.plot(steps, [r.get(auc_key) for r in rows], marker="o", label=stage)
+            ax_auc.plot(steps, [r.get(auc_key) for r in rows], marker="o", label=label)
     ax_loss.set(title="training loss (epoch mean)", xlabel="step")
     ax_auc.set(title="validation mean AUC", xlabel="step")
     for ax in (ax_loss, ax_auc):
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.lines and len(stages) > 1:
             ax.legend()
     fig.suptitle(title)
     fig.tight_layout()

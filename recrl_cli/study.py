@@ -25,7 +25,7 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
 from recrl_cli.evaluation.stats import mean_ci, paired_difference
 from recrl_cli.reporting import plot_study_bars
-from recrl_cli.tracking.base import Tracker
+from recrl_cli.tracking.base import SOURCE_NAME_TAG, Tracker
 
 PARENT_TAG = "recrl.study_parent"
 CHILD_TAG = "recrl.study_key"
@@ -101,7 +101,7 @@ def run_study(
     train_fn: Callable[..., Any],
     out_dir: Path,
     study_name: str | None = None,
-    on_run: Callable[[str, int, bool], None] | None = None,
+    on_run: Callable[[str, int, bool, int, int], None] | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
     backend: Any = None,
     on_result: Callable[[str, int, Mapping[str, float]], None] | None = None,
@@ -121,7 +121,12 @@ def run_study(
     with tracker.start_run(
         experiment=experiment,
         run_name=name,
-        tags={PARENT_TAG: key, "recrl.algo": base.algo, "recrl.study": "true"},
+        tags={
+            PARENT_TAG: key,
+            "recrl.algo": base.algo,
+            "recrl.study": "true",
+            SOURCE_NAME_TAG: f"recrl ablate {base.algo}",
+        },
         resume_run_id=previous[0].run_id if previous else None,
     ) as parent_id:
         tracker.log_params({"study.axes": json.dumps(list(axes)), "study.seeds": str(seeds)})
@@ -131,38 +136,38 @@ def run_study(
             if r.status == "FINISHED" and r.parent_run_id == parent_id
         }
         todo = []
-        for variant in variants:
-            for s in range(seeds):
-                vkey = f"{variant.name}|seed={s}"
-                if vkey in finished:
-                    per_run[(variant.name, s)] = {
-                        k.removeprefix("eval/"): v
-                        for k, v in finished[vkey].metrics.items()
-                        if k.startswith("eval/")
-                    }
-                    skipped += 1
-                    if on_run:
-                        on_run(variant.name, s, True)
-                    continue
+        total = len(variants) * seeds  # on_run(variant, seed, skipped, k, total): "run k of total"
+        for number, (variant, s) in enumerate(((v, s) for v in variants for s in range(seeds)), start=1):
+            vkey = f"{variant.name}|seed={s}"
+            if vkey in finished:
+                per_run[(variant.name, s)] = {
+                    k.removeprefix("eval/"): v
+                    for k, v in finished[vkey].metrics.items()
+                    if k.startswith("eval/")
+                }
+                skipped += 1
                 if on_run:
-                    on_run(variant.name, s, False)
-                tags = {CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
-                if backend is not None:
-                    todo.append((variant.name, s, configs[(variant.name, s)], tags))
-                    continue
-                result = train_fn(
-                    configs[(variant.name, s)],
-                    tracker,
-                    experiment=experiment,
-                    run_name=f"{variant.name} seed={s}",
-                    nested=True,
-                    resume="auto",
-                    extra_tags=tags,
-                    **(train_kwargs or {}),
-                )
-                per_run[(variant.name, s)] = dict(result.metrics)
-                if on_result:
-                    on_result(variant.name, s, per_run[(variant.name, s)])
+                    on_run(variant.name, s, True, number, total)
+                continue
+            if on_run:
+                on_run(variant.name, s, False, number, total)
+            tags = {CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
+            if backend is not None:
+                todo.append((variant.name, s, configs[(variant.name, s)], tags))
+                continue
+            result = train_fn(
+                configs[(variant.name, s)],
+                tracker,
+                experiment=experiment,
+                run_name=f"{variant.name} seed={s}",
+                nested=True,
+                resume="auto",
+                extra_tags=tags,
+                **(train_kwargs or {}),
+            )
+            per_run[(variant.name, s)] = dict(result.metrics)
+            if on_result:
+                on_result(variant.name, s, per_run[(variant.name, s)])
         if todo:
             _run_elsewhere(todo, backend, tracker, experiment, train_kwargs or {}, per_run, on_result)
         rows = summarise(per_run, [v.name for v in variants], seeds)

@@ -78,6 +78,8 @@ def replay(record: RecordedRun, tracker: Tracker, experiment: str) -> str:
     tags = {k: v for k, v in record.tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
     with tracker.start_run(experiment=experiment, run_name=record.name, tags=tags, nested=True) as run_id:
         tracker.log_params(record.params)
+        for dataset, context in record.datasets:
+            tracker.log_dataset(dataset, context)
         # One call per (step, repeat) instead of one per value: a key logged twice at a step keeps both values.
         calls: dict[tuple[int, int], dict[str, float]] = {}
         for key, history in record.metrics.items():
@@ -94,6 +96,9 @@ def replay(record: RecordedRun, tracker: Tracker, experiment: str) -> str:
                 path.write_bytes(content)
                 folder = artifact.rpartition("/")[0]
                 tracker.log_artifact(path, folder or None)
+        for model in record.models:
+            tracker.log_model(model.model, model.input_example, name=model.name, metadata=model.metadata,
+                              step=model.step)  # fmt: skip
     return run_id
 
 

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+# Logging a model in MLflow's PyTorch flavour costs seconds of torch.export per run: off for the suite (model.pt
+# is still logged); the tests of the logged model turn it back on (monkeypatch.setenv("RECRL_LOG_MODEL", "1")).
+os.environ["RECRL_LOG_MODEL"] = "0"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Give the suite a terminal's Ctrl-C, wherever it was started from.

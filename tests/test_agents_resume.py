@@ -74,7 +74,7 @@ def test_resume_after_ctrl_c_ends_with_the_metrics_of_an_uninterrupted_run(
     whole = ok(cli(*args, "--runs-dir", "whole"))
     client = MlflowClient(mlflow_sqlite_uri)
 
-    with ctrl_c_at(monkeypatch, "train", "interact · epoch 1", 3):  # mid-stage, after 3 of 8 iterations
+    with ctrl_c_at(monkeypatch, "train", "interact · iterations", 3):  # mid-stage, after 3 of 8 iterations
         interrupted = cli(*args)
     assert interrupted.exit_code == 130, interrupted.output
     assert "--resume" in interrupted.stdout and "Traceback" not in interrupted.output

@@ -99,10 +99,13 @@ def trained(tmp_path_factory, new_mlflow_db, cli, cli_dataset) -> Iterator[dict]
     uri = new_mlflow_db(root / "store")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        mp.setenv(
+            "RECRL_LOG_MODEL", "1"
+        )  # the model in MLflow's PyTorch flavour (off elsewhere in the suite)
         result = cli("train", "mmoe", "--epochs", 2, "--data", cli_dataset.prepared, "--tracking-uri", uri,
                      "--experiment", "cli/train", "--seed", 7, *TINY)  # fmt: skip
         out = ok(result)
-        yield {"uri": uri, "root": root, "out": out, "run_id": run_id_of(out)}
+        yield {"uri": uri, "root": root, "out": out, "run_id": run_id_of(out), "err": plain(result.stderr)}
 
 
 # ---- help, version, algos -----------------------------------------------------------------------
@@ -236,7 +239,7 @@ def test_train_prints_metrics_and_logs_the_run_to_mlflow(trained, cli_dataset, t
     for key, value in test.items():  # the table shows exactly what MLflow holds
         assert logged[f"test/{key}"] == pytest.approx(value, abs=5e-5)
     assert all(f"val/{k}" in logged for k in test)
-    history = client.get_metric_history(run_id, "valid/train/mean/auc")
+    history = client.get_metric_history(run_id, "valid/mean/auc")
     assert len(history) == 2  # one validation per epoch
 
     top = {a.path for a in client.list_artifacts(run_id)}
@@ -256,18 +259,99 @@ def test_train_prints_metrics_and_logs_the_run_to_mlflow(trained, cli_dataset, t
     assert sorted(p.name for p in trained["root"].iterdir()) == ["runs", "store"]
 
 
+def test_the_progress_bar_shows_epoch_k_of_n_the_loss_and_the_latest_validation_score(trained):
+    bars = [line for line in trained["err"].splitlines() if line.startswith("train · epoch")]
+    assert [line.split(" ━")[0] for line in bars] == ["train · epoch 1/2", "train · epoch 2/2"]
+    assert re.search(r"loss \d\.\d+$", bars[0].rstrip())  # no validation before the first epoch ends
+    assert re.search(r"loss \d\.\d+ · val mean/auc \d\.\d{4}$", bars[1].rstrip())
+
+
+def test_the_run_has_a_logged_model_that_predicts_a_dataset_input_and_source_tags(trained, cli_dataset):
+    import mlflow
+    import numpy as np
+
+    from recrl_cli.algorithms.supervised import load_mtl_predictor
+    from recrl_cli.data.tensors import load_prepared
+
+    client = MlflowClient(trained["uri"])
+    run = client.get_run(trained["run_id"])
+    manifest = json.loads((cli_dataset.prepared / "manifest.json").read_text())
+    # Source column: command, type, the recrl code's commit (as recrl.git_sha).
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "recrl train mmoe" and tags["mlflow.source.type"] == "LOCAL"
+    if tags["recrl.git_sha"] != "unknown":
+        assert tags["mlflow.source.git.commit"] == tags["recrl.git_sha"]
+    # Dataset column: the prepared data by name, manifest fingerprint and directory, used for training.
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.name == "retailrocket" and manifest["fingerprint"].startswith(inp.dataset.digest)
+    assert json.loads(inp.dataset.source) == {"uri": cli_dataset.prepared.resolve().as_posix()}
+    assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training"}
+    assert json.loads(inp.dataset.profile)["train_rows"] == manifest["splits"]["train"]["rows"]
+    # Models column: one logged model in the PyTorch flavour with a signature, that predicts as model.pt does.
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert model.source_run_id == run.info.run_id and str(model.status).endswith("READY")
+    mlflow.set_tracking_uri(trained["uri"])  # models:/ URIs resolve against the global store
+    info = mlflow.models.get_model_info(f"models:/{output.model_id}")
+    rows = load_prepared(cli_dataset.prepared, torch.device("cpu")).splits["val"].features[:64]
+    spec = {"dtype": "int64", "shape": (-1, rows.shape[1])}  # feature ids, history ids and label codes [B, F]
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"] == spec
+    assert info.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 2)}
+    saved = torch.load(next((trained["root"] / "runs").glob("*/model.pt")), weights_only=True)
+    expected = load_mtl_predictor(saved["exported"], torch.device("cpu"))(rows)
+    loaded = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+    assert torch.allclose(loaded(rows), expected, atol=1e-6)
+    served = mlflow.pyfunc.load_model(f"models:/{output.model_id}").predict(rows.numpy())
+    assert np.allclose(served, expected.numpy(), atol=1e-6)
+    # ... and it can be registered.
+    version = mlflow.register_model(f"models:/{output.model_id}", "mmoe-test")
+    assert int(version.version) == 1 and version.run_id == run.info.run_id
+    # Metric keys without a doubled prefix: the one-stage loop logs train/loss and valid/mean/auc.
+    keys = set(run.data.metrics)
+    assert {"train/loss", "train/epoch_loss", "valid/mean/auc"} <= keys
+    assert not [k for k in keys if k.startswith(("train/train/", "valid/train/", "time/train/"))]
+
+
 def test_evaluate_a_trained_run_by_id_and_by_directory(trained, cli, cli_dataset):
-    logged = eval_metrics(MlflowClient(trained["uri"]), trained["run_id"])
+    client = MlflowClient(trained["uri"])
+    logged = eval_metrics(client, trained["run_id"])
     by_id = ok(cli("evaluate", trained["run_id"], "--data", cli_dataset.prepared,
                    "--tracking-uri", trained["uri"], "--device", "cpu"))  # fmt: skip
     scores = printed_metrics(by_id, "mmoe on")
     for key, value in scores.items():  # the saved model scores the test split as training reported
         assert value == pytest.approx(logged[f"test/{key}"], abs=5e-5)
     run_dir = next((trained["root"] / "runs").iterdir())
-    by_dir = ok(cli("evaluate", run_dir, "--data", cli_dataset.prepared, "--split", "val", "--device", "cpu"))
+    by_dir = ok(cli("evaluate", run_dir, "--data", cli_dataset.prepared, "--split", "val", "--device", "cpu",
+                    "--tracking-uri", trained["uri"]))  # fmt: skip
     assert "[val]" in by_dir
     for key, value in printed_metrics(by_dir, "mmoe on").items():
         assert value == pytest.approx(logged[f"val/{key}"], abs=5e-5)
+    # Each evaluation is an MLflow run nested under the run it scored, with the printed metrics.
+    for out, split, scored in ((by_id, "test", scores), (by_dir, "val", printed_metrics(by_dir, "mmoe on"))):
+        run = client.get_run(run_id_of(out))
+        assert f"nested under run {trained['run_id']}" in " ".join(out.split())
+        assert run.data.tags["mlflow.parentRunId"] == trained["run_id"]
+        assert run.data.tags["mlflow.source.name"] == "recrl evaluate" and run.info.status == "FINISHED"
+        assert run.info.run_name == f"evaluate mmoe-seed7 [{split}]"
+        assert run.info.experiment_id == client.get_run(trained["run_id"]).info.experiment_id
+        for key, value in scored.items():
+            assert run.data.metrics[f"eval/{split}/{key}"] == pytest.approx(value, abs=5e-5)
+        (inp,) = run.inputs.dataset_inputs
+        assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "evaluation"}
+
+
+def test_evaluate_a_model_file_from_elsewhere_logs_a_run_of_its_own(trained, cli, cli_dataset, tmp_path,
+                                                                   mlflow_sqlite_uri):  # fmt: skip
+    model = next((trained["root"] / "runs").glob("*/model.pt"))
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "model.pt"
+    copy.write_bytes(model.read_bytes())
+    uri = mlflow_sqlite_uri  # another store: the run that trained the model is not in it
+    out = ok(cli("evaluate", copy, "--data", cli_dataset.prepared, "--tracking-uri", uri, "--device", "cpu"))
+    run = MlflowClient(uri).get_run(run_id_of(out))
+    assert "mlflow.parentRunId" not in run.data.tags and run.info.run_name == "evaluate mmoe [test]"
+    assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "recrl/retailrocket"
+    assert set(printed_metrics(out, "mmoe on")) == {k.removeprefix("eval/test/") for k in run.data.metrics}
 
 
 def test_same_seed_twice_gives_identical_metrics(trained, cli, cli_dataset, tmp_path, monkeypatch,
@@ -288,7 +372,7 @@ def test_same_seed_twice_gives_identical_metrics(trained, cli, cli_dataset, tmp_
 
 @contextlib.contextmanager
 def ctrl_c_at(monkeypatch, command: str, description: str, done: int, occurrence: int = 1) -> Iterator[None]:
-    """Make `recrl COMMAND` receive a real SIGINT once the bar ``description`` reaches ``done``
+    """Make `recrl COMMAND` receive a real SIGINT once the bar labelled ``... description ...`` reaches ``done``
     for the ``occurrence``-th time (the second run of a study, say)."""
     import importlib
 
@@ -300,9 +384,9 @@ def ctrl_c_at(monkeypatch, command: str, description: str, done: int, occurrence
     def progress_bar():
         with real() as update:
 
-            def hooked(desc: str, n: int, total: int) -> None:
-                update(desc, n, total)
-                if desc == description and n == done:
+            def hooked(desc: str, n: int, total: int, status: str = "") -> None:
+                update(desc, n, total, status=status)
+                if description in desc and n == done:  # a study's bars start with "run k of N · "
                     seen.append(n)
                     if len(seen) == occurrence:
                         signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, handled by recrl's handler
@@ -324,7 +408,9 @@ def test_resume_after_ctrl_c_ends_with_the_metrics_of_an_uninterrupted_run(
     whole = ok(cli(*args, "--runs-dir", "whole"))
     client = MlflowClient(mlflow_sqlite_uri)
 
-    with ctrl_c_at(monkeypatch, "train", "train · epoch 2", 3):  # mid-epoch: the permutation must be replayed
+    with ctrl_c_at(
+        monkeypatch, "train", "train · epoch 2/", 3
+    ):  # mid-epoch: the permutation must be replayed
         interrupted = cli(*args)
     assert interrupted.exit_code == 130, interrupted.output
     assert "--resume" in interrupted.stdout and "Traceback" not in interrupted.output
@@ -342,8 +428,8 @@ def test_resume_after_ctrl_c_ends_with_the_metrics_of_an_uninterrupted_run(
     )
     assert not (run_dir / "checkpoint.pt").exists()  # a finished run keeps its model, not its checkpoint
     # Per-epoch validation was logged once per epoch, not twice for the interrupted one.
-    steps = [m.step for m in client.get_metric_history(state["mlflow_run_id"], "valid/train/mean/auc")]
-    assert steps == [m.step for m in client.get_metric_history(run_id_of(whole), "valid/train/mean/auc")]
+    steps = [m.step for m in client.get_metric_history(state["mlflow_run_id"], "valid/mean/auc")]
+    assert steps == [m.step for m in client.get_metric_history(run_id_of(whole), "valid/mean/auc")]
 
     again = cli(*args, "--resume")  # nothing left to resume: one clear line
     assert again.exit_code == 1 and "already finished" in again.stderr
@@ -404,7 +490,8 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
         *ablate_args(cli_dataset, mlflow_sqlite_uri),
     ]
     out = ok(cli(*args))
-    assert out.count("run dropout=") == 4 and "skip" not in out
+    assert re.findall(r"^(run \d of 4): dropout=", out, re.M) == [f"run {k} of 4" for k in range(1, 5)]
+    assert "skip" not in out
     table = plain(out)
     auc_rows = [line for line in table.splitlines() if "mean/auc" in line]
     assert len(auc_rows) == 2
@@ -439,7 +526,10 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
     csv_text = csv_path.read_text()
 
     again = ok(cli(*args))  # the same study again: every run is found finished and reused
-    assert again.count("skip (finished) dropout=") == 4 and "run dropout=" not in again
+    assert re.findall(r"^skip \(finished\) (run \d of 4): dropout=", again, re.M) == [
+        f"run {k} of 4" for k in range(1, 5)
+    ]
+    assert not re.findall(r"^run \d", again, re.M)
     assert "(4 finished run(s) reused)" in again
     assert len(client.search_runs([exp])) == 5
     assert csv_path.read_text() == csv_text
@@ -461,7 +551,10 @@ def test_ablate_after_ctrl_c_reuses_finished_runs_and_resumes_the_interrupted_on
     assert killed.status == "KILLED" and before["expert_num=2 seed=0"].status == "FINISHED"
 
     out = ok(cli(*args))
-    assert "skip (finished) expert_num=2 seed=0" in out and "run expert_num=3 seed=0" in out
+    assert (
+        "skip (finished) run 1 of 2: expert_num=2 seed=0" in out
+        and "\nrun 2 of 2: expert_num=3 seed=0" in out
+    )
     after = {r.info.run_name: r.info for r in client.search_runs([exp])}
     assert after.keys() == before.keys()  # no second parent, no duplicate child
     assert after["expert_num=3 seed=0"].run_id == killed.run_id  # resumed, not restarted

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from recrl_cli.study_backends import replay
-from recrl_cli.tracking.base import PARENT_TAG, RecordedRun, RecordingTracker
+from recrl_cli.tracking.base import PARENT_TAG, DatasetRecord, RecordedModel, RecordedRun, RecordingTracker
 
 STUDY = ["--expert-num", "2,3", "--epochs", 1, "--batch-size", 512, "--threads", 1, "--device", "cpu",
          "--embed-dim", 8, "--bottom-dims", "16", "--tower-dims", "8"]  # fmt: skip
@@ -25,6 +26,9 @@ def test_replay_logs_the_recorded_run_under_the_open_parent():
     }
     record.tags = {"recrl.variant": "v", "mlflow.runName": "v seed=0", PARENT_TAG: "stand-in"}
     record.artifacts = {"model/model.pt": b"weights", "metrics.json": b"{}"}
+    dataset = DatasetRecord("retailrocket", "ab" * 16, "/data/prepared", "{}", "{}")
+    record.datasets = [(dataset, "training")]
+    record.models = [RecordedModel("mmoe", torch.nn.Identity(), torch.zeros(2, 3), {"tasks": ["click"]}, 40)]
     tracker = RecordingTracker()
     with tracker.start_run(experiment="exp", run_name="study") as parent:
         child = replay(record, tracker, "exp")
@@ -34,6 +38,8 @@ def test_replay_logs_the_recorded_run_under_the_open_parent():
     assert run.metrics == record.metrics  # every value at its step, a repeated step kept twice, in order
     assert run.tags["recrl.variant"] == "v" and run.tags[PARENT_TAG] == parent
     assert run.artifacts == record.artifacts
+    assert run.datasets == [(dataset, "training")]  # the Dataset and Models columns survive the replay
+    assert [(m.name, m.metadata, m.step) for m in run.models] == [("mmoe", {"tasks": ["click"]}, 40)]
 
 
 def test_backend_ray_without_ray_is_one_line_and_tracks_nothing(cli, cli_dataset, tmp_path, monkeypatch):

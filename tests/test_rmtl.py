@@ -23,6 +23,7 @@ from recrl_cli.algorithms.rmtl.mdp import (
     normalize_state_ids,
 )
 from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, polish_weights, weighted_bce
+from recrl_cli.algorithms.supervised import load_mtl_predictor
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.data.prepare.retailrocket import RetailRocketPrepareParams, prepare_retailrocket
 from recrl_cli.data.synth.retailrocket import write_retailrocket
@@ -418,14 +419,22 @@ def test_end_to_end_runs_three_stages_and_reports_the_pretrained_model(finished,
     saved = load_checkpoint(result.run_dir / "model.pt")
     again = evaluate_saved(saved, prepared_dir=prepared, split="test", device_name="cpu")
     assert again["click/auc"] == pytest.approx(result.metrics["test/click/auc"])
+    # The model MLflow logs (PyTorch flavour): the polished base as ids [B, F] -> probabilities [B, T].
+    (model,) = tracker.runs[result.run_id].models
+    assert model.name == f"rmtl-{saved['exported']['base']}" and model.metadata["tasks"] == ["click", "pay"]
+    rows = model.input_example
+    predict = load_mtl_predictor(saved["exported"], torch.device("cpu"))
+    assert torch.allclose(model.model(rows), predict(rows), atol=1e-6)
+    ((dataset, context),) = tracker.runs[result.run_id].datasets
+    assert context == "training" and dataset.source == prepared.resolve().as_posix()
 
 
 def test_interrupted_and_resumed_run_gives_identical_metrics(finished, prepared, tmp_path):
     reference, _ = finished
     stop = StopSignal()
 
-    def progress(desc: str, batch: int, total: int) -> None:
-        stop.requested = desc.startswith("critics · epoch 2") and batch == 3
+    def progress(desc: str, batch: int, total: int, status: str = "") -> None:
+        stop.requested = desc.startswith("critics · epoch 2/") and batch == 3
 
     with pytest.raises(TrainingInterrupted):
         run(prepared, tmp_path, stop=stop, progress=progress)

@@ -224,7 +224,7 @@ def test_cli_text_items_init_model_train_and_evaluate(cli, rr, tmp_path, mlflow_
                   "--runs-dir", tmp_path / f"runs_{mode}")  # fmt: skip
         assert res.exit_code == 0, res.output
         model_pt = next((tmp_path / f"runs_{mode}").glob("*/model.pt"))
-        scored = cli("evaluate", model_pt, "--data", prep)
+        scored = cli("evaluate", model_pt, "--data", prep, "--tracking-uri", mlflow_sqlite_uri)
         assert scored.exit_code == 0 and "click" in scored.output, scored.output
     assert len(list((prep / "text_cache").glob("*.pt"))) == 1  # only the frozen run writes the cache
 

@@ -150,3 +150,30 @@ def test_interrupt_and_resume_is_exact(tmp_path, stop_at):
     trainer2.fit()
     assert torch.equal(weights(resumed), weights(reference))
     assert len(interrupted.seen) + len(resumed.seen) == len(reference.seen)
+
+
+def test_the_bar_shows_epoch_k_of_n_the_running_loss_and_the_latest_validation_score(tmp_path):
+    algo = ToyAlgorithm()
+    calls: list[tuple[str, int, int, str]] = []
+    scores = iter([0.61, 0.72])
+    stage = algo.stage(max_epochs=2, validate=lambda: {"auc": next(scores)}, monitor="auc")
+    make_trainer(
+        algo, tmp_path, stages=[stage], progress=lambda *a, **k: calls.append((*a, k["status"]))
+    ).fit()
+    labels = list(dict.fromkeys(label for label, *_ in calls))
+    assert labels == ["fit · epoch 1/2", "fit · epoch 2/2"]  # one bar per epoch
+    first, second = ([c for c in calls if c[0] == label] for label in labels)
+    assert first[-1][1:3] == (7, 7) and first[0][3].startswith("loss ")  # the epoch's running mean loss
+    assert "val" not in first[-1][3]  # no validation yet in epoch 1
+    assert second[0][3].endswith("· val auc 0.6100")  # epoch 2 shows epoch 1's validation score
+    assert 0 < float(first[-1][3].split()[1]) < 1  # "loss 0.6931"
+
+
+def test_an_iteration_loop_is_labelled_by_iterations_not_epoch_1(tmp_path):
+    algo = ToyAlgorithm()
+    calls: list[tuple] = []
+    stage = algo.stage(
+        name="interact", batch_size=1, num_rows=5, max_epochs=1, shuffle=False, unit="iteration"
+    )
+    make_trainer(algo, tmp_path, stages=[stage], progress=lambda *a, **k: calls.append(a)).fit()
+    assert calls == [("interact · iterations", k, 5) for k in range(1, 6)]  # the bar counts k of N

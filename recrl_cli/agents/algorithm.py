@@ -123,7 +123,7 @@ class RLAgentAlgorithm:
         """The warm-up when the stage starts (not again after a resume: the buffer is in the checkpoint), then
         one iteration per trainer step."""
         return [Stage(name="interact", num_rows=self.loop_cfg.iterations, update=self.update, batch_size=1,
-                      max_epochs=1, shuffle=False, on_epoch_start=self.loop.warm_up)]  # fmt: skip
+                      max_epochs=1, shuffle=False, on_epoch_start=self.loop.warm_up, unit="iteration")]  # fmt: skip
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def result(self) -> AgentResult:

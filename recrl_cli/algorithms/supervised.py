@@ -140,6 +140,12 @@ class SupervisedMTL:
             self.predict, self.data.splits[split], self.tasks, self.cfg.train.eval_batch_size, gather
         )
 
+    def serving_model(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The model MLflow logs: feature ids [B, F] → probabilities [B, T], with training rows as its example."""
+        from recrl_cli.nets.serving import scoring_model
+
+        return scoring_model(self.model, self.data.splits["train"].features)
+
     # -- persistence ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -193,13 +193,12 @@ def ablate(
     cfg = resolve_references(cfg, tracker, runs_dir)
     exp = default_experiment(cfg, experiment)
 
-    def announce(variant: str, s: int, skipped: bool) -> None:
-        verb = (
-            "[dim]skip (finished)[/]"
-            if skipped
-            else ("[bold]run[/]" if runner is None else "[bold]submit[/]")
-        )
-        console.print(f"{verb} {escape(variant)} seed={s}")
+    current = {"run": ""}  # "run 3 of 9", put before the training bars' labels
+
+    def announce(variant: str, s: int, skipped: bool, number: int, total: int) -> None:
+        verb = "[dim]skip (finished)[/] " if skipped else ("" if runner is None else "[bold]submit[/] ")
+        current["run"] = f"run {number} of {total}"
+        console.print(f"{verb}[bold]{current['run']}[/]: {escape(variant)} seed={s}")
 
     def finished(variant: str, s: int, values: dict[str, float]) -> None:
         if runner is not None:  # runs elsewhere finish in any order: say which one is back
@@ -208,7 +207,11 @@ def ablate(
             console.print(f"[green]done[/] {escape(variant)} seed={s}{shown}")
 
     try:
-        with graceful_interrupt() as stop, progress_bar() as progress:
+        with graceful_interrupt() as stop, progress_bar() as bars:
+
+            def progress(label: str, done: int, total: int, status: str = "") -> None:
+                bars(f"{current['run']} · {label}", done, total, status=status)
+
             result = run_study(
                 cfg, axes, seeds=seeds, tracker=tracker, experiment=exp, train_fn=train_run,
                 out_dir=runs_dir / "studies", study_name=name, on_run=announce,

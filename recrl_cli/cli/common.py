@@ -193,18 +193,20 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
     columns = (
         TextColumn("[bold blue]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, console=err_console, transient=False) as progress:
         tasks: dict[str, Any] = {}
 
-        def update(description: str, done: int, total: int) -> None:
+        def update(description: str, done: int, total: int, status: str = "") -> None:
+            """One bar per ``description``; ``status`` (a loss, the latest validation score) is shown beside it."""
             if description not in tasks:
-                tasks[description] = progress.add_task(description, total=total)
-            progress.update(tasks[description], completed=done, total=total)
+                tasks[description] = progress.add_task(description, total=total, status=status)
+            progress.update(tasks[description], completed=done, total=total, status=status)
 
         try:
             yield update

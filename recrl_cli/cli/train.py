@@ -359,11 +359,21 @@ def evaluate(
     ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment",
+            help="MLflow experiment of the evaluation run (default: the evaluated run's, nested under it; for a "
+            "model from elsewhere recrl/<dataset>).",
+        ),
+    ] = None,
 ) -> None:
-    """Score a trained model on a split of a prepared dataset and print AUC, GAUC, logloss and s-logloss."""
+    """Score a trained model on a split of a prepared dataset, print AUC, GAUC, logloss and s-logloss, and log
+    them as an MLflow run (nested under the evaluated run when the store holds it)."""
     from recrl_cli.data.manifest import open_prepared
     from recrl_cli.errors import ConfigError
-    from recrl_cli.pipeline import evaluate_saved, load_saved_model
+    from recrl_cli.pipeline import evaluate_saved, load_saved_model, log_evaluation
+    from recrl_cli.tracking.server import redact
     from recrl_cli.training.device import resolve_device
 
     if split not in ("train", "val", "test"):
@@ -373,7 +383,14 @@ def evaluate(
     if data is not None:
         open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
-    saved = load_saved_model(source, lambda: make_tracker(tracking_uri))
+    trackers = []  # made once, when first needed: a failing evaluation of a local file creates no store
+
+    def tracker():
+        if not trackers:
+            trackers.append(make_tracker(tracking_uri))
+        return trackers[0]
+
+    saved = load_saved_model(source, tracker)
     if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
         from recrl_cli.algorithms.catalog import data_defaults
 
@@ -381,6 +398,10 @@ def evaluate(
         open_prepared(data)
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
+    run_id, parent = log_evaluation(tracker(), saved, source, split=split, prepared_dir=data, metrics=metrics,
+                                    experiment=experiment)  # fmt: skip
+    under = f", nested under run {parent.run_id} ({escape(parent.name)})" if parent else ""
+    console.print(f"MLflow run [bold]{run_id}[/]{under} ({escape(redact(tracker().uri))})")
 
 
 train_command = friendly_errors(train)

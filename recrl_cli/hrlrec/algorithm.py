@@ -132,7 +132,7 @@ class HRLRecAlgorithm:
                                 batch_size=m.batch_size, max_epochs=m.offline_epochs))  # fmt: skip
         if m.mode in ("online", "offline+online") and m.iterations > 0:
             stages.append(Stage(name="interact", num_rows=m.iterations, update=self._interact, batch_size=1,
-                                max_epochs=1, shuffle=False, on_epoch_start=self.warm_up))  # fmt: skip
+                                max_epochs=1, shuffle=False, on_epoch_start=self.warm_up, unit="iteration"))  # fmt: skip
         return stages
 
     # -- evaluation --------------------------------------------------------------------------------------------

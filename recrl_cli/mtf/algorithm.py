@@ -219,15 +219,15 @@ class MTFAlgorithm:
 
     def stages(self) -> list[Stage]:
         out = [Stage(name="behaviour", num_rows=self.m.cem_iterations, update=self.cem_step, batch_size=1,
-                     max_epochs=1, shuffle=False)]  # fmt: skip
+                     max_epochs=1, shuffle=False, unit="iteration")]  # fmt: skip
         if self.learner is None:
             return out
         per_round = max(1, self.m.iterations // self.rounds)
         for r in range(self.rounds):
             out.append(Stage(name=f"collect{r}", num_rows=1, update=lambda idx, r=r: self.collect_step(r),
-                             batch_size=1, max_epochs=1, shuffle=False))  # fmt: skip
+                             batch_size=1, max_epochs=1, shuffle=False, unit="iteration"))  # fmt: skip
             out.append(Stage(name=f"train{r}", num_rows=per_round, update=self.train_step, batch_size=1,
-                             max_epochs=1, shuffle=False, on_end=lambda r=r: self.end_round(r)))  # fmt: skip
+                             max_epochs=1, shuffle=False, on_end=lambda r=r: self.end_round(r), unit="iteration"))  # fmt: skip
         return out
 
     # -- evaluation --------------------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ costs seconds. `mlflow_tracker.py` holds the one real implementation.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import getpass
 import json
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -20,6 +24,98 @@ from recrl_cli.errors import TrackingError
 
 PARENT_TAG = "mlflow.parentRunId"  # the tag MLflow's UI uses to draw parent/child trees
 RUN_NAME_TAG = "mlflow.runName"
+# The tags MLflow's own fluent API sets on a run, which fill the UI's Source and User columns.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+USER_TAG = "mlflow.user"
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # what a run did with a dataset input: "training", "evaluation"
+# MLflow's dataset digest column holds 36 characters; the manifest fingerprint (a sha256) is cut to 32 hex digits.
+DIGEST_LENGTH = 32
+
+
+def git_info(code_dir: Path | None = None) -> dict[str, str]:
+    """Commit SHA and dirty flag of the recrl code that runs ("unknown" outside a git checkout).
+
+    Asked of the package's own directory (or `code_dir`), not the current one: a run started from
+    anywhere else (a scratch directory, a test) must still record which code produced it.
+    `--no-optional-locks`: a plain `git status` refreshes the index and takes `.git/index.lock` to
+    write it back, which makes a commit or checkout the user runs at that moment fail.
+    """
+    code_dir = code_dir or Path(__file__).resolve().parent
+    git = ["git", "--no-optional-locks"]
+    try:
+        sha = subprocess.run(
+            [*git, "rev-parse", "HEAD"], cwd=code_dir, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            cwd=code_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return {"recrl.git_sha": sha, "recrl.git_dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"recrl.git_sha": "unknown", "recrl.git_dirty": "unknown"}
+
+
+def source_tags(command: str = "recrl", git: Mapping[str, str] | None = None) -> dict[str, str]:
+    """MLflow's source tags for a run started by ``command`` (``recrl train mmoe``): name, type ``LOCAL``, the
+    user, and the git commit of the recrl code when it is known (``git``: a :func:`git_info` already read)."""
+    tags = {SOURCE_NAME_TAG: command, SOURCE_TYPE_TAG: "LOCAL"}
+    with contextlib.suppress(OSError, KeyError, ImportError):  # no login name, no passwd entry for the uid
+        tags[USER_TAG] = getpass.getuser()
+    sha = (git if git is not None else git_info()).get("recrl.git_sha", "unknown")
+    if sha and sha != "unknown":
+        tags[GIT_COMMIT_TAG] = sha
+    return tags
+
+
+def with_source_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` plus the source tags it does not set itself (every run gets them; the caller's win)."""
+    if SOURCE_TYPE_TAG in tags and SOURCE_NAME_TAG in tags:
+        return dict(tags)
+    return {**source_tags(), **tags}
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A prepared dataset as an MLflow run input (the runs table's Dataset column).
+
+    ``digest`` is the manifest's fingerprint (cut to :data:`DIGEST_LENGTH`), ``source`` the prepared directory;
+    ``schema`` and ``profile`` are JSON text: the feature columns in MLflow's column-spec form and the row counts.
+    """
+
+    name: str
+    digest: str
+    source: str
+    schema: str
+    profile: str
+
+
+def dataset_record(manifest: Mapping[str, Any], prepared_dir: Path) -> DatasetRecord:
+    """The :class:`DatasetRecord` of a prepared dataset from its ``manifest.json``.
+
+    The name is the dataset with its version where it has one (``retailrocket``, ``kuairand-pure``).
+    """
+    version = manifest.get("version")
+    name = f"{manifest.get('dataset', 'dataset')}" + (f"-{version}" if version else "")
+    features = [f.get("name", str(i)) if isinstance(f, Mapping) else str(f)
+                for i, f in enumerate(manifest.get("features", []))]  # fmt: skip
+    schema = {"mlflow_colspec": [{"name": n, "type": "long", "required": True} for n in features]}
+    splits = manifest.get("splits", {})
+    profile = {
+        "tasks": list(manifest.get("tasks", [])),
+        **{f"{split}_rows": info.get("rows") for split, info in splits.items() if isinstance(info, Mapping)},
+    }
+    return DatasetRecord(
+        name=name,
+        digest=str(manifest.get("fingerprint", ""))[:DIGEST_LENGTH],
+        source=Path(prepared_dir).resolve().as_posix(),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +152,11 @@ class Tracker(Protocol):
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
+    def log_dataset(self, dataset: DatasetRecord, context: str = "training") -> None: ...
+    def log_model(
+        self, model: Any, input_example: Any, *, name: str = "model", metadata: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> str | None: ...  # fmt: skip
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]: ...
     def get_run(self, run_id: str) -> RunInfo: ...
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path: ...
@@ -173,7 +274,7 @@ class NullTracker:
     def _ignore(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    log_params = log_metrics = set_tags = log_artifact = log_dict = _ignore
+    log_params = log_metrics = set_tags = log_artifact = log_dict = log_dataset = log_model = _ignore
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
         return []
@@ -183,6 +284,17 @@ class NullTracker:
 
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path:
         raise TrackingError(f"no MLflow run '{run_id}' in {self.uri} (tracking is off)")
+
+
+@dataclass
+class RecordedModel:
+    """A model handed to :meth:`RecordingTracker.log_model`: a CPU copy of the module and its input example."""
+
+    name: str
+    model: Any
+    input_example: Any
+    metadata: dict[str, Any]
+    step: int
 
 
 @dataclass
@@ -198,6 +310,8 @@ class RecordedRun:
     metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)  # artifact path -> file content
+    datasets: list[tuple[DatasetRecord, str]] = field(default_factory=list)  # (dataset, context)
+    models: list[RecordedModel] = field(default_factory=list)
 
     def info(self) -> RunInfo:
         latest = {key: _latest(history) for key, history in self.metrics.items()}
@@ -256,6 +370,7 @@ class RecordingTracker:
         else:
             parent = self._stack[-1] if nested else None
             run = RecordedRun(uuid.uuid4().hex, run_name, experiment, parent)
+            run.tags.update(with_source_tags(tags or {}))
             run.tags[RUN_NAME_TAG] = run_name
             if parent:
                 run.tags[PARENT_TAG] = parent
@@ -311,6 +426,19 @@ class RecordingTracker:
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         text = json.dumps(data, indent=2, default=str)
         self._active().artifacts[artifact_file.strip("/")] = text.encode()
+
+    def log_dataset(self, dataset: DatasetRecord, context: str = "training") -> None:
+        self._active().datasets.append((dataset, context))
+
+    def log_model(
+        self, model: Any, input_example: Any, *, name: str = "model", metadata: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> str | None:  # fmt: skip
+        """Keep a copy of the module (on the CPU) and its example, to be logged for real by a replay."""
+        copied = copy.deepcopy(model).cpu()
+        example = input_example.detach().cpu().clone()
+        self._active().models.append(RecordedModel(name, copied, example, dict(metadata or {}), step))
+        return None
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
         hits = [

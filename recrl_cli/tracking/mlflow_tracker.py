@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from recrl_cli.errors import TrackingError
 from recrl_cli.tracking.base import (
+    DATASET_CONTEXT_TAG,
     PARENT_TAG,
+    DatasetRecord,
     RunInfo,
     check_can_open,
     flatten_params,
     metric_value,
     new_params,
     terminal_status,
+    with_source_tags,
 )
 from recrl_cli.tracking.server import probe_health, redact, slug, sqlite_artifact_root, sqlite_db_path
 from recrl_cli.tracking.sqlite_store import check_creatable, prepare_store, quiet_mlflow_logs, store_state
@@ -50,6 +54,9 @@ _ENV_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 _log = logging.getLogger(__name__)
+# RECRL_LOG_MODEL=0 skips the PyTorch-flavour model (≈ 1.5-5 s of torch.export per run; model.pt is always
+# logged). The test suite sets it; the tests of the logged model set it back.
+LOG_MODEL_ENV = "RECRL_LOG_MODEL"
 
 
 def make_mlflow_tracker(tracking_uri: str) -> MlflowTracker:
@@ -164,6 +171,7 @@ class MlflowTracker:
 
     def _create(self, experiment: str, run_name: str, tags: dict[str, str], parent: str | None) -> str:
         experiment_id = self._experiment_id(experiment, create=True)
+        tags = with_source_tags(tags)  # every run fills the UI's Source column
         if parent is not None:
             tags[PARENT_TAG] = parent
         with _mlflow_errors(f"create run '{run_name}' in {redact(self.uri)}"):
@@ -292,6 +300,66 @@ class MlflowTracker:
         run_id = self._active()
         with _mlflow_errors(f"log {artifact_file} of run {run_id}"):
             self.client.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
+
+    def log_dataset(self, dataset: DatasetRecord, context: str = "training") -> None:
+        """Log a prepared dataset as an input of the open run (the runs table's Dataset column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run_id = self._active()
+        entity = Dataset(
+            name=dataset.name,
+            digest=dataset.digest,
+            source_type="local",
+            source=json.dumps({"uri": dataset.source}),
+            schema=dataset.schema,
+            profile=dataset.profile,
+        )
+        with _mlflow_errors(f"log dataset {dataset.name} of run {run_id}"):
+            self.client.log_inputs(run_id, [DatasetInput(entity, [InputTag(DATASET_CONTEXT_TAG, context)])])
+
+    def log_model(
+        self, model: Any, input_example: Any, *, name: str = "model", metadata: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> str | None:  # fmt: skip
+        """Log ``model`` (a torch module, input example [N, ...]) as an MLflow logged model of the open run.
+
+        PyTorch flavour in the ``pt2`` format (torch.export: a graph, no pickle, loadable without recrl), with the
+        signature inferred from the example and its output; the run lists it as an output (the Models column) and
+        it can be registered. Returns a note instead of failing the run when the module cannot be exported;
+        ``RECRL_LOG_MODEL=0`` skips it.
+        """
+        if os.environ.get(LOG_MODEL_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+            return None
+        import mlflow.pytorch
+        import torch
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model, infer_signature
+
+        run_id = self._active()
+        example = input_example.detach().cpu()
+        with torch.no_grad():
+            signature = infer_signature(example.numpy(), model(example).detach().cpu().numpy())
+        with _mlflow_errors(f"create the logged model of run {run_id}"):
+            experiment_id = self.client.get_run(run_id).info.experiment_id
+            logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            try:
+                mlflow.pytorch.save_model(
+                    model, str(local), mlflow_model=Model(artifact_path=name, run_id=run_id, model_id=logged.model_id),
+                    signature=signature, input_example=example.numpy(), serialization_format="pt2",
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], metadata=dict(metadata or {}),
+                )  # fmt: skip
+            except Exception as exc:  # torch.export cannot trace every module (e.g. a language-model encoder)
+                with _mlflow_errors(f"mark the logged model of run {run_id} as failed"):
+                    self.client.finalize_logged_model(logged.model_id, "FAILED")
+                return f"the model was not logged in MLflow's PyTorch flavour ({_one_line(exc, 160)}); model/model.pt has it"
+            with _mlflow_errors(f"log the model of run {run_id}"):
+                self.client.log_model_artifacts(logged.model_id, str(local))
+        with _mlflow_errors(f"log the model of run {run_id}"):
+            self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])
+            self.client.finalize_logged_model(logged.model_id, "READY")
+        return None
 
     # -- reading back --------------------------------------------------------------------------
 

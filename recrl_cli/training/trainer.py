@@ -31,8 +31,21 @@ from recrl_cli.data.tensors import batch_indices, num_batches
 from recrl_cli.errors import DataError
 from recrl_cli.training.checkpoint import LOAD_ERRORS, RETRAIN, error_detail, load_checkpoint, save_checkpoint
 
-ProgressFn = Callable[[str, int, int], None]
+# progress(label, done, total, status=""): one bar per label ("train · epoch 2/5", "interact · iterations"); status
+# is the text beside it (the epoch's running loss, the latest validation score).
+ProgressFn = Callable[..., None]
 MetricsFn = Callable[[dict[str, float], int], None]
+
+MAIN_STAGE = "train"  # the one stage of a plain supervised loop (MTL bases, the simulator)
+
+
+def stage_key(kind: str, stage: str, key: str) -> str:
+    """The MLflow key of a stage's metric: ``<kind>/<stage>/<key>`` (``valid/polish/mean/auc``).
+
+    The stage segment is left out for the stage named ``train`` (the one stage of a plain supervised loop), so
+    that its keys read ``train/loss`` and ``valid/mean/auc``, not ``train/train/loss`` and ``valid/train/...``.
+    """
+    return f"{kind}/{key}" if stage == MAIN_STAGE else f"{kind}/{stage}/{key}"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -60,7 +73,7 @@ class Stage:
     """One training phase.
 
     Attributes:
-        name: short name, used in metric keys (``train/<name>/loss``).
+        name: short name, used in metric keys (``train/<name>/loss``; see :func:`stage_key`).
         num_rows: rows that batches index into (a batch is a LongTensor [B] of row numbers).
         update: one gradient step on a batch; returns scalar metrics such as ``{"loss": 0.3}``.
         batch_size: B.
@@ -74,6 +87,8 @@ class Stage:
         on_epoch_start: hook run before every epoch (and again when resuming mid-epoch).
         on_end: hook run once the stage is over and the best weights are back (e.g. to score the
             pretrained model before the next stage changes it); also re-run on resume.
+        unit: what one pass counts on the progress bar: ``epoch`` (a bar per epoch, "epoch k/N") or
+            ``iteration`` (RL loops: one epoch of ``num_rows`` iterations, one bar counting them).
     """
 
     name: str
@@ -90,6 +105,7 @@ class Stage:
     restore: Callable[[dict[str, Any]], None] | None = None
     on_epoch_start: Callable[[], None] | None = None
     on_end: Callable[[], None] | None = None
+    unit: str = "epoch"
 
 
 @dataclass
@@ -157,6 +173,7 @@ class Trainer:
         self.log_every = log_every
         self.generator = torch.Generator().manual_seed(seed)
         self.state = LoopState()
+        self._last_validation: dict[str, float] = {}  # shown beside the bar (not checkpointed)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -229,10 +246,13 @@ class Trainer:
                 st.epoch_count += 1
                 if st.global_step % self.log_every == 0:
                     self.log_metrics(
-                        {f"train/{stage.name}/{k}": float(v) for k, v in metrics.items()}, st.global_step
+                        {stage_key("train", stage.name, k): float(v) for k, v in metrics.items()},
+                        st.global_step,
                     )
                 if self.progress is not None:
-                    self.progress(f"{stage.name} · epoch {st.epoch + 1}", st.batch_in_epoch, total_batches)
+                    self.progress(
+                        self._label(stage), st.batch_in_epoch, total_batches, status=self._status(stage)
+                    )
                 if self.checkpoint_every and st.global_step % self.checkpoint_every == 0:
                     self.save()
                 if self.stop.requested:
@@ -245,21 +265,47 @@ class Trainer:
         st.stage_done = True
         self.save()
 
+    def _label(self, stage: Stage) -> str:
+        """The bar's label: ``train · epoch 2/5``; an RL loop's ``interact · iterations`` (the bar counts them)."""
+        if stage.unit == "epoch":
+            return f"{stage.name} · epoch {self.state.epoch + 1}/{stage.max_epochs}"
+        return f"{stage.name} · {stage.unit}s"
+
+    def _status(self, stage: Stage) -> str:
+        """Beside the bar: the running mean of the epoch's loss (or its first two metrics) and the latest
+        validation score of the monitored metric (``loss 0.2113 · val mean/auc 0.6402``)."""
+        st = self.state
+        if not st.epoch_count:
+            return ""
+        keys = [k for k in st.epoch_sums if k == "loss"] or list(st.epoch_sums)[:2]
+        parts = [f"{k} {st.epoch_sums[k] / st.epoch_count:.4g}" for k in keys]
+        # The score itself, not the calibration guard's copy of it (guarded/<metric>: NaN for a rejected epoch).
+        shown = (stage.monitor or "").removeprefix("guarded/")
+        if shown in self._last_validation:
+            parts.append(f"val {shown} {self._last_validation[shown]:.4f}")
+        return " · ".join(parts)
+
     def _end_epoch(self, stage: Stage) -> bool:
         """Validate, track the best epoch and decide on early stopping. Returns True to stop."""
         st = self.state
         record: dict[str, Any] = {"stage": stage.name, "epoch": st.epoch + 1, "step": st.global_step}
         if st.epoch_count:
-            means = {f"train/{stage.name}/epoch_{k}": v / st.epoch_count for k, v in st.epoch_sums.items()}
+            means = {
+                stage_key("train", stage.name, f"epoch_{k}"): v / st.epoch_count
+                for k, v in st.epoch_sums.items()
+            }
             record.update(means)
             self.log_metrics(means, st.global_step)
         stop = False
         if stage.validate is not None:
             val = stage.validate()
+            self._last_validation = {
+                k: v for k, v in val.items() if isinstance(v, float) and not math.isnan(v)
+            }
             # A NaN (an epoch the calibration guard rejects: guarded/<monitor>) steers the selection below
             # but is not a measurement: it is left out of the logged curve instead of shown as a NaN point.
             shown = {
-                f"valid/{stage.name}/{k}": v
+                stage_key("valid", stage.name, k): v
                 for k, v in val.items()
                 if not (isinstance(v, float) and math.isnan(v))
             }
@@ -276,7 +322,7 @@ class Trainer:
                     stop = stage.patience > 0 and st.bad_epochs >= stage.patience
         # Timings go to their own prefix: they are the only values that differ between identical runs.
         record["seconds"] = time.perf_counter() - self._epoch_started
-        self.log_metrics({f"time/{stage.name}/epoch_seconds": record["seconds"]}, st.global_step)
+        self.log_metrics({stage_key("time", stage.name, "epoch_seconds"): record["seconds"]}, st.global_step)
         st.history.append(record)
         st.epoch += 1
         st.batch_in_epoch = 0
@@ -296,3 +342,4 @@ class Trainer:
         st.epoch = st.batch_in_epoch = st.stage_step = st.bad_epochs = 0
         st.best_value, st.best_snapshot, st.stage_done = -math.inf, None, False
         st.epoch_sums, st.epoch_count = {}, 0
+        self._last_validation = {}

@@ -360,6 +360,13 @@ class RMTL:
             for name, value in metrics.items()
         }
 
+    def serving_model(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The polished base as MLflow logs it: feature ids [B, F] → probabilities [B, T] (the critics stay in
+        ``model.pt``: they score (state, action) pairs, not rows)."""
+        from recrl_cli.nets.serving import scoring_model
+
+        return scoring_model(self.base, self.train_split.features)
+
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         return {
