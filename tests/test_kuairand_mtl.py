@@ -41,9 +41,10 @@ def test_the_view_has_fields_tasks_sessions_and_positions(kuairand):
     table = load_row_table(kuairand)
     assert data.tasks == list(MTL_TASKS) and data.manifest["view"] == "mtl"
     names = data.feature_names
-    assert (
-        names[:2] == ["item", "user"] and names[-1] == "first_tag"
-    )  # field 0 = item: history shares its rows
+    assert names[:2] == ["item", "user"] and names[-2:] == [
+        "first_tag",
+        "tab",
+    ]  # field 0 = item: history shares its rows
     h = data.history_length
     assert h == 10
     for name, split in data.splits.items():

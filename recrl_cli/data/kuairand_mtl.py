@@ -5,10 +5,11 @@ impression. ``recrl prepare kuairand`` writes a row table (one row per impressio
 split row indices and user/video feature tables (:mod:`recrl_cli.data.kuairand_tensors`). This module turns
 them into the same tensors the RetailRocket splits give, without writing anything:
 
-* **fields** (F = 3 + user features + video features): ``item`` (the encoded video id; first, because the
+* **fields** (F = 4 + user features + video features): ``item`` (the encoded video id; first, because the
   history item ids share its embedding rows), ``user`` (encoded user id), the user's categorical features and
-  the video's categorical features gathered from their tables by id, and ``first_tag`` (the video's first tag;
-  0 when it has none);
+  the video's categorical features gathered from their tables by id, ``first_tag`` (the video's first tag;
+  0 when it has none) and ``tab`` (the log's scene/page of the impression, known when it is shown: 1 + tab,
+  0 when blank, :data:`TAB_IDS` ids);
 * **tasks** (:data:`MTL_TASKS`): ``is_click`` (the CTR task) and ``long_view`` (the conversion-like task: in
   KuaiRand a long view follows a click, so it is the CTCVR of the pair and ESMM's product structure fits it);
 * **sessions**: the prepared ``session_id`` (KuaiSim's user-day sessions by default, inactivity gaps with
@@ -49,6 +50,7 @@ from recrl_cli.errors import DataError
 MTL_TASKS = ("is_click", "long_view")
 #: H, history rows per sample (RetailRocket's default too); capped by the preparation's ``history_length``.
 MTL_HISTORY = 10
+TAB_IDS = 16  # KuaiRand's tab is 0..14: ids 1 + tab, 0 = blank (larger values share the last id)
 _CHUNK = 262_144  # rows gathered at a time (bounds the [chunk, H, 7] feedback block)
 
 
@@ -62,6 +64,14 @@ def session_positions(session_ids: torch.Tensor) -> torch.Tensor:
         start[1:] = session_ids[1:] != session_ids[:-1]
     first = torch.where(start, rows, torch.zeros_like(rows)).cummax(0).values  # [N] first row of the session
     return rows - first
+
+
+def tab_ids(tab: np.ndarray) -> torch.Tensor:
+    """LongTensor [N] of tab ids: 1 + tab clipped to 1..TAB_IDS-1, 0 where the log left it blank (NaN/None)."""
+    values = np.asarray(tab, dtype=np.float64)  # None / NaN where blank
+    blank = np.isnan(values)
+    ids = np.clip(np.where(blank, 0, values) + 1, 1, TAB_IDS - 1)
+    return torch.from_numpy(np.where(blank, 0, ids).astype(np.int64))
 
 
 def history_codes(feedback: torch.Tensor, mask: torch.Tensor, task_index: list[int]) -> torch.Tensor:
@@ -78,12 +88,23 @@ def history_codes(feedback: torch.Tensor, mask: torch.Tensor, task_index: list[i
 
 
 def mtl_fields(
-    table: RowTable, users: Any, items: Any, rows: torch.Tensor, task_index: list[int], history: int
+    table: RowTable,
+    users: Any,
+    items: Any,
+    rows: torch.Tensor,
+    task_index: list[int],
+    history: int,
+    tab: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Feature ids of ``rows`` [B]: LongTensor [B, F + 2H] (fields, H history items, H label codes)."""
+    """Feature ids of ``rows`` [B]: LongTensor [B, F + 2H] (fields, H history items, H label codes).
+
+    ``users`` / ``items``: the :class:`~recrl_cli.data.kuairand_tensors.FeatureTable` s; ``tab``: LongTensor [N]
+    tab ids of every row of the table (None: all 0).
+    """
     item, user = table.item[rows], table.user[rows]
     tags = items.tags[item, :1] if items.tags is not None else torch.zeros_like(item)[:, None]
-    parts = [item[:, None], user[:, None], users.ids[user], items.ids[item], tags]
+    tabs = (tab[rows] if tab is not None else torch.zeros_like(item))[:, None]
+    parts = [item[:, None], user[:, None], users.ids[user], items.ids[item], tags, tabs]
     if history:
         hist = gather_history(table, rows, history, same_request=False)
         parts += [hist.items, history_codes(hist.feedback, hist.mask, task_index)]
@@ -102,6 +123,7 @@ def mtl_manifest(manifest: dict[str, Any], users: Any, items: Any, history: int)
         *({"name": n, "table": "items", "kind": "categorical", "cardinality": c}
           for n, c in zip(items.names, items.cardinalities, strict=True)),
         {"name": "first_tag", "table": "items", "kind": "categorical", "cardinality": max(1, items.tag_cardinality)},
+        {"name": "tab", "table": "rows", "kind": "categorical", "cardinality": TAB_IDS},
     ]  # fmt: skip
     view = {key: value for key, value in manifest.items() if key not in ("tasks", "features", "history")}
     view["tasks"] = list(MTL_TASKS)
@@ -137,11 +159,12 @@ def load_kuairand_mtl(
     users = load_feature_table(directory, "users")
     items = load_feature_table(directory, "items")
     rows_file = directory / manifest["tables"]["rows"]["file"]
-    try:
-        session = pq.read_table(rows_file, columns=["session_id"]).column("session_id").to_numpy()
-    except KeyError:
-        raise DataError(f"{rows_file} has no session_id column; run `recrl prepare kuairand` again") from None
-    session_ids = torch.from_numpy(np.array(session, dtype=np.int64))  # a writable copy
+    names = set(pq.read_schema(rows_file).names)
+    if "session_id" not in names:
+        raise DataError(f"{rows_file} has no session_id column; run `recrl prepare kuairand` again")
+    extra = pq.read_table(rows_file, columns=["session_id", *(["tab"] if "tab" in names else [])])
+    session_ids = torch.from_numpy(np.array(extra.column("session_id").to_numpy(), dtype=np.int64))
+    tab = tab_ids(extra.column("tab").to_numpy(zero_copy_only=False)) if "tab" in names else None
     positions = session_positions(session_ids)
     task_index = [BEHAVIOURS.index(t) for t in MTL_TASKS]
     out: dict[str, SplitTensors] = {}
@@ -152,9 +175,9 @@ def load_kuairand_mtl(
                 f"split {name!r} of {directory} points outside the row table; run `recrl prepare` again"
             )
         features = torch.cat(
-            [mtl_fields(table, users, items, rows[i : i + _CHUNK], task_index, history)
+            [mtl_fields(table, users, items, rows[i : i + _CHUNK], task_index, history, tab)
              for i in range(0, rows.numel(), _CHUNK)]
-            or [torch.zeros(0, 3 + len(users.names) + len(items.names) + 2 * history, dtype=torch.long)]
+            or [torch.zeros(0, 4 + len(users.names) + len(items.names) + 2 * history, dtype=torch.long)]
         )  # fmt: skip
         out[name] = SplitTensors(
             features=features, labels=table.labels[rows][:, task_index].float(),
