@@ -59,10 +59,13 @@ class RunResult:
 
 
 DATA_PARALLEL_FAMILIES = ("mtl base", "rl-mtl")
+MTL_FAMILIES = ("mtl base", "rl-mtl")  # feature-row models: RetailRocket's splits or KuaiRand's row view
 
 
 def load_data(directory: Path, device: torch.device, algo: str | None = None):
-    """The prepared dataset as device tensors, by the manifest's dataset (KuaiRand keeps row indices).
+    """The prepared dataset as device tensors, by the manifest's dataset and the algorithm: KuaiRand keeps row
+    indices for the simulator and what acts in it, and becomes feature rows for the MTL bases and RMTL
+    (:mod:`recrl_cli.data.kuairand_mtl`).
 
     With ``algo``, a dataset of another kind than the algorithm reads is a one-line error first. In a
     data-parallel run (a torchrun process group) only this process's share of each split is loaded.
@@ -77,8 +80,14 @@ def load_data(directory: Path, device: torch.device, algo: str | None = None):
     rank, world = distributed.rank_world()
     if world > 1:
         if kuairand:
-            raise ConfigError("data-parallel training (--nproc > 1) reads feature-row datasets, not KuaiRand")
+            raise ConfigError(
+                "data-parallel training (--nproc > 1) reads RetailRocket's feature rows, not KuaiRand"
+            )
         return load_prepared_shard(directory, device, rank, world)
+    if kuairand and algo is not None and get_algorithm(algo).family in MTL_FAMILIES:
+        from recrl_cli.data.kuairand_mtl import load_kuairand_mtl  # the MTL bases and RMTL: feature rows
+
+        return load_kuairand_mtl(directory, device)
     if kuairand:
         from recrl_cli.sim.data import load_kuairand_data
 
@@ -359,6 +368,18 @@ def evaluate_saved(
             raise DataError(f"the saved simulator cannot be rebuilt ({error_detail(exc)}); it was written by an "
                             "older recrl or damaged: train it again") from None  # fmt: skip
         return evaluate_saved_simulator(exported, prepared_dir, split, device)
+    trained_on = saved.get("config", {}).get("data", {}).get("dataset")
+    if trained_on in ("retailrocket", "kuairand") and trained_on != manifest.get("dataset"):
+        names = {"retailrocket": "RetailRocket", "kuairand": "KuaiRand"}
+        raise DataError(f"this {algo} model was trained on prepared {names[trained_on]} data, but {prepared_dir} "
+                        f"holds prepared {names.get(manifest.get('dataset'), manifest.get('dataset'))} data")  # fmt: skip
+    # The MTL bases read KuaiRand as feature rows (data/kuairand_mtl.py): the view's tasks and fields count.
+    kuairand = manifest.get("dataset") == "kuairand"
+    if kuairand:
+        from recrl_cli.data.kuairand_mtl import load_kuairand_mtl
+
+        view = load_kuairand_mtl(prepared_dir, "cpu", splits=(split,))
+        manifest = view.manifest
     if list(manifest["tasks"]) != list(exported["tasks"]):
         raise DataError(
             f"the model predicts {list(exported['tasks'])} but {prepared_dir} has tasks {manifest['tasks']}"
@@ -371,7 +392,7 @@ def evaluate_saved(
     except LOAD_ERRORS as exc:
         raise DataError(f"the saved {algo} model cannot be rebuilt ({error_detail(exc)}); it was written by an "
                         "older recrl or damaged: train it again") from None  # fmt: skip
-    data = load_split(prepared_dir, manifest, split).to(device)
+    data = (view.splits[split] if kuairand else load_split(prepared_dir, manifest, split)).to(device)
     with torch.no_grad():
         return evaluate_split(predict, data, manifest["tasks"], batch_size)
 

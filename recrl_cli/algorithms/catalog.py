@@ -28,7 +28,8 @@ class Family:
 
     Attributes:
         name: as shown by ``recrl algos`` ("mtl base", "rl", ...).
-        dataset: the prepared dataset its algorithms read (the manifest's ``dataset``).
+        dataset: the prepared dataset its algorithms read by default (the manifest's ``dataset``).
+        also_reads: other prepared datasets they accept (the MTL bases and RMTL: KuaiRand, as feature rows).
         reads: the :data:`LOOP_FIELDS` its stages read (the trainer-wide fields are always read).
         instead: for a loop field it does not read, what configures that quantity instead (the refusal's hint).
         data_parallel: whether ``--nproc N`` can train it.
@@ -41,6 +42,12 @@ class Family:
     instead: dict[str, str] = field(default_factory=dict)
     data_parallel: bool = False
     has_val: bool = True
+    also_reads: tuple[str, ...] = ()
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Every prepared dataset its algorithms train on, the default first."""
+        return (self.dataset, *self.also_reads)
 
 
 _RL_INSTEAD = {
@@ -59,13 +66,14 @@ _RL_INSTEAD = {
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("mtl base", "retailrocket", LOOP_FIELDS, data_parallel=True),
+        Family("mtl base", "retailrocket", LOOP_FIELDS, data_parallel=True, also_reads=("kuairand",)),
         Family(
             "rl-mtl",
             "retailrocket",
             tuple(n for n in LOOP_FIELDS if n != "epochs"),
             instead={"epochs": "--pretrain-epochs, --critic-epochs and --polish-epochs (one per stage)"},
             data_parallel=True,
+            also_reads=("kuairand",),
         ),
         Family(
             "simulator",

@@ -58,18 +58,18 @@ _DATASET_NAMES = {"retailrocket": "RetailRocket", "kuairand": "KuaiRand"}
 
 
 def check_dataset(algo: str, dataset: object, directory: object, doing: str = "trains on") -> None:
-    """One-line DataError unless ``dataset`` (a manifest's ``dataset``) is what ``algo`` needs."""
-    need = required_dataset(algo)
-    if dataset != need:
-        held = (
-            f"prepared {_DATASET_NAMES.get(dataset, dataset)} data"
-            if isinstance(dataset, str) and dataset
-            else "data whose manifest names no dataset"
-        )
-        raise DataError(
-            f"{algo} {doing} prepared {_DATASET_NAMES[need]} data (`recrl prepare {need}`), but {directory} "
-            f"holds {held}"
-        )
+    """One-line DataError unless ``dataset`` (a manifest's ``dataset``) is one ``algo`` reads (the MTL bases and
+    RMTL: RetailRocket or KuaiRand; the simulator and what acts in it: KuaiRand)."""
+    accepted = catalog.FAMILIES[get_algorithm(algo).family].datasets
+    if dataset in accepted:
+        return
+    held = (
+        f"prepared {_DATASET_NAMES.get(dataset, dataset)} data"
+        if isinstance(dataset, str) and dataset
+        else "data whose manifest names no dataset"
+    )
+    wanted = " or ".join(f"{_DATASET_NAMES[d]} data (`recrl prepare {d}`)" for d in accepted)
+    raise DataError(f"{algo} {doing} prepared {wanted}, but {directory} holds {held}")
 
 
 def get_algorithm(name: str) -> AlgoSpec:

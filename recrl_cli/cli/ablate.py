@@ -69,6 +69,18 @@ _MTF_METRICS = (
 _LIST_METRICS = "agent/ctr,agent/clicks,agent/dwell,agent/ild,agent/novelty,agent/share_kl"
 
 
+def study_split_note(cfg: RunConfig, axes: list[tuple[str, list[str]]]) -> str:
+    """What the study's "test" rows hold under RMTL's faithful ``swap_val_test`` (bug 2: val rows): the note of
+    :func:`recrl_cli.cli.train.swapped_note` when every variant swaps, a warning when only some do."""
+    from recrl_cli.cli.train import swapped_note
+
+    if note := swapped_note(cfg, "test"):
+        return note
+    if any(key in ("model.faithful", "model.swap_val_test") for key, _ in axes):
+        return " — faithful / swap_val_test variants: rows of the val split"
+    return ""
+
+
 def _shown(metric: str, wanted: list[str]) -> bool:
     """``is_click/auc`` is shown for ``auc``; ``agent/depth`` for ``depth`` or ``agent/depth``."""
     return any(metric == w or metric.endswith("/" + w) for w in wanted)
@@ -242,8 +254,9 @@ def ablate(
         return
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     table = Table(
-        title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)")
-    )
+        title=escape(f"{algo} study: test metrics over {seeds} seed(s) (mean ± 95% CI; Δ vs reference)"
+                     f"{study_split_note(cfg, axes)}")
+    )  # fmt: skip
     for column in ("metric", "variant", "mean ± CI", "Δ vs ref ± CI", "p"):
         table.add_column(column, justify="left" if column in ("metric", "variant") else "right")
     for row in result.rows:

@@ -217,6 +217,8 @@ def train(
         distributed.end_process(0)
     has_val = any(k.startswith("val/") for k in result.metrics)  # RL agents have test metrics only
     which = "best validation epoch" if has_val else "exploration off, fresh users"
+    if swapped_note(cfg, "test"):  # faithful swap_val_test: the epoch was chosen on the test split
+        which = "epoch chosen on the test split"
     from recrl_cli.algorithms.registry import get_algorithm
 
     if get_algorithm(algo).family == "mtf":  # fusion runs: ES vs the learned policy, paired A/B changes
@@ -392,9 +394,12 @@ def evaluate(
 
     saved = load_saved_model(source, tracker)
     if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
-        from recrl_cli.algorithms.catalog import data_defaults
+        from recrl_cli.algorithms.catalog import DEFAULT_PREPARED, data_defaults
 
-        data = Path(data_defaults(saved["algo"])["data.prepared_dir"])
+        # The MTL bases train on RetailRocket or KuaiRand: the kind this model was trained on.
+        trained_on = (saved.get("config") or {}).get("data", {}).get("dataset")
+        default = DEFAULT_PREPARED.get(trained_on) or data_defaults(saved["algo"])["data.prepared_dir"]
+        data = Path(default)
         open_prepared(data)
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
