@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recrl_cli.algorithms.catalog import family_of
 from recrl_cli.config.loading import replace_in
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
@@ -176,9 +177,12 @@ def run_study(
         table_csv = out_dir / "study.csv"
         write_rows(rows, table_csv)
         tracker.log_artifact(table_csv)
-        # one chart per headline metric: the mean AUC (supervised), the agent's return (RL agents)
-        charted = ("mean/auc", "test/agent/total_reward")
-        for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].endswith(charted)):
+        # One chart per headline metric: the family's (catalog.Family.headline: mean AUC, an agent's return,
+        # a fusion policy's reward, HRL-Rec's CTR), and every task's mean AUC where there are several.
+        headline = family_of(base.algo).headline
+        charted = [headline, *(r["metric"] for r in rows if r["metric"].endswith("mean/auc"))]
+        present = {r["metric"] for r in rows}
+        for metric in (m for m in dict.fromkeys(charted) if m in present):
             png = out_dir / f"study_{metric.replace('/', '_')}.png"
             plot_study_bars([r for r in rows if r["metric"] == metric], metric, png, name)
             tracker.log_artifact(png)

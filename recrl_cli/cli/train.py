@@ -54,8 +54,11 @@ def config_table(cfg: RunConfig) -> Table:
     return table
 
 
-def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Table:
-    """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``."""
+def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width: int | None = None) -> Table:
+    """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``.
+
+    A table wider than the terminal (``width``, default the console's: HRL-Rec's 13 list metrics of 5 policies)
+    is turned round, one row per metric and one column per task or policy, so that no cell is cut to "…"."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if prefix and not key.startswith(prefix):
@@ -67,14 +70,33 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
              "avg_reward"]  # fmt: skip
     names = {m for r in rows.values() for m in r}
     columns = sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
+    # A metric this row does not have (random's gap fraction) is "—", not a NaN that looks like a failure.
+    cells = {
+        task: [f"{values[c]:.4f}" if c in values else "—" for c in columns] for task, values in rows.items()
+    }
     table = Table(title=escape(title))
-    table.add_column("task", style="cyan")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for task, values in rows.items():
-        # A metric this row does not have (random's gap fraction) is "—", not a NaN that looks like a failure.
-        table.add_row(escape(task), *(f"{values[c]:.4f}" if c in values else "—" for c in columns))
+    if table_width(["task", *columns], [[task, *row] for task, row in cells.items()]) <= (
+        width or console.width
+    ):
+        table.add_column("task", style="cyan")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for task, row in cells.items():
+            table.add_row(escape(task), *row)
+        return table
+    table.add_column("metric", style="cyan")
+    for task in cells:
+        table.add_column(escape(task), justify="right")
+    for i, column in enumerate(columns):
+        table.add_row(escape(column), *(row[i] for row in cells.values()))
     return table
+
+
+def table_width(header: list[str], rows: list[list[str]]) -> int:
+    """Characters a rich table with these cells needs: each column's widest cell plus 1 of padding a side, and
+    one border between and around the columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return sum(widths) + 3 * len(widths) + 1
 
 
 def swapped_note(cfg: RunConfig, split: str) -> str:
