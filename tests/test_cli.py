@@ -506,6 +506,10 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
     parent = parents[0].info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     assert len(children) == 4 and len(runs) == 5
+    assert parents[0].data.tags["mlflow.source.name"] == "recrl ablate mmoe"  # Source column, study run too
+    assert all(
+        r.data.tags["mlflow.source.name"] == "recrl train mmoe" and r.inputs.dataset_inputs for r in children
+    )
     assert sorted(r.data.params["model.dropout"] for r in children) == ["0.1", "0.1", "0.3", "0.3"]
     assert sorted(r.data.params["train.seed"] for r in children) == ["2022", "2022", "2023", "2023"]
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -393,7 +393,7 @@ def evaluate(
     """Score a trained model on a split of a prepared dataset, print AUC, GAUC, logloss and s-logloss, and log
     them as an MLflow run (nested under the evaluated run when the store holds it)."""
     from recrl_cli.data.manifest import open_prepared
-    from recrl_cli.errors import ConfigError
+    from recrl_cli.errors import ConfigError, DataError
     from recrl_cli.pipeline import evaluate_saved, load_saved_model, log_evaluation
     from recrl_cli.tracking.server import redact
     from recrl_cli.training.device import resolve_device
@@ -402,8 +402,11 @@ def evaluate(
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     device_name = device or "auto"
     resolve_device(device_name)
+    if data is not None and not (data / "manifest.json").is_file():  # fails before anything is downloaded
+        raise DataError(f"no prepared dataset at {data} (no manifest.json); run `recrl prepare retailrocket` (MTL "
+                        "bases, rmtl) or `recrl prepare kuairand` (the simulator)")  # fmt: skip
     if data is not None:
-        open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
+        open_prepared(data)  # a damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
     trackers = []  # made once, when first needed: a failing evaluation of a local file creates no store
 
@@ -414,10 +417,11 @@ def evaluate(
 
     saved = load_saved_model(source, tracker)
     if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
-        from recrl_cli.algorithms.catalog import data_defaults
+        from recrl_cli.algorithms.catalog import data_defaults, family_of
 
         data = Path(data_defaults(saved["algo"])["data.prepared_dir"])
-        open_prepared(data)
+        need = family_of(saved["algo"]).dataset
+        open_prepared(data, need)  # a missing one's hint names the right `recrl prepare`
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
     run_id, parent = log_evaluation(tracker(), saved, source, split=split, prepared_dir=data, metrics=metrics,
