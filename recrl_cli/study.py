@@ -106,12 +106,14 @@ def run_study(
     train_kwargs: Mapping[str, Any] | None = None,
     backend: Any = None,
     on_result: Callable[[str, int, Mapping[str, float]], None] | None = None,
+    user_tags: Mapping[str, str] | None = None,
 ) -> StudyResult:
     """Run (or finish) a study; see the module docstring. ``train_fn`` is :func:`pipeline.train_run`.
 
     ``backend`` (:mod:`recrl_cli.study_backends`): run the unfinished variant × seed runs in other processes
     or on a Ray cluster; the driver logs each as a nested run when it finishes (``on_result`` is told).
-    None: one after the other in this process, through ``train_fn``.
+    None: one after the other in this process, through ``train_fn``. ``user_tags`` (``--tag``) go on the study's
+    run and on every run of it.
     """
     variants, configs = plan_study(base, axes, seeds)
     key = study_key(base, axes, seeds)
@@ -127,6 +129,7 @@ def run_study(
             "recrl.algo": base.algo,
             "recrl.study": "true",
             SOURCE_NAME_TAG: f"recrl ablate {base.algo}",
+            **(user_tags or {}),
         },
         resume_run_id=previous[0].run_id if previous else None,
     ) as parent_id:
@@ -152,7 +155,7 @@ def run_study(
                 continue
             if on_run:
                 on_run(variant.name, s, False, number, total)
-            tags = {CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
+            tags = {**(user_tags or {}), CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
             if backend is not None:
                 todo.append((variant.name, s, configs[(variant.name, s)], tags))
                 continue

@@ -15,11 +15,13 @@ from recrl_cli.cli.common import (
     ExperimentOpt,
     SeedOpt,
     SetOpt,
+    TagOpt,
     TrackingUriOpt,
     console,
     friendly_errors,
     graceful_interrupt,
     parse_extra_options,
+    parse_tags,
     progress_bar,
 )
 from recrl_cli.cli.resolve import (
@@ -162,6 +164,7 @@ def train(
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
     ] = Path("runs"),
+    tags: TagOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     nproc: Annotated[
         int,
@@ -187,6 +190,7 @@ def train(
         device=device,
         data_dir=data,
     )
+    user_tags = parse_tags(tags)
     cfg = resolve_local_references(cfg, runs_dir, required=not dry_run)
     if dry_run:
         console.print(config_table(cfg))
@@ -206,7 +210,7 @@ def train(
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
-                              tracking_uri, resume, runs_dir, name, force)  # fmt: skip
+                              tracking_uri, resume, runs_dir, name, force, tags)  # fmt: skip
         return
     main = _torchrun_rank() == 0  # a plain process is rank 0 too
     # A training command owns its process: keep freed tensor memory for the next step instead of
@@ -225,6 +229,7 @@ def train(
                 result = train_run(
                     cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume,
                     run_name=name or default_run_name(cfg), progress=progress if main else None, stop=stop,
+                    extra_tags=user_tags,
                 )  # fmt: skip
     except TrainingInterrupted as exc:
         if main:
@@ -331,6 +336,7 @@ def _launch_data_parallel(
     ctx: typer.Context, nproc: int, cfg: RunConfig, algo: str, config: Path | None, sets: list[str] | None,
     seed: int | None, device: str | None, data: Path | None, experiment: str | None,
     tracking_uri: str | None, resume: bool, runs_dir: Path, name: str | None = None, force: bool = False,
+    tags: list[str] | None = None,
 ) -> None:  # fmt: skip
     """Re-run this same command under torchrun in ``nproc`` processes (every option passed on unchanged)."""
     from recrl_cli.algorithms.registry import get_algorithm
@@ -354,6 +360,8 @@ def _launch_data_parallel(
     args += ["--config", str(config)] if config else []
     for item in sets or []:
         args += ["--set", item]
+    for item in tags or []:
+        args += ["--tag", item]
     options = {"--seed": seed, "--device": device, "--data": data, "--experiment": experiment,
                "--tracking-uri": tracking_uri, "--runs-dir": runs_dir, "--name": name}  # fmt: skip
     for flag, value in options.items():

@@ -104,7 +104,7 @@ class MlflowTracker:
         self._experiment_names: dict[str, str] = {}
         self._client: MlflowClient | None = None
         # A SQLite store is created only when a run starts (see sqlite_store): a command that fails
-        # before that, or only reads (evaluate RUN_ID), leaves no store behind.
+        # before that, or only reads (a run id looked up for --simulator or --critics), leaves no store behind.
         self._db = sqlite_db_path(tracking_uri)
         state = "ready" if self._db is None else store_state(self._db)
         if state == "migrate":
