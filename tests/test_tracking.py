@@ -293,7 +293,10 @@ def test_a_model_torch_export_cannot_trace_is_a_note_not_a_failed_run(mlflow_sql
     tracker = make_mlflow_tracker(mlflow_sqlite_uri)
     with tracker.start_run(experiment=EXP, run_name="r") as run_id:
         note = tracker.log_model(Branchy(), torch.ones(2, 3, dtype=torch.long), name="branchy")
-    assert note is not None and note.startswith("the model was not logged in MLflow's PyTorch flavour (")
+    assert note is not None and note.startswith(
+        "the model was not logged in MLflow's PyTorch flavour: torch.export"
+    )
+    assert note.endswith("); model/model.pt has it")
     client = MlflowClient(mlflow_sqlite_uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and not run.outputs.model_outputs
