@@ -25,7 +25,7 @@ from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import load_prepared, load_split
 from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.evaluation.evaluator import evaluate_split
-from recrl_cli.reporting import plot_learning_curve, plot_rl_curves, write_history_csv
+from recrl_cli.reporting import plot_channel_shares, plot_learning_curve, plot_rl_curves, write_history_csv
 from recrl_cli.tracking.base import (
     PARENT_TAG,
     NullTracker,
@@ -299,6 +299,9 @@ def _save_artifacts(
         plot_rl_curves(curves, metrics, run_dir / "learning_curve.png", title=title)
     else:
         plot_learning_curve(history, run_dir / "learning_curve.png", title=title)
+    # HRL-Rec: each policy's channel mix (metrics shares/<policy>/<channel>) as a picture beside the numbers.
+    if plot_channel_shares(metrics, run_dir / "channel_shares.png", title=f"{title}: channel shares"):
+        tracker.log_artifact(run_dir / "channel_shares.png")
     tracker.log_artifact(model_path, "model")
     for name in (
         "config.resolved.json",

@@ -123,22 +123,84 @@ def plot_rl_curves(curves: Mapping[str, Sequence[tuple[int, float]]], metrics: M
     return lines
 
 
+RATE_SUFFIXES = ("ctr", "rate", "share", "acc", "accuracy", "coverage", "auc")  # values in [0, 1]
+
+
+def is_rate(metric: str) -> bool:
+    """Whether a metric is a proportion in [0, 1]: its chart's axis never goes below 0, however wide the CI."""
+    return metric.rsplit("/", 1)[-1].endswith(RATE_SUFFIXES)
+
+
+def axis_floor(metric: str) -> float:
+    """Where a study chart's bars start: 0.5 for an AUC (chance: a bar's height is the gain over guessing), 0 for
+    everything else (rates, rewards, depths, changes), so that bar heights compare as proportions."""
+    return 0.5 if metric.endswith("auc") else 0.0
+
+
+def bar_limits(metric: str, means: Sequence[float], errors: Sequence[float]) -> tuple[float, float]:
+    """The y-axis of a study chart: from :func:`axis_floor` (or below it, where a mean or CI is) to the highest
+    CI end, plus a margin; a rate's axis stays inside [0, 1] (a wide CI of a CTR is cut at 0, not drawn below)."""
+    finite = [(m, e) for m, e in zip(means, errors, strict=True) if m == m]
+    floor = axis_floor(metric)
+    low = min([floor, *(m - e for m, e in finite)])
+    high = max([floor, *(m + e for m, e in finite)])
+    pad = max(1e-4, 0.08 * (high - low))
+    bottom, top = low - (pad if low < floor else 0.0), high + pad
+    if is_rate(metric):
+        bottom, top = max(bottom, 0.0), min(top, 1.0)
+    return bottom, top
+
+
 def plot_study_bars(rows: Sequence[Mapping[str, Any]], metric: str, path: Path, title: str) -> None:
-    """Bar chart of one metric per variant with 95 % CI error bars (rows: variant, mean, ci)."""
+    """Bar chart of one metric per variant with 95 % CI error bars (rows: variant, mean, ci).
+
+    Bars start at :func:`axis_floor` (0, or chance for an AUC, drawn as a dashed line) and the axis always shows
+    it: a zoomed axis made a 0.2 % difference look like a factor of two."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 3.6))
     names = [str(r["variant"]) for r in rows]
     means = [r["mean"] for r in rows]
     errors = [0.0 if r["ci"] != r["ci"] else r["ci"] for r in rows]  # NaN CI (one seed) → no bar
-    ax.bar(names, means, yerr=errors, capsize=4, color="#4C72B0")
-    finite = [m for m in means if m == m]
-    if finite:
-        low, high = min(finite), max(finite)
-        pad = max(1e-4, (high - low) * 0.5 + max(errors, default=0.0))
-        ax.set_ylim(low - pad, high + pad)
-    ax.set(title=title, ylabel=metric)
+    floor = axis_floor(metric)
+    heights = [m - floor if m == m else 0.0 for m in means]
+    ax.bar(names, heights, bottom=floor, yerr=errors, capsize=4, color="#4C72B0")
+    ax.set_ylim(*bar_limits(metric, means, errors))
+    if floor:
+        ax.axhline(floor, color="#888888", linestyle="--", linewidth=0.8, label=f"chance {floor:g}")
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set(title=title, ylabel=f"{metric} (mean ± 95 % CI)")
     ax.tick_params(axis="x", rotation=30)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_channel_shares(metrics: Mapping[str, float], path: Path, title: str) -> bool:
+    """HRL-Rec's channel mix: grouped bars of each evaluated policy's share of impressions per channel, from the
+    metrics ``shares/<policy>/<channel>`` (y-axis 0-1). Returns False (and draws nothing) when there are none."""
+    shares: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "shares":
+            shares.setdefault(parts[1], {})[parts[2]] = float(value)
+    if not shares:
+        return False
+    channels = sorted({c for d in shares.values() for c in d})
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(channels) * len(shares) / 2 + 3), 3.8))
+    width = 0.8 / len(shares)
+    for i, (policy, values) in enumerate(shares.items()):
+        xs = [c + (i - (len(shares) - 1) / 2) * width for c in range(len(channels))]
+        ax.bar(xs, [values.get(ch, 0.0) for ch in channels], width=width, label=policy)
+    ax.set_xticks(range(len(channels)), channels, rotation=30)
+    ax.set_ylim(0.0, 1.0)
+    ax.set(title=title, ylabel="share of impressions", xlabel="channel")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

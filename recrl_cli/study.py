@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recrl_cli.algorithms.catalog import family_of
 from recrl_cli.config.loading import replace_in
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.errors import ConfigError
@@ -105,12 +106,14 @@ def run_study(
     train_kwargs: Mapping[str, Any] | None = None,
     backend: Any = None,
     on_result: Callable[[str, int, Mapping[str, float]], None] | None = None,
+    user_tags: Mapping[str, str] | None = None,
 ) -> StudyResult:
     """Run (or finish) a study; see the module docstring. ``train_fn`` is :func:`pipeline.train_run`.
 
     ``backend`` (:mod:`recrl_cli.study_backends`): run the unfinished variant × seed runs in other processes
     or on a Ray cluster; the driver logs each as a nested run when it finishes (``on_result`` is told).
-    None: one after the other in this process, through ``train_fn``.
+    None: one after the other in this process, through ``train_fn``. ``user_tags`` (``--tag``) go on the study's
+    run and on every run of it.
     """
     variants, configs = plan_study(base, axes, seeds)
     key = study_key(base, axes, seeds)
@@ -126,6 +129,7 @@ def run_study(
             "recrl.algo": base.algo,
             "recrl.study": "true",
             SOURCE_NAME_TAG: f"recrl ablate {base.algo}",
+            **(user_tags or {}),
         },
         resume_run_id=previous[0].run_id if previous else None,
     ) as parent_id:
@@ -151,7 +155,7 @@ def run_study(
                 continue
             if on_run:
                 on_run(variant.name, s, False, number, total)
-            tags = {CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
+            tags = {**(user_tags or {}), CHILD_TAG: key, VARIANT_TAG: vkey, "recrl.variant": variant.name}
             if backend is not None:
                 todo.append((variant.name, s, configs[(variant.name, s)], tags))
                 continue
@@ -176,9 +180,12 @@ def run_study(
         table_csv = out_dir / "study.csv"
         write_rows(rows, table_csv)
         tracker.log_artifact(table_csv)
-        # one chart per headline metric: the mean AUC (supervised), the agent's return (RL agents)
-        charted = ("mean/auc", "test/agent/total_reward")
-        for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].endswith(charted)):
+        # One chart per headline metric: the family's (catalog.Family.headline: mean AUC, an agent's return,
+        # a fusion policy's reward, HRL-Rec's CTR), and every task's mean AUC where there are several.
+        headline = family_of(base.algo).headline
+        charted = [headline, *(r["metric"] for r in rows if r["metric"].endswith("mean/auc"))]
+        present = {r["metric"] for r in rows}
+        for metric in (m for m in dict.fromkeys(charted) if m in present):
             png = out_dir / f"study_{metric.replace('/', '_')}.png"
             plot_study_bars([r for r in rows if r["metric"] == metric], metric, png, name)
             tracker.log_artifact(png)

@@ -103,7 +103,8 @@ def trained(tmp_path_factory, new_mlflow_db, cli, cli_dataset) -> Iterator[dict]
             "RECRL_LOG_MODEL", "1"
         )  # the model in MLflow's PyTorch flavour (off elsewhere in the suite)
         result = cli("train", "mmoe", "--epochs", 2, "--data", cli_dataset.prepared, "--tracking-uri", uri,
-                     "--experiment", "cli/train", "--seed", 7, *TINY)  # fmt: skip
+                     "--experiment", "cli/train", "--seed", 7, "--tag", "team=recsys", "--tag", "purpose=a=b",
+                     *TINY)  # fmt: skip
         out = ok(result)
         yield {"uri": uri, "root": root, "out": out, "run_id": run_id_of(out), "err": plain(result.stderr)}
 
@@ -278,6 +279,7 @@ def test_the_run_has_a_logged_model_that_predicts_a_dataset_input_and_source_tag
     manifest = json.loads((cli_dataset.prepared / "manifest.json").read_text())
     # Source column: command, type, the recrl code's commit (as recrl.git_sha).
     tags = run.data.tags
+    assert tags["team"] == "recsys" and tags["purpose"] == "a=b"  # --tag KEY=VALUE (the first = splits)
     assert tags["mlflow.source.name"] == "recrl train mmoe" and tags["mlflow.source.type"] == "LOCAL"
     if tags["recrl.git_sha"] != "unknown":
         assert tags["mlflow.source.git.commit"] == tags["recrl.git_sha"]
@@ -487,6 +489,8 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
         "0.1,0.3",
         "--seeds",
         2,
+        "--tag",
+        "study=dropout",
         *ablate_args(cli_dataset, mlflow_sqlite_uri),
     ]
     out = ok(cli(*args))
@@ -506,6 +510,13 @@ def test_ablate_nests_runs_prints_ci_table_writes_csv_png_and_skips_finished_run
     parent = parents[0].info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     assert len(children) == 4 and len(runs) == 5
+    assert parents[0].data.tags["mlflow.source.name"] == "recrl ablate mmoe"  # Source column, study run too
+    assert all(
+        r.data.tags["study"] == "dropout" for r in runs
+    )  # --tag: on the study's run and each of its runs
+    assert all(
+        r.data.tags["mlflow.source.name"] == "recrl train mmoe" and r.inputs.dataset_inputs for r in children
+    )
     assert sorted(r.data.params["model.dropout"] for r in children) == ["0.1", "0.1", "0.3", "0.3"]
     assert sorted(r.data.params["train.seed"] for r in children) == ["2022", "2022", "2023", "2023"]
     assert all(r.info.status == "FINISHED" for r in runs)

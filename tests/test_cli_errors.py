@@ -162,6 +162,12 @@ TRAIN_CASES = [
     (["mmoe", "--device", "tpu"], r"train\.device must be one of auto, cpu, cuda, got 'tpu'"),
     (["mmoe", "--data", "no/such/dir"], r"no prepared dataset at no/such/dir .*recrl prepare"),
     (["mmoe", "--config", "missing.toml"], r"config file not found: missing\.toml"),
+    (["mmoe", "--tag", "team"], r"--tag needs KEY=VALUE, got 'team'"),
+    (["mmoe", "--tag", "=x"], r"--tag needs KEY=VALUE, got '=x'"),
+    (
+        ["mmoe", "--tag", "mlflow.source.name=me"],
+        r"--tag mlflow\.source\.name: keys starting with mlflow\. or recrl\.",
+    ),
 ]
 
 

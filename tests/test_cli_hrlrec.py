@@ -44,10 +44,14 @@ def test_train_hrlrec_offline_then_online_logs_list_metrics(cli, simulator, mlfl
     prepared, sim_dir = simulator
     res = cli("train", "hrlrec", "--simulator", sim_dir, "--data", prepared, "--mode", "offline+online",
               "--offline-epochs", 1, *TINY, "--tracking-uri", mlflow_sqlite_uri,
-              "--runs-dir", tmp_path / "runs")  # fmt: skip
+              "--runs-dir", tmp_path / "runs", env={"COLUMNS": "80"})  # fmt: skip
     assert res.exit_code == 0, res.output
+    # The 13-metric table fits an 80-column terminal (turned round: one row per metric), nothing cut to "…".
+    assert max(len(line) for line in res.stdout.splitlines() if "│" in line) <= 80 and "…" not in res.stdout
     mlflow.set_tracking_uri(mlflow_sqlite_uri)
     (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert "channel_shares.png" in artifacts  # every policy's channel mix as a picture
     m = run.data.metrics
     for who in ("agent", "quota", "single-ranker", "random"):
         for key in ("ctr", "clicks", "dwell", "ild", "novelty", "share_std", "share_kl"):

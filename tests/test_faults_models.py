@@ -330,6 +330,15 @@ def test_evaluate_simulator_on_other_kuairand_data(cli, world, work):
                   match=r"the simulator was trained on other data than .*fingerprints differ")  # fmt: skip
 
 
+def test_evaluate_without_data_looks_for_the_data_of_the_models_kind(cli, world, work):
+    """A simulator scores KuaiRand: without --data it reads datasets/prepared/kuairand-pure, and the hint for a
+    missing one says `recrl prepare kuairand`, not RetailRocket's command."""
+    save_checkpoint(work / "sim.pt", simulator_model())
+    line = fails_cleanly(cli, world, work, "evaluate", work / "sim.pt",
+                         match=r"no prepared dataset at datasets/prepared/kuairand-pure .*run `recrl prepare kuairand`$")  # fmt: skip
+    assert "retailrocket" not in line
+
+
 def test_agent_checkpoint_as_simulator_is_named(cli, world, work):
     save_checkpoint(work / "hac.pt", {"algo": "hac", "exported": {"agent": "hac", "agent_config": {},
                                                                    "env_config": {}, "state": {}}})  # fmt: skip

@@ -280,6 +280,34 @@ def test_mlflow_sqlite_run_read_back(mlflow_sqlite_uri, tmp_path):
     assert Path(run.info.artifact_uri).is_relative_to(Path(mlflow_sqlite_uri[len("sqlite:///") :]).parent)
 
 
+def test_a_model_torch_export_cannot_trace_is_a_note_not_a_failed_run(mlflow_sqlite_uri, monkeypatch):
+    """The run goes on (model.pt holds the model); the logged model is marked FAILED and the note says why."""
+    import torch
+    from mlflow import MlflowClient
+
+    class Branchy(torch.nn.Module):  # data-dependent Python control flow: torch.export refuses it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.float() * 2 if int(x.sum()) > 0 else x.float()
+
+    monkeypatch.setenv("RECRL_LOG_MODEL", "1")
+    tracker = make_mlflow_tracker(mlflow_sqlite_uri)
+    with tracker.start_run(experiment=EXP, run_name="r") as run_id:
+        note = tracker.log_model(Branchy(), torch.ones(2, 3, dtype=torch.long), name="branchy")
+    assert note is not None and note.startswith(
+        "the model was not logged in MLflow's PyTorch flavour: torch.export"
+    )
+    assert note.endswith("); model/model.pt has it")
+    client = MlflowClient(mlflow_sqlite_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and not run.outputs.model_outputs
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.name == "branchy" and str(model.status).endswith("FAILED")
+    monkeypatch.setenv("RECRL_LOG_MODEL", "0")  # and the switch skips it altogether
+    with tracker.start_run(experiment=EXP, run_name="r2"):
+        assert tracker.log_model(Branchy(), torch.ones(2, 3, dtype=torch.long), name="skipped") is None
+    assert len(client.search_logged_models([run.info.experiment_id])) == 1
+
+
 def test_mlflow_new_sqlite_db_is_created_quietly(tmp_path, capfd):
     uri = f"sqlite:///{tmp_path / 'new' / 'dir' / 'mlflow.db'}"
     tracker = make_mlflow_tracker(uri)  # creates the directory and migrates a new DB

@@ -34,6 +34,7 @@ class Family:
         instead: for a loop field it does not read, what configures that quantity instead (the refusal's hint).
         data_parallel: whether ``--nproc N`` can train it.
         has_val: whether it reports validation metrics (early stopping on a validation split).
+        headline: the test metric a study charts for it, per variant with 95 % CIs (``recrl ablate``).
     """
 
     name: str
@@ -43,6 +44,7 @@ class Family:
     data_parallel: bool = False
     has_val: bool = True
     also_reads: tuple[str, ...] = ()
+    headline: str = "test/mean/auc"
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -81,7 +83,7 @@ FAMILIES: dict[str, Family] = {
             tuple(n for n in LOOP_FIELDS if n != "calibration_guard"),
             instead={"calibration_guard": "nothing: the simulator early-stops on --monitor alone"},
         ),
-        Family("rl", "kuairand", (), instead=_RL_INSTEAD, has_val=False),
+        Family("rl", "kuairand", (), instead=_RL_INSTEAD, has_val=False, headline="test/agent/total_reward"),
         Family(
             "mtf",
             "kuairand",
@@ -98,6 +100,7 @@ FAMILIES: dict[str, Family] = {
                 "shuffle": "nothing: transitions are sampled from the logs",
             },
             has_val=False,
+            headline="test/policy/reward",
         ),
         Family(
             "rl-list",
@@ -110,6 +113,7 @@ FAMILIES: dict[str, Family] = {
                 "eval_batch_size": "--eval-days and --day-steps",
             },
             has_val=False,
+            headline="test/agent/ctr",
         ),
     )
 }

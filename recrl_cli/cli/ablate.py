@@ -17,11 +17,13 @@ from recrl_cli.cli.common import (
     ExperimentOpt,
     SeedOpt,
     SetOpt,
+    TagOpt,
     TrackingUriOpt,
     console,
     friendly_errors,
     graceful_interrupt,
     parse_extra_options,
+    parse_tags,
     progress_bar,
 )
 from recrl_cli.cli.resolve import (
@@ -112,6 +114,7 @@ def ablate(
     experiment: ExperimentOpt = None,
     tracking_uri: TrackingUriOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of the parent MLflow run.")] = None,
+    tags: TagOpt = None,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and study tables go.")
     ] = Path("runs"),
@@ -154,6 +157,7 @@ def ablate(
     the runs already finished. Example: `recrl ablate mmoe --expert-num 4,8 --seeds 3`.
     """
     pairs = parse_extra_options(ctx.args)
+    user_tags = parse_tags(tags)
     catalog.entry(algo)
     precheck_options(
         algo, pairs, sets or ()
@@ -172,6 +176,7 @@ def ablate(
         )
 
     pairs = parse_extra_options(ctx.args)
+    user_tags = parse_tags(tags)
     catalog.entry(algo)
     precheck_options(
         algo, pairs, sets or ()
@@ -228,7 +233,7 @@ def ablate(
                 cfg, axes, seeds=seeds, tracker=tracker, experiment=exp, train_fn=train_run,
                 out_dir=runs_dir / "studies", study_name=name, on_run=announce,
                 train_kwargs={"runs_root": runs_dir, "progress": progress, "stop": stop},
-                backend=runner, on_result=finished,
+                backend=runner, on_result=finished, user_tags=user_tags,
             )  # fmt: skip
     except TrainingInterrupted:
         console.print("[yellow]study interrupted; run the same command again to finish it.[/]")

@@ -41,6 +41,13 @@ DeviceOpt = Annotated[
 ExperimentOpt = Annotated[
     str | None, typer.Option("--experiment", "-e", help="MLflow experiment name (default: recrl/<dataset>).")
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        help="MLflow run tag KEY=VALUE (repeatable): shown in the UI, searchable as tags.KEY = 'VALUE'.",
+    ),
+]
 TrackingUriOpt = Annotated[
     str | None,
     typer.Option(
@@ -308,3 +315,24 @@ def parse_extra_options(args: list[str]) -> list[tuple[str, str]]:
         pairs.append((name.replace("-", "_"), value))
         i += 1
     return pairs
+
+
+RESERVED_TAG_PREFIXES = ("mlflow.", "recrl.")  # what MLflow's UI and recrl itself read back
+
+
+def parse_tags(items: list[str] | None) -> dict[str, str]:
+    """``--tag KEY=VALUE`` options as a dict; a malformed one or a reserved key is a one-line ConfigError."""
+    from recrl_cli.errors import ConfigError
+
+    tags: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--tag needs KEY=VALUE, got '{item}'")
+        if key.startswith(RESERVED_TAG_PREFIXES):
+            raise ConfigError(
+                f"--tag {key}: keys starting with mlflow. or recrl. are set by recrl; choose another"
+            )
+        tags[key] = value
+    return tags

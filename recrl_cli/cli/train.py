@@ -15,11 +15,13 @@ from recrl_cli.cli.common import (
     ExperimentOpt,
     SeedOpt,
     SetOpt,
+    TagOpt,
     TrackingUriOpt,
     console,
     friendly_errors,
     graceful_interrupt,
     parse_extra_options,
+    parse_tags,
     progress_bar,
 )
 from recrl_cli.cli.resolve import (
@@ -54,8 +56,11 @@ def config_table(cfg: RunConfig) -> Table:
     return table
 
 
-def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Table:
-    """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``."""
+def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width: int | None = None) -> Table:
+    """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``.
+
+    A table wider than the terminal (``width``, default the console's: HRL-Rec's 13 list metrics of 5 policies)
+    is turned round, one row per metric and one column per task or policy, so that no cell is cut to "…"."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if prefix and not key.startswith(prefix):
@@ -67,14 +72,33 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "") -> Ta
              "avg_reward"]  # fmt: skip
     names = {m for r in rows.values() for m in r}
     columns = sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
+    # A metric this row does not have (random's gap fraction) is "—", not a NaN that looks like a failure.
+    cells = {
+        task: [f"{values[c]:.4f}" if c in values else "—" for c in columns] for task, values in rows.items()
+    }
     table = Table(title=escape(title))
-    table.add_column("task", style="cyan")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for task, values in rows.items():
-        # A metric this row does not have (random's gap fraction) is "—", not a NaN that looks like a failure.
-        table.add_row(escape(task), *(f"{values[c]:.4f}" if c in values else "—" for c in columns))
+    if table_width(["task", *columns], [[task, *row] for task, row in cells.items()]) <= (
+        width or console.width
+    ):
+        table.add_column("task", style="cyan")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for task, row in cells.items():
+            table.add_row(escape(task), *row)
+        return table
+    table.add_column("metric", style="cyan")
+    for task in cells:
+        table.add_column(escape(task), justify="right")
+    for i, column in enumerate(columns):
+        table.add_row(escape(column), *(row[i] for row in cells.values()))
     return table
+
+
+def table_width(header: list[str], rows: list[list[str]]) -> int:
+    """Characters a rich table with these cells needs: each column's widest cell plus 1 of padding a side, and
+    one border between and around the columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return sum(widths) + 3 * len(widths) + 1
 
 
 def swapped_note(cfg: RunConfig, split: str) -> str:
@@ -140,6 +164,7 @@ def train(
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where checkpoints and local copies of artifacts go.")
     ] = Path("runs"),
+    tags: TagOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     nproc: Annotated[
         int,
@@ -165,6 +190,7 @@ def train(
         device=device,
         data_dir=data,
     )
+    user_tags = parse_tags(tags)
     cfg = resolve_local_references(cfg, runs_dir, required=not dry_run)
     if dry_run:
         console.print(config_table(cfg))
@@ -184,7 +210,7 @@ def train(
     if nproc != 1 and not distributed.launched_by_torchrun():
         # Checked here, so that a bad value never starts a process group.
         _launch_data_parallel(ctx, nproc, cfg, algo, config, sets, seed, device, data, experiment,
-                              tracking_uri, resume, runs_dir, name, force)  # fmt: skip
+                              tracking_uri, resume, runs_dir, name, force, tags)  # fmt: skip
         return
     main = _torchrun_rank() == 0  # a plain process is rank 0 too
     # A training command owns its process: keep freed tensor memory for the next step instead of
@@ -203,6 +229,7 @@ def train(
                 result = train_run(
                     cfg, tracker, experiment=exp, runs_root=runs_dir, resume=resume,
                     run_name=name or default_run_name(cfg), progress=progress if main else None, stop=stop,
+                    extra_tags=user_tags,
                 )  # fmt: skip
     except TrainingInterrupted as exc:
         if main:
@@ -311,6 +338,7 @@ def _launch_data_parallel(
     ctx: typer.Context, nproc: int, cfg: RunConfig, algo: str, config: Path | None, sets: list[str] | None,
     seed: int | None, device: str | None, data: Path | None, experiment: str | None,
     tracking_uri: str | None, resume: bool, runs_dir: Path, name: str | None = None, force: bool = False,
+    tags: list[str] | None = None,
 ) -> None:  # fmt: skip
     """Re-run this same command under torchrun in ``nproc`` processes (every option passed on unchanged)."""
     from recrl_cli.algorithms.registry import get_algorithm
@@ -334,6 +362,8 @@ def _launch_data_parallel(
     args += ["--config", str(config)] if config else []
     for item in sets or []:
         args += ["--set", item]
+    for item in tags or []:
+        args += ["--tag", item]
     options = {"--seed": seed, "--device": device, "--data": data, "--experiment": experiment,
                "--tracking-uri": tracking_uri, "--runs-dir": runs_dir, "--name": name}  # fmt: skip
     for flag, value in options.items():
@@ -373,7 +403,7 @@ def evaluate(
     """Score a trained model on a split of a prepared dataset, print AUC, GAUC, logloss and s-logloss, and log
     them as an MLflow run (nested under the evaluated run when the store holds it)."""
     from recrl_cli.data.manifest import open_prepared
-    from recrl_cli.errors import ConfigError
+    from recrl_cli.errors import ConfigError, DataError
     from recrl_cli.pipeline import evaluate_saved, load_saved_model, log_evaluation
     from recrl_cli.tracking.server import redact
     from recrl_cli.training.device import resolve_device
@@ -382,8 +412,11 @@ def evaluate(
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     device_name = device or "auto"
     resolve_device(device_name)
+    if data is not None and not (data / "manifest.json").is_file():  # fails before anything is downloaded
+        raise DataError(f"no prepared dataset at {data} (no manifest.json); run `recrl prepare retailrocket` (MTL "
+                        "bases, rmtl) or `recrl prepare kuairand` (the simulator)")  # fmt: skip
     if data is not None:
-        open_prepared(data)  # a missing or damaged dataset fails before anything is downloaded
+        open_prepared(data)  # a damaged dataset fails before anything is downloaded
     # A path is read directly; only a run id needs the tracking store (opened lazily: a lookup never creates one).
     trackers = []  # made once, when first needed: a failing evaluation of a local file creates no store
 
@@ -394,13 +427,13 @@ def evaluate(
 
     saved = load_saved_model(source, tracker)
     if data is None:  # the data of the kind this model was trained on, where `recrl prepare` writes it
-        from recrl_cli.algorithms.catalog import DEFAULT_PREPARED, data_defaults
+        from recrl_cli.algorithms.catalog import DEFAULT_PREPARED, data_defaults, family_of
 
         # The MTL bases train on RetailRocket or KuaiRand: the kind this model was trained on.
         trained_on = (saved.get("config") or {}).get("data", {}).get("dataset")
         default = DEFAULT_PREPARED.get(trained_on) or data_defaults(saved["algo"])["data.prepared_dir"]
         data = Path(default)
-        open_prepared(data)
+        open_prepared(data, trained_on or family_of(saved["algo"]).dataset)  # a missing one's hint names the right `recrl prepare`
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
     run_id, parent = log_evaluation(tracker(), saved, source, split=split, prepared_dir=data, metrics=metrics,

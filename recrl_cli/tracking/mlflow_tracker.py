@@ -104,7 +104,7 @@ class MlflowTracker:
         self._experiment_names: dict[str, str] = {}
         self._client: MlflowClient | None = None
         # A SQLite store is created only when a run starts (see sqlite_store): a command that fails
-        # before that, or only reads (evaluate RUN_ID), leaves no store behind.
+        # before that, or only reads (a run id looked up for --simulator or --critics), leaves no store behind.
         self._db = sqlite_db_path(tracking_uri)
         state = "ready" if self._db is None else store_state(self._db)
         if state == "migrate":
@@ -353,7 +353,9 @@ class MlflowTracker:
             except Exception as exc:  # torch.export cannot trace every module (e.g. a language-model encoder)
                 with _mlflow_errors(f"mark the logged model of run {run_id} as failed"):
                     self.client.finalize_logged_model(logged.model_id, "FAILED")
-                return f"the model was not logged in MLflow's PyTorch flavour ({_one_line(exc, 160)}); model/model.pt has it"
+                reason = _one_line(exc, 400).split(". ")[0].removesuffix(".")[:160]  # torch's first sentence
+                return (f"the model was not logged in MLflow's PyTorch flavour: torch.export cannot trace it "
+                        f"({reason}); model/model.pt has it")  # fmt: skip
             with _mlflow_errors(f"log the model of run {run_id}"):
                 self.client.log_model_artifacts(logged.model_id, str(local))
         with _mlflow_errors(f"log the model of run {run_id}"):
