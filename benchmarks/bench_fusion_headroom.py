@@ -10,8 +10,9 @@ users and draws for every policy) of the best fusion and the oracle slate over t
     python benchmarks/bench_fusion_headroom.py --simulator runs/simulator-<key> --data PREPARED \\
         --ranker self --ranker runs/simulator-<key2> --candidates 40+10 --candidates 20+30 --seeds 3
 
-``--ranker self`` = the simulator ranks for itself (a fusion run without ``--ranker``). One torch thread by
-default; CPU seconds per setting are printed.
+``--ranker self`` = the simulator ranks for itself (the oracle ranker), ``--ranker taste-free`` = its copy without
+the users' taste rows (:mod:`recrl_cli.mtf.ranker`). One torch thread by default; CPU seconds per setting are
+printed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 import torch
 
 from recrl_cli.agents.algorithm import load_simulator
+from recrl_cli.mtf import calibration
+from recrl_cli.mtf.ranker import TASTE_FREE, taste_free_view
 from recrl_cli.sim.check import fusion_headroom
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.data import load_kuairand_data
@@ -52,20 +55,31 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=100, help="requests per policy and seed")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--best-of", type=int, default=calibration.BEST_OF, help="M of the best fusion per request"
+    )
+    p.add_argument("--expected-only", action="store_true", help="no realised rollouts (a fifth of the cost)")
     p.add_argument("--json", default="", help="write every figure here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    calibration.BEST_OF = args.best_of
     dev = torch.device("cpu")
     model, _ = load_simulator(args.simulator, dev)
     data = load_kuairand_data(args.data, dev)
     out = []
     for ranker_ref in args.ranker or ["self"]:
-        ranker = None if ranker_ref == "self" else load_simulator(ranker_ref, dev, option="--ranker")[0]
+        if ranker_ref == "self":
+            ranker = None
+        elif ranker_ref == TASTE_FREE:
+            ranker = taste_free_view(model)
+        else:
+            ranker = load_simulator(ranker_ref, dev, option="--ranker")[0]
         for cand in args.candidates or ["40+10"]:
             retrieved, random = (int(x) for x in cand.split("+"))
             t0, w0 = cpu_seconds(), time.perf_counter()
             per_seed = [fusion_headroom(model, data, EnvConfig(), args.steps, seed, ranker=ranker,
-                                        retrieved=retrieved, random=random) for seed in range(args.seeds)]  # fmt: skip
+                                        retrieved=retrieved, random=random, realised=not args.expected_only)
+                        for seed in range(args.seeds)]  # fmt: skip
             cpu, wall = cpu_seconds() - t0, time.perf_counter() - w0
             row = {
                 "ranker": ranker_ref,
@@ -77,11 +91,12 @@ def main() -> None:
             print(
                 f"\n== ranker {ranker_ref}, {retrieved} retrieved + {random} random: {cpu:.0f} CPU-s, {wall:.0f} s"
             )
+            keys = ("expected_reward",) if args.expected_only else ("expected_reward", "avg_reward")
             for policy in per_seed[0]:
-                m, se = mean_se([t[policy]["avg_reward"] for t in per_seed])
-                e, ese = mean_se([t[policy]["expected_reward"] for t in per_seed])
-                print(f"  {policy:12s} realised {m:.4f} ± {se:.4f}, expected {e:.4f} ± {ese:.4f} per request")
-            for key in ("expected_reward", "avg_reward"):
+                line = "  ".join(f"{k} {m:.4f} ± {se:.4f}" for k in keys
+                                 for m, se in [mean_se([t[policy][k] for t in per_seed])])  # fmt: skip
+                print(f"  {policy:12s} {line} per request")
+            for key in keys:
                 for top in ("best_fusion", "per_user"):
                     for base in ("fixed", "random"):
                         ratios = [t[top][key] / t[base][key] - 1 for t in per_seed]

@@ -20,6 +20,7 @@ from recrl_cli.data.prepare.kuairand import BEHAVIOURS, KuaiRandPrepareParams, p
 from recrl_cli.data.synth.kuairand import write_kuairand
 from recrl_cli.mtf import calibration
 from recrl_cli.mtf.env import FusionEnv, expected_item_rewards, item_rewards
+from recrl_cli.mtf.ranker import TASTE_FREE_NAME, built_in_ranker, taste_free_view
 from recrl_cli.sim import check as check_module
 from recrl_cli.sim.check import (
     FUSION_KEYS,
@@ -242,6 +243,27 @@ def test_fusion_verdict_warns_on_a_self_ranked_world_and_passes_one_with_room(wo
     assert e["per_user"] > e["best_fusion"]  # the oracle slate is not limited to the ranker's targets
 
 
+def test_taste_free_view_drops_the_users_taste_and_nothing_else(world):
+    """The ranker of a fusion run without --ranker: every user's taste row is the mean row (so the taste part of
+    the state and the taste vectors are one for all users), in a copy; the simulator is untouched. ``self`` is
+    the simulator; a simulator without taste has none to drop (the default then falls back to it)."""
+    _, prepared = world
+    sim = planted_model(prepared, True)
+    before = sim.user_taste.weight.clone()
+    view, name = built_in_ranker(sim, "")
+    rows = view.user_taste.weight
+    assert view is not sim and name == TASTE_FREE_NAME and torch.allclose(rows, rows[:1].expand_as(rows))
+    assert torch.equal(sim.user_taste.weight, before) and torch.equal(
+        view.item_taste.weight, sim.item_taste.weight
+    )
+    assert built_in_ranker(sim, "self")[0] is sim
+    data = load_kuairand_data(prepared)
+    plain = UserResponseModel(SimulatorConfig(**TINY, no_user_taste=True), data.users, data.items)
+    assert built_in_ranker(plain, "")[0] is plain
+    with pytest.raises(ValueError, match="no user taste"):
+        taste_free_view(plain)
+
+
 def test_fusion_rows_are_skipped_without_a_play_time_head(world):
     _, prepared = world
     model = planted_model(prepared, True, play_time_edges=())
@@ -332,6 +354,8 @@ def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, t
     assert res.exit_code == 0, res.output
     assert "headroom" in res.output and "truth AUC" in res.output and "world check" in res.output
     assert "per-user best" in res.output  # the fusion rows, rebuilt from the logged metrics
+    # ... and they fused what a fusion run without --ranker fuses.
+    assert "ranker the simulator's taste-free view" in " ".join(res.output.split())
     run_dir = next((tmp_path / "runs").glob("*/model.pt")).parent
     res = cli("check", "simulator", run_dir, "--truth", raw, "--steps", "20", "--device", "cpu")
     assert res.exit_code == 0, res.output
@@ -339,7 +363,10 @@ def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, t
     assert (
         "random fusion" in res.output and "best fixed fusion" in res.output and "per-user best" in res.output
     )
-    assert "warning: no --ranker" in res.output and "simulator as ranker" in res.output
+    out = " ".join(res.output.split())  # rich wraps long lines
+    assert "warning: no --ranker" in out and "ranker the simulator's taste-free view" in out
+    res = cli("check", "simulator", run_dir, "--ranker", "self", "--steps", "8", "--device", "cpu")
+    assert res.exit_code == 0 and "simulator as ranker" in res.output and "no --ranker" not in res.output
     # A second, item-only simulator as the ranker: the fusion rows fuse it, and no warning about a missing one.
     res = cli("train", "simulator", "--data", prepared, "--set", "data.dataset=kuairand", "--device", "cpu",
               "--set", "train.epochs=1", "--set", "train.batch_size=256", "--set", "train.threads=1",
@@ -349,8 +376,9 @@ def test_check_simulator_command_prints_the_tables_and_the_verdict(world, cli, t
     ranker_dir = next((tmp_path / "rankers").glob("*/model.pt")).parent
     res = cli("check", "simulator", run_dir, "--ranker", ranker_dir, "--steps", "8", "--device", "cpu")
     assert res.exit_code == 0, res.output
-    assert "no --ranker" not in res.output and "simulator as ranker" not in res.output
-    assert "best fusion per request" in res.output
+    out = " ".join(res.output.split())
+    assert "no --ranker" not in out and "simulator as ranker" not in out and "taste-free" not in out
+    assert f"ranker {ranker_dir}" in out and "best fusion per request" in out
     for args in (["--ranker", tmp_path / "nothing"], []):
         bad = cli(
             "check", "simulator", tmp_path / "nothing" if not args else run_dir, *args, "--device", "cpu"

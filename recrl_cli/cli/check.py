@@ -104,9 +104,10 @@ def simulator(
         str | None,
         typer.Option(
             "--ranker",
-            help="MTL ranker the fusion rows fuse: another simulator run (run id, run "
-            "directory or model.pt) on the same data, as `recrl train unifiedrl --ranker` takes it. "
-            "Default: the simulator ranks for itself (no room for fusion; said on the console).",
+            help="MTL ranker the fusion rows fuse, as `recrl train unifiedrl --ranker` takes it: another "
+            "simulator run (run id, run directory or model.pt) on the same data, taste-free (the default, "
+            "said on the console: the simulator without its users' taste rows) or self (the simulator "
+            "itself: an oracle ranker, no room for fusion).",
         ),
     ] = None,
     device: DeviceOpt = None,
@@ -130,8 +131,19 @@ def simulator(
     model = load_response_model(exported, dev)
     prepared = Path(data) if data is not None else Path(exported["prepared_dir"])
     kuairand = load_kuairand_data(prepared, dev)
-    ranker_model = None
-    if ranker:
+    from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
+
+    ranker_name = ranker or ""
+    if (ranker or "") in BUILT_IN:  # no saved ranker: what a fusion run without --ranker fuses, or self
+        try:
+            ranker_model, ranker_name = built_in_ranker(model, ranker or "")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not ranker:  # the visible counterpart of the fusion runs' notice
+            console.print(f"[yellow]warning: no --ranker: the fusion rows fuse {ranker_name}, as a fusion run "
+                          "without --ranker does; pass --ranker <another simulator run> to check a trained "
+                          "MTL ranker[/]")  # fmt: skip
+    else:
         r_saved = load_saved_model(ranker, lambda: make_tracker(tracking_uri))
         if r_saved.get("algo") != "simulator":
             raise ConfigError(
@@ -144,11 +156,10 @@ def simulator(
             raise ConfigError(
                 f"--ranker {ranker} has {ranker_model.num_items} items, the simulator {model.num_items}"
             )
-    else:  # the visible counterpart of the fusion runs' notice: these rows measure an oracle ranker
-        console.print("[yellow]warning: no --ranker: the fusion rows fuse the simulator's own targets (an oracle "
-                      "ranker, no room for fusion); pass --ranker <another simulator run>[/]")  # fmt: skip
+    if ranker_model is model:
+        ranker_model, ranker_name = None, ""  # check_world: None = the simulator ranks for itself
     check = check_world(model, kuairand, truth_dir=truth, steps=steps, seed=seed, ranker=ranker_model,
-                        ranker_name=ranker or "")  # fmt: skip
+                        ranker_name=ranker_name)  # fmt: skip
     render_check(check)
 
 

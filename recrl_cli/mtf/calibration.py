@@ -134,9 +134,11 @@ def best_fusion_slate(env: FusionEnv, actions: Tensor) -> Tensor:
     return best
 
 
-def fusion_candidates(fixed: Tensor, seed: int, count: int = BEST_OF) -> Tensor:
+def fusion_candidates(fixed: Tensor, seed: int, count: int | None = None) -> Tensor:
     """The ``count`` actions ``best_fusion`` chooses from, [count, A]: the zero action (the plain product),
-    ``fixed`` and uniform ones from a generator on ``seed`` (the same set for every request and policy run)."""
+    ``fixed`` and uniform ones from a generator on ``seed`` (the same set for every request and policy run);
+    ``count`` None = :data:`BEST_OF`, read at the call (a benchmark may change it)."""
+    count = BEST_OF if count is None else count
     gen = torch.Generator().manual_seed(seed)
     rest = torch.rand(max(0, count - 2), fixed.shape[-1], generator=gen) * 2.0 - 1.0
     return torch.cat([torch.zeros(1, fixed.shape[-1]), fixed.cpu()[None], rest])

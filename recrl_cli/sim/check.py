@@ -43,6 +43,7 @@ from recrl_cli.mtf import calibration
 from recrl_cli.mtf.calibration import POLICIES as FUSION_POLICIES
 from recrl_cli.mtf.config import MTFRunConfig
 from recrl_cli.mtf.env import FALLBACK_WEIGHTS, FusionEnv
+from recrl_cli.mtf.ranker import TASTE_FREE_NAME
 from recrl_cli.mtf.weights import fit_reward_weights
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.data import KuaiRandData, row_batch
@@ -107,6 +108,7 @@ class WorldCheck:
             out["world/fusion_gap"] = self.fusion_gap
             out["world/fusion_gain"] = self.fusion_gain
             out["world/fusion/ranker_is_simulator"] = float(not self.fusion_ranker)
+            out["world/fusion/ranker_is_taste_free_view"] = float(self.fusion_ranker == TASTE_FREE_NAME)
             for policy, values in self.fusion.items():
                 out |= {f"world/fusion/{policy}/{k}": v for k, v in values.items()}
         elif self.fusion_note:
@@ -147,7 +149,8 @@ class WorldCheck:
             item_cosine=m["world/item_cosine"],
             interaction={"r2": m["world/interaction_r2"]} if "world/interaction_r2" in m else None,
             fusion=fusion, fusion_note=FUSION_SKIPPED if "world/fusion/skipped" in m else "",
-            fusion_ranker="a separate ranker" if m.get("world/fusion/ranker_is_simulator") == 0.0 else "",
+            fusion_ranker=TASTE_FREE_NAME if m.get("world/fusion/ranker_is_taste_free_view") == 1.0
+            else "a separate ranker" if m.get("world/fusion/ranker_is_simulator") == 0.0 else "",
         )  # fmt: skip
         check.warnings = verdict(check)
         return check
@@ -225,13 +228,14 @@ def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, s
 
 def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, steps: int,
                     seed: int = 0, *, ranker: UserResponseModel | None = None, retrieved: int | None = None,
-                    random: int | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+                    random: int | None = None, realised: bool = True) -> dict[str, dict[str, float]]:  # fmt: skip
     """random / fixed / best_fusion / per_user (:mod:`recrl_cli.mtf.calibration`) in the fusion env, ``steps``
     requests each from the same seed, with the figures of :func:`headroom` (``avg_reward`` per request). The env
     is what a fusion run builds: ``ranker`` (None = the simulator ranks for itself, as a run without
     ``--ranker``), ``retrieved`` + ``random`` candidates (None = the fusion runs' defaults, capped at the
     catalogue), reward weights fitted on the train rows; the fixed action is searched on ``steps // 4`` requests
-    of other users (seed + 1). The model and the ranker need a play-time head."""
+    of other users (seed + 1). ``realised=False``: only ``expected_reward`` per policy (no rollout of each policy,
+    a fifth of the cost). The model and the ranker need a play-time head."""
     m = MTFRunConfig()
     n = model.num_items
     slate = min(env_cfg.slate_size, n)
@@ -248,8 +252,9 @@ def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvCo
                     weights=weights)  # fmt: skip
     fixed = calibration.best_fixed_fusion(env, max(1, steps // 4), seed + 1)
     choices = calibration.fusion_candidates(fixed, seed + 2)
-    table = {name: calibration.run_calibration(env, serve, steps, seed)
-             for name, serve in calibration.policies(fixed, seed + 2).items()}  # fmt: skip
+    policies = calibration.policies(fixed, seed + 2)
+    table = {name: calibration.run_calibration(env, serve, steps, seed) if realised else {}
+             for name, serve in policies.items()}  # fmt: skip
     expected = calibration.expected_headroom(env, steps, seed, fixed, choices)
     return {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
 
