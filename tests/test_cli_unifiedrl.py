@@ -221,7 +221,9 @@ def test_ablate_unifiedrl_over_bounds_runs_nested_variants(
               "--rounds", 2, "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())  # rich wraps long lines
-    assert "warning: no --ranker" in out  # the simulator ranks for itself: said, not only logged
+    assert (
+        "warning: no --ranker" in out and "taste-free view" in out
+    )  # the stand-in ranker: said, not only logged
     # One row per policy: ES (the reference, Δ "ref"), the fixed fusion and each bound, changes vs ES.
     assert "ES (μ_bp⁰)" in res.output and "fixed fusion" in res.output and "reward Δ % vs ES" in out
     assert "bounds=0.1" in res.output and "bounds=0.2" in res.output and "ref" in res.output
@@ -232,6 +234,9 @@ def test_ablate_unifiedrl_over_bounds_runs_nested_variants(
     assert len(children) == 2
     assert sorted(float(r.data.params["model.bounds"]) for r in children) == [0.1, 0.2]
     assert all("eval/test/policy/ncis/request_reward" in r.data.metrics for r in children)
+    # No --ranker: the runs fused the simulator's taste-free view, not the simulator's own targets.
+    assert all(r.data.metrics["eval/test/ranker_is_taste_free_view"] == 1.0 for r in children)
+    assert all(r.data.metrics["eval/test/ranker_is_simulator"] == 0.0 for r in children)
     assert len(list((tmp_path / "runs" / "studies").rglob("study_fusion_reward.png"))) == 1
     # The logs sit in each run's own directory by default, never in ./mtf-logs.
     assert not (tmp_path / "mtf-logs").exists()

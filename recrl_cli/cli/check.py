@@ -46,18 +46,27 @@ def world_tables(check) -> list[Table]:
     if check.fusion is None:
         return [fit, room]
     from recrl_cli.mtf.calibration import LABELS
-    from recrl_cli.sim.check import fusion_gap_fraction
+    from recrl_cli.sim.check import fusion_gap_fraction, fusion_reading
 
-    lo, hi = check.fusion["random"]["avg_reward"], check.fusion["per_user"]["avg_reward"]
-    lift = f"{hi / lo - 1:+.1%}" if lo > 0 else f"{hi - lo:+.4f}"
-    fusion = Table(title=f"headroom, fusion env (simulator as ranker): per-user best {lift} per request over "
-                         f"random fusion, best fixed fusion = {check.fusion_gap:.0%} of that gap")  # fmt: skip
+    _, ceiling = fusion_reading(check.fusion)
+    ranker = f"ranker {check.fusion_ranker}" if check.fusion_ranker else "simulator as ranker"
+    fusion = Table(title=f"headroom, fusion env ({ranker}): {LABELS[ceiling]} {check.fusion_gain:+.1%} per request "
+                         f"over the better of random and fixed fusion, best fixed fusion = {check.fusion_gap:.0%} of "
+                         "the gap (expected reward on the same requests)")  # fmt: skip
     fusion.add_column("policy", style="cyan")
-    for name in ("total reward", "depth", "reward / request", "sessions", "gap fraction (per request)"):
+    for name in (
+        "total reward",
+        "depth",
+        "reward / request",
+        "sessions",
+        "expected / request",
+        "gap fraction",
+    ):
         fusion.add_column(name, justify="right")
     for policy, v in check.fusion.items():
+        expected = v.get("expected_reward", float("nan"))
         fusion.add_row(LABELS.get(policy, policy), f"{v['total_reward']:.3f}", f"{v['depth']:.2f}",
-                       f"{v['avg_reward']:.4f}", f"{v['sessions']:.0f}",
+                       f"{v['avg_reward']:.4f}", f"{v['sessions']:.0f}", f"{expected:.4f}",
                        f"{fusion_gap_fraction(check.fusion, policy):.2f}")  # fmt: skip
     return [fit, room, fusion]
 
@@ -91,12 +100,22 @@ def simulator(
         Path | None, typer.Option("--data", help="Prepared KuaiRand (default: the one it was trained on).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the env's users and draws.")] = 0,
+    ranker: Annotated[
+        str | None,
+        typer.Option(
+            "--ranker",
+            help="MTL ranker the fusion rows fuse, as `recrl train unifiedrl --ranker` takes it: another "
+            "simulator run (run id, run directory or model.pt) on the same data, taste-free (the default, "
+            "said on the console: the simulator without its users' taste rows) or self (the simulator "
+            "itself: an oracle ranker, no room for fusion).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Fit against the data (and the planted truth), headroom of random / popular / oracle (whole-session env)
-    and of random / best fixed / per-user best fusion (fusion env), item diversity; a one-line warning for each
-    comparison the world cannot support."""
+    and of random / best fixed / best per-request fusion / per-user best slate (fusion env, fusing ``--ranker``'s
+    targets), item diversity; a one-line warning for each comparison the world cannot support."""
     from recrl_cli.errors import ConfigError
     from recrl_cli.pipeline import load_saved_model
     from recrl_cli.sim.check import check_world
@@ -111,7 +130,36 @@ def simulator(
     exported = saved["exported"]
     model = load_response_model(exported, dev)
     prepared = Path(data) if data is not None else Path(exported["prepared_dir"])
-    check = check_world(model, load_kuairand_data(prepared, dev), truth_dir=truth, steps=steps, seed=seed)
+    kuairand = load_kuairand_data(prepared, dev)
+    from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
+
+    ranker_name = ranker or ""
+    if (ranker or "") in BUILT_IN:  # no saved ranker: what a fusion run without --ranker fuses, or self
+        try:
+            ranker_model, ranker_name = built_in_ranker(model, ranker or "")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not ranker:  # the visible counterpart of the fusion runs' notice
+            console.print(f"[yellow]warning: no --ranker: the fusion rows fuse {ranker_name}, as a fusion run "
+                          "without --ranker does; pass --ranker <another simulator run> to check a trained "
+                          "MTL ranker[/]")  # fmt: skip
+    else:
+        r_saved = load_saved_model(ranker, lambda: make_tracker(tracking_uri))
+        if r_saved.get("algo") != "simulator":
+            raise ConfigError(
+                f"--ranker {ranker} is a {r_saved.get('algo')} run; the ranker must be a simulator run"
+            )
+        if r_saved["exported"].get("dataset_fingerprint") != kuairand.fingerprint:
+            raise ConfigError(f"--ranker {ranker} was trained on other data than {prepared}")
+        ranker_model = load_response_model(r_saved["exported"], dev)
+        if ranker_model.num_items != model.num_items:
+            raise ConfigError(
+                f"--ranker {ranker} has {ranker_model.num_items} items, the simulator {model.num_items}"
+            )
+    if ranker_model is model:
+        ranker_model, ranker_name = None, ""  # check_world: None = the simulator ranks for itself
+    check = check_world(model, kuairand, truth_dir=truth, steps=steps, seed=seed, ranker=ranker_model,
+                        ranker_name=ranker_name)  # fmt: skip
     render_check(check)
 
 

@@ -250,11 +250,12 @@ def check_saved_models(cfg: RunConfig) -> None:
     model = cfg.model
     if family in ("rl", "rl-list", "mtf"):
         from recrl_cli.agents.algorithm import read_simulator
+        from recrl_cli.mtf.ranker import BUILT_IN
 
         for name in catalog.MODEL_REFERENCES[family]:
             ref = str(getattr(model, name, "") or "")
-            if name == "ranker" and not ref:
-                continue  # no ranker: the simulator ranks (an oracle ranker)
+            if name == "ranker" and ref in BUILT_IN:
+                continue  # no saved ranker: the simulator's taste-free view, or the simulator itself
             if _is_run_id(ref) and not Path(ref).exists():
                 continue  # an MLflow run id: checked when it is downloaded (resolve_references)
             read_simulator(ref, f"--{name}")

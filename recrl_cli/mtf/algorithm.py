@@ -39,6 +39,7 @@ from recrl_cli.mtf.env import FusionEnv
 from recrl_cli.mtf.evaluate import AB_METRICS, ab_sessions, log_mtf_gauc, log_ncis, premise
 from recrl_cli.mtf.metrics import paired_pct_change, sessions_for_ci, unpaired_pct_change
 from recrl_cli.mtf.policies import CEM
+from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
 from recrl_cli.training.trainer import Stage
@@ -96,12 +97,15 @@ class MTFAlgorithm:
         self.model, exported = load_simulator(m.simulator, device)
         if exported.get("dataset_fingerprint") != data.fingerprint:
             raise ConfigError(f"the simulator {m.simulator} was trained on other data than {data.directory}")
-        if m.ranker:
+        if m.ranker in BUILT_IN:  # no --ranker: the taste-free view (the simulator itself leaves no room)
+            try:
+                self.ranker, _ = built_in_ranker(self.model, m.ranker)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        else:
             self.ranker, r_exp = load_simulator(m.ranker, device, option="--ranker")
             if r_exp.get("dataset_fingerprint") != data.fingerprint:
                 raise ConfigError(f"the ranker {m.ranker} was trained on other data than {data.directory}")
-        else:
-            self.ranker = self.model
         self.name, self.cfg, self.m, self.data, self.device = name, cfg, m, data, device
         self.weights = tuple(m.weights)
         if m.weights_from == "data":
@@ -254,7 +258,9 @@ class MTFAlgorithm:
     def _evaluate(self) -> dict[str, float]:
         m = self.m
         seeds = [m.eval_seed + i for i in range(m.eval_waves)]
-        out: dict[str, float] = {"ranker_is_simulator": float(self.ranker is self.model)}
+        out: dict[str, float] = {"ranker_is_simulator": float(self.ranker is self.model),
+                                 "ranker_is_taste_free_view": float(self.m.ranker in BUILT_IN and
+                                                                    self.ranker is not self.model)}  # fmt: skip
         names = ("valid_consumption", "watch_minute", "like", "follow", "comment", "forward", "hate")
         out.update({f"reward_weight/{k}": w for k, w in zip(names, self.weights, strict=True)})
         users = m.eval_users or m.batch_users

@@ -54,15 +54,25 @@ def fusion_table(metrics: dict[str, float], title: str, prefix: str = "test/") -
 
 
 def ranker_notice(model: Any) -> str | None:
-    """A console warning when a fusion run has no ``--ranker`` (the simulator then ranks for itself: an oracle
-    ranker, which makes fusion nearly pointless); None when a ranker is given or the run is not a fusion run."""
+    """A console line when a fusion run has no separate ``--ranker``: without one it fuses the simulator's
+    taste-free view (:mod:`recrl_cli.mtf.ranker`), with ``--ranker self`` the simulator's own targets (an oracle
+    ranker, which leaves fusion no room); None when a ranker run is given or the run is not a fusion run."""
+    from recrl_cli.mtf.ranker import SELF
+
     if not hasattr(model, "ranker") or not hasattr(model, "bounds"):
         return None
-    if getattr(model, "ranker", ""):
+    ranker = getattr(model, "ranker", "")
+    if ranker == SELF:
+        return ("warning: --ranker self: the simulator ranks the candidates for itself (an oracle ranker: the best "
+                "fusion per request is +0.3 % above the best fixed one, no room to compare fusion policies; the "
+                "run logs ranker_is_simulator = 1).")  # fmt: skip
+    if ranker:  # a ranker run, or taste-free asked for by name
         return None
-    return ("warning: no --ranker: the simulator ranks the candidates for itself (an oracle ranker; the run logs "
-            "ranker_is_simulator = 1). Pass --ranker <another simulator run> to fuse a ranker that is not the "
-            "ground truth.")  # fmt: skip
+    return (
+        "warning: no --ranker: the fusion env ranks with the simulator's taste-free view (its copy without the "
+        "users' taste rows, a stand-in MTL ranker; the simulator itself when it has no taste). Pass --ranker "
+        "<another simulator run> to fuse a trained MTL ranker."
+    )
 
 
 # -- studies ---------------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from recrl_cli.mtf import calibration
 from recrl_cli.mtf.calibration import POLICIES as FUSION_POLICIES
 from recrl_cli.mtf.config import MTFRunConfig
 from recrl_cli.mtf.env import FALLBACK_WEIGHTS, FusionEnv
+from recrl_cli.mtf.ranker import TASTE_FREE_NAME
 from recrl_cli.mtf.weights import fit_reward_weights
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.data import KuaiRandData, row_batch
@@ -53,6 +54,7 @@ from recrl_cli.sim.train import score_rows
 
 POLICIES = ("random", "popular", "oracle")
 HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
+FUSION_KEYS = (*HEADROOM_KEYS, "expected_reward")  # + the paired expected reward per request
 POPULAR_LIMIT = 0.6  # the constant slate's (fixed fusion's) share of the gap above which a world is flagged
 # Least gain per request of the per-user best fusion over the better of random and fixed fusion: below it every
 # fusion policy is within a few per cent of every other, too little for a fusion comparison to show an effect.
@@ -76,6 +78,7 @@ class WorldCheck:
     interaction: dict[str, float] | None = None
     fusion: dict[str, dict[str, float]] | None = None  # policy of recrl_cli.mtf.calibration -> HEADROOM_KEYS
     fusion_note: str = ""  # why there are no fusion rows
+    fusion_ranker: str = ""  # the ranker the fusion rows fused ("" = the simulator ranked for itself)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -85,14 +88,27 @@ class WorldCheck:
 
     @property
     def fusion_gap(self) -> float:
-        """(fixed − random) / (per_user − random) of the fusion env's reward per request (NaN if no gap or no
-        fusion rows)."""
+        """(fixed − random) / (best_fusion − random) of the fusion env's expected reward per request
+        (:func:`fusion_reading`; NaN if no gap or no fusion rows)."""
         return fusion_gap_fraction(self.fusion, "fixed") if self.fusion is not None else float("nan")
+
+    @property
+    def fusion_gain(self) -> float:
+        """best_fusion / max(random, fixed) − 1 of the expected reward per request (:func:`fusion_reading`): what
+        a personalised fusion policy can win over the best non-personalised one (NaN without fusion rows)."""
+        if self.fusion is None:
+            return float("nan")
+        key, ceiling = fusion_reading(self.fusion)
+        floor = max(self.fusion["random"][key], self.fusion["fixed"][key])
+        return self.fusion[ceiling][key] / floor - 1.0 if floor > 0 else float("nan")
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"world/popular_gap": self.popular_gap, "world/item_cosine": self.item_cosine}
         if self.fusion is not None:
             out["world/fusion_gap"] = self.fusion_gap
+            out["world/fusion_gain"] = self.fusion_gain
+            out["world/fusion/ranker_is_simulator"] = float(not self.fusion_ranker)
+            out["world/fusion/ranker_is_taste_free_view"] = float(self.fusion_ranker == TASTE_FREE_NAME)
             for policy, values in self.fusion.items():
                 out |= {f"world/fusion/{policy}/{k}": v for k, v in values.items()}
         elif self.fusion_note:
@@ -120,8 +136,10 @@ class WorldCheck:
         has_truth = f"world/{BEHAVIOURS[0]}/truth_auc" in m
         table = {p: {k: get(p, k) for k in HEADROOM_KEYS} for p in POLICIES}
         fusion = None
+        # Only the rows and figures logged: a check logged before best_fusion and expected_reward had fewer.
         if "world/fusion/random/total_reward" in m:
-            fusion = {p: {k: get(f"fusion/{p}", k) for k in HEADROOM_KEYS} for p in FUSION_POLICIES}
+            fusion = {p: {k: m[f"world/fusion/{p}/{k}"] for k in FUSION_KEYS if f"world/fusion/{p}/{k}" in m}
+                      for p in FUSION_POLICIES if f"world/fusion/{p}/total_reward" in m}  # fmt: skip
         check = cls(
             auc={b: get(b, "auc") for b in BEHAVIOURS},
             truth_auc={b: get(b, "truth_auc") for b in BEHAVIOURS} if has_truth else None,
@@ -131,12 +149,15 @@ class WorldCheck:
             item_cosine=m["world/item_cosine"],
             interaction={"r2": m["world/interaction_r2"]} if "world/interaction_r2" in m else None,
             fusion=fusion, fusion_note=FUSION_SKIPPED if "world/fusion/skipped" in m else "",
+            fusion_ranker=TASTE_FREE_NAME if m.get("world/fusion/ranker_is_taste_free_view") == 1.0
+            else "a separate ranker" if m.get("world/fusion/ranker_is_simulator") == 0.0 else "",
         )  # fmt: skip
         check.warnings = verdict(check)
         return check
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"popular_gap": self.popular_gap, "fusion_gap": self.fusion_gap}
+        return dataclasses.asdict(self) | {"popular_gap": self.popular_gap, "fusion_gap": self.fusion_gap,
+                                           "fusion_gain": self.fusion_gain}  # fmt: skip
 
 
 def gap_fraction(table: dict[str, dict[str, float]], key: str, policy: str = "popular",
@@ -146,9 +167,11 @@ def gap_fraction(table: dict[str, dict[str, float]], key: str, policy: str = "po
     return (table[policy][key] - lo) / (hi - lo) if hi > lo else float("nan")
 
 
-def fusion_gap_fraction(table: dict[str, dict[str, float]], policy: str, key: str = "avg_reward") -> float:
-    """:func:`gap_fraction` of a fusion table: (policy − random) / (per_user − random), per request."""
-    return gap_fraction(table, key, policy, ceiling="per_user")
+def fusion_gap_fraction(table: dict[str, dict[str, float]], policy: str) -> float:
+    """:func:`gap_fraction` of a fusion table on the figure and ceiling of :func:`fusion_reading`: (policy −
+    random) / (best_fusion − random) of the expected reward per request in a current check."""
+    key, ceiling = fusion_reading(table)
+    return gap_fraction(table, key, policy, ceiling=ceiling)
 
 
 @torch.no_grad()
@@ -204,16 +227,20 @@ def headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, s
 
 
 def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvConfig, steps: int,
-                    seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
-    """random / fixed / per_user fusion (:mod:`recrl_cli.mtf.calibration`) in the fusion env, ``steps`` requests
-    each from the same seed, with the figures of :func:`headroom` (``avg_reward`` per request). The env is what
-    a fusion run without ``--ranker`` builds (the simulator as ranker, the default candidates, reward weights
-    fitted on the train rows); the fixed action is searched on ``steps // 4`` requests of other users (seed + 1).
-    The model needs a play-time head."""
+                    seed: int = 0, *, ranker: UserResponseModel | None = None, retrieved: int | None = None,
+                    random: int | None = None, realised: bool = True) -> dict[str, dict[str, float]]:  # fmt: skip
+    """random / fixed / best_fusion / per_user (:mod:`recrl_cli.mtf.calibration`) in the fusion env, ``steps``
+    requests each from the same seed, with the figures of :func:`headroom` (``avg_reward`` per request). The env
+    is what a fusion run builds: ``ranker`` (None = the simulator ranks for itself, as a run without
+    ``--ranker``), ``retrieved`` + ``random`` candidates (None = the fusion runs' defaults, capped at the
+    catalogue), reward weights fitted on the train rows; the fixed action is searched on ``steps // 4`` requests
+    of other users (seed + 1). ``realised=False``: only ``expected_reward`` per policy (no rollout of each policy,
+    a fifth of the cost). The model and the ranker need a play-time head."""
     m = MTFRunConfig()
     n = model.num_items
     slate = min(env_cfg.slate_size, n)
-    retrieved = min(m.retrieved, n)
+    retrieved = min(m.retrieved if retrieved is None else retrieved, n)
+    random = min(m.random_candidates if random is None else random, n - retrieved)
     weights = tuple(m.weights)
     if m.weights_from == "data":
         try:
@@ -221,11 +248,15 @@ def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvCo
         except DataError:  # too few users to fit: the documented fallback
             weights = FALLBACK_WEIGHTS
     sim = WholeSessionEnv.from_data(model, data, dataclasses.replace(env_cfg, seed=seed, slate_size=slate))
-    env = FusionEnv(sim, model, retrieved=retrieved, random=min(m.random_candidates, n - retrieved),
+    env = FusionEnv(sim, ranker if ranker is not None else model, retrieved=retrieved, random=random,
                     weights=weights)  # fmt: skip
     fixed = calibration.best_fixed_fusion(env, max(1, steps // 4), seed + 1)
-    return {name: calibration.run_calibration(env, serve, steps, seed)
-            for name, serve in calibration.policies(fixed).items()}  # fmt: skip
+    choices = calibration.fusion_candidates(fixed, seed + 2)
+    policies = calibration.policies(fixed, seed + 2)
+    table = {name: calibration.run_calibration(env, serve, steps, seed) if realised else {}
+             for name, serve in policies.items()}  # fmt: skip
+    expected = calibration.expected_headroom(env, steps, seed, fixed, choices)
+    return {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
 
 
 @torch.no_grad()
@@ -263,8 +294,11 @@ def find_truth(prepared: Path, given: str = "") -> Path | None:
 
 
 def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path | None = None,
-                steps: int = 100, env_cfg: EnvConfig | None = None, seed: int = 0) -> WorldCheck:  # fmt: skip
-    """Run the whole check (see the module docstring); ``truth_dir`` = the raw folder of a synthetic set."""
+                steps: int = 100, env_cfg: EnvConfig | None = None, seed: int = 0,
+                ranker: UserResponseModel | None = None, ranker_name: str = "") -> WorldCheck:  # fmt: skip
+    """Run the whole check (see the module docstring); ``truth_dir`` = the raw folder of a synthetic set;
+    ``ranker`` = the MTL ranker the fusion rows fuse (None: the simulator ranks for itself), ``ranker_name``
+    how the tables name it."""
     model.eval()
     rows = torch.cat([data.splits["val"], data.splits["test"]])
     truth = interaction = None
@@ -280,10 +314,13 @@ def check_world(model: UserResponseModel, data: KuaiRandData, *, truth_dir: Path
     env_cfg = env_cfg or EnvConfig()
     table = headroom(model, data, env_cfg, steps, seed)
     fusion, note = None, FUSION_SKIPPED
-    if model.has_play_time:
-        fusion, note = fusion_headroom(model, data, env_cfg, steps, seed), ""
+    if ranker is not None and not ranker.has_play_time:
+        note = "fusion rows skipped: the ranker has no play-time head (its model.play_time_edges is empty)"
+    elif model.has_play_time:
+        fusion, note = fusion_headroom(model, data, env_cfg, steps, seed, ranker=ranker), ""
     check = WorldCheck(**fit, headroom=table, item_cosine=item_cosine(model), interaction=interaction,
-                       fusion=fusion, fusion_note=note)  # fmt: skip
+                       fusion=fusion, fusion_note=note,
+                       fusion_ranker=ranker_name if ranker is not None else "")  # fmt: skip
     check.warnings = verdict(check)
     return check
 
@@ -298,26 +335,7 @@ def verdict(check: WorldCheck) -> list[str]:
             "this world cannot tell a personalised policy from a popularity list"
         )
     if check.fusion is not None:
-        fixed, fusion = check.fusion_gap, check.fusion
-        if fixed != fixed:  # NaN: per-user best does not beat random fusion
-            out.append(
-                f"per-user best fusion ({fusion['per_user']['avg_reward']:.4f} per request) does not beat random "
-                f"fusion ({fusion['random']['avg_reward']:.4f}): this world cannot tell a personalised fusion "
-                "policy from a fixed one"
-            )
-        elif fixed > POPULAR_LIMIT:
-            out.append(
-                f"the best fixed fusion reaches {fixed:.0%} of the per-user best − random fusion gap per request "
-                f"(limit {POPULAR_LIMIT:.0%}): this world cannot tell a personalised fusion policy from a fixed one"
-            )
-        else:
-            floor = max(fusion["random"]["avg_reward"], fusion["fixed"]["avg_reward"])
-            gain = fusion["per_user"]["avg_reward"] / floor - 1.0 if floor > 0 else float("nan")
-            if not gain >= FUSION_MIN_GAIN:
-                out.append(
-                    f"the per-user best fusion is only {gain:+.1%} per request above the better of random and "
-                    f"fixed fusion (least {FUSION_MIN_GAIN:.0%}): fusion policies cannot differ by enough to compare"
-                )
+        out += fusion_verdict(check.fusion, self_ranked=not check.fusion_ranker)
     off = []
     for b in BEHAVIOURS:
         if check.positives[b] < MIN_POSITIVES:
@@ -331,3 +349,42 @@ def verdict(check: WorldCheck) -> list[str]:
             "behaviours are invented by the simulator"
         )
     return out
+
+
+def fusion_reading(table: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """(figure, ceiling) the fusion verdict reads: the expected reward per request when every row has it (paired
+    on the same requests, no sampling noise; else the realised ``avg_reward``), and ``best_fusion`` when there
+    (what fusion weights of the ranker's targets reach; else ``per_user``, a check logged before it existed)."""
+    key = "expected_reward" if all("expected_reward" in v for v in table.values()) else "avg_reward"
+    return key, ("best_fusion" if "best_fusion" in table else "per_user")
+
+
+def fusion_verdict(table: dict[str, dict[str, float]], self_ranked: bool = False) -> list[str]:
+    """The fusion rows' warnings (at most one): the ceiling of :func:`fusion_reading` not above random fusion;
+    less than ``FUSION_MIN_GAIN`` above the better of random and fixed fusion (issue 16's "per-user best fusion
+    at least 5 % above ES"); or the fixed fusion at more than ``POPULAR_LIMIT`` of the ceiling − random gap.
+    ``self_ranked``: the rows fused the simulator's own targets; a warning then says what to check instead."""
+    out = _fusion_problem(table)
+    if out and self_ranked:
+        out[0] += (" (the simulator ranked for itself, which leaves fusion no room by construction; check the "
+                   "ranker the fusion runs use: `recrl check simulator RUN --ranker RUN2`)")  # fmt: skip
+    return out
+
+
+def _fusion_problem(table: dict[str, dict[str, float]]) -> list[str]:
+    key, ceiling = fusion_reading(table)
+    name = calibration.LABELS[ceiling]
+    lo, hi, fixed_v = table["random"][key], table[ceiling][key], table["fixed"][key]
+    fixed = gap_fraction(table, key, "fixed", ceiling=ceiling)
+    if fixed != fixed:  # NaN: the ceiling does not beat random fusion
+        return [f"{name} ({hi:.4f} per request) does not beat random fusion ({lo:.4f}): this world cannot tell a "
+                "personalised fusion policy from a fixed one"]  # fmt: skip
+    floor = max(lo, fixed_v)
+    gain = hi / floor - 1.0 if floor > 0 else float("nan")
+    if not gain >= FUSION_MIN_GAIN:
+        return [f"the {name} is only {gain:+.1%} per request above the better of random and fixed fusion (least "
+                f"{FUSION_MIN_GAIN:.0%}): fusion policies cannot differ by enough to compare"]  # fmt: skip
+    if fixed > POPULAR_LIMIT:
+        return [f"the best fixed fusion reaches {fixed:.0%} of the {name} − random fusion gap per request (limit "
+                f"{POPULAR_LIMIT:.0%}): this world cannot tell a personalised fusion policy from a fixed one"]  # fmt: skip
+    return []

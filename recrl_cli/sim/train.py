@@ -154,11 +154,15 @@ class SimulatorAlgorithm:
         check itself stays in ``self.world_check`` for the command to print."""
         if not self.mcfg.check_steps:
             return {}
+        from recrl_cli.mtf.ranker import built_in_ranker
         from recrl_cli.sim.check import check_world, find_truth
 
         truth = find_truth(self.data.directory, self.mcfg.check_truth)
+        # The fusion rows fuse what a fusion run without --ranker fuses (the simulator's taste-free view).
+        ranker, name = built_in_ranker(self.model, "")
         self.world_check = check_world(self.model, self.data, truth_dir=truth, steps=self.mcfg.check_steps,
-                                       seed=self.cfg.train.seed)  # fmt: skip
+                                       seed=self.cfg.train.seed, ranker=None if ranker is self.model else ranker,
+                                       ranker_name=name)  # fmt: skip
         return self.world_check.metrics()
 
     # -- persistence -------------------------------------------------------------------------------------------
