@@ -28,8 +28,9 @@ class MTFRunConfig:
     simulator: str = param(
         "", help="Ground-truth user simulator: a `recrl train simulator` run dir or model.pt."
     )
-    ranker: str = param("", help="MTL ranker to fuse: another simulator run (other seed/size); empty = the "
-                                 "simulator itself (an oracle ranker, logged as ranker_is_simulator=1).")  # fmt: skip
+    ranker: str = param("", help="MTL ranker to fuse: another simulator run (other seed/size) or an MTL base / "
+                                 "rmtl run trained on the same KuaiRand data; empty = the simulator itself (an "
+                                 "oracle ranker, logged as ranker_is_simulator=1).")  # fmt: skip
     preset: str = param(
         "quick", help="quick (CPU look) or paper (paper-size learner and budget).", choices=PRESETS
     )
