@@ -323,6 +323,12 @@ def _launch_data_parallel(
     family = get_algorithm(algo).family
     if family not in DATA_PARALLEL_FAMILIES:
         raise ConfigError(f"--nproc > 1 trains the MTL bases and rmtl, not {algo} ({family})")
+    if (
+        cfg.data.dataset == "kuairand"
+    ):  # the KuaiRand view is built whole in one process (data/kuairand_mtl.py)
+        raise ConfigError(
+            "--nproc > 1 trains on RetailRocket's prepared splits; train on KuaiRand in one process"
+        )
     if distributed.backend_for(cfg.train.device) == "nccl":
         import torch
 
