@@ -301,3 +301,60 @@ def test_target_updates_scale_with_the_budget():
     # what the default buys: the share of the way the targets move towards the critics in a round of 60 updates
     moved = lambda every: 1 - (1 - 0.08) ** (60 // every)  # noqa: E731
     assert moved(15) == pytest.approx(0.28, abs=0.01) and moved(1) > 0.99
+
+
+def test_an_mtl_base_trained_on_kuairand_ranks_for_the_fusion_env(
+    cli, world, cli_dataset, mlflow_sqlite_uri, tmp_path
+):
+    """`--ranker runs/mmoe-<key>` (issue 17 item 4): the base scores every (user, candidate) on the feature row it was
+    trained on; click and long view drive three targets, the other two are the same for every candidate."""
+    from recrl_cli.algorithms.supervised import load_mtl_predictor
+    from recrl_cli.mtf.mtl_ranker import load_mtl_ranker, read_ranker
+    from recrl_cli.nets.mtl.config import MTLConfig
+
+    prepared, sim_dir, _ = world
+    small = MTLConfig(embed_dim=8, bottom_dims=(16,), tower_dims=(8,), expert_num=2)
+    train = TrainConfig(epochs=1, batch_size=256, device="cpu", threads=1)
+    cfg = RunConfig(
+        algo="mmoe", data=DataConfig(dataset="kuairand", prepared_dir=str(prepared)), train=train, model=small
+    )
+    mtl_dir = train_run(cfg, NullTracker(), experiment="mtl", runs_root=tmp_path / "runs").run_dir
+    saved = read_ranker(str(mtl_dir))
+    sim, _ = load_simulator(str(sim_dir), torch.device("cpu"))
+    data = load_kuairand_data(prepared)
+    ranker = load_mtl_ranker(saved, data, sim.play_edges, torch.device("cpu"))
+    env = FusionEnv(WholeSessionEnv.from_data(sim, data, EnvConfig(batch_users=6, slate_size=4, seed=0)), ranker,
+                    retrieved=12, random=8)  # fmt: skip
+    req = env.reset()
+    assert req.preds.shape == (6, 20, 5) and bool(((req.preds >= 0) & (req.preds <= 1)).all())
+    assert req.state.shape == (6, env.state_dim) and env.state_dim == 3 * 8 + PROFILE_DIM
+    assert float(req.preds[..., 2].std()) > 0  # long view: the base's own prediction varies over candidates
+    assert (
+        float(req.preds[..., 3].std()) == 0 and float(req.preds[..., 4].std()) == 0
+    )  # interaction, not-hate
+    # The base's probabilities are those of the saved model on the same feature rows.
+    obs = env.sim.observation()
+    h = ranker.cfg.history_length
+    rows = ranker.features(
+        obs.user, obs.items[:, -h:], obs.feedback[:, -h:], obs.mask[:, -h:], req.candidates
+    )
+    probs, _ = ranker.candidate_outputs(obs.user, obs.items[:, -h:], obs.feedback[:, -h:], obs.mask[:, -h:],
+                                        req.candidates)  # fmt: skip
+    direct = load_mtl_predictor(saved["exported"], torch.device("cpu"))(rows).view(6, 20, 2)
+    assert torch.allclose(probs[..., :2], direct, atol=1e-6)
+    # Through the CLI: the fusion run uses it (not the simulator) as its ranker.
+    res = cli("train", "unifiedrl", "--simulator", sim_dir, "--ranker", mtl_dir, "--data", prepared, *TINY,
+              "--logs-dir", tmp_path / "logs", "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(mlflow_sqlite_uri)
+    (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+    assert run.data.metrics["eval/test/ranker_is_simulator"] == 0.0
+    # An MTL model trained on RetailRocket is no ranker: one line, before anything is tracked.
+    rr = RunConfig(
+        algo="mmoe", data=DataConfig(prepared_dir=str(cli_dataset.prepared)), train=train, model=small
+    )
+    rr_dir = train_run(rr, NullTracker(), experiment="mtl", runs_root=tmp_path / "rr-runs").run_dir
+    res = cli("train", "unifiedrl", "--simulator", sim_dir, "--ranker", rr_dir, "--data", prepared, *TINY,
+              "--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}", "--runs-dir", tmp_path / "runs2")  # fmt: skip
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 1 and len(errors) == 1 and "trained on retailrocket data" in errors[0], res.output

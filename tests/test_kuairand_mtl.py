@@ -163,3 +163,35 @@ def test_faithful_rmtl_on_kuairand_labels_the_split_it_reports(
     )
     assert "rmtl: validation metrics — faithful swap_val_test: rows of the test split" in text
     _finite_task_metrics(MlflowClient(mlflow_sqlite_uri).get_run(run_id_of(out)).data.metrics)
+
+
+def test_data_parallel_on_kuairand_is_a_one_line_error(cli, kuairand, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli(
+        "train",
+        "mmoe",
+        "--nproc",
+        "2",
+        *TINY,
+        "--data",
+        kuairand,
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'db'}",
+    )
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 1 and len(errors) == 1 and "one process" in errors[0], res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_study_tables_say_when_test_rows_are_val_rows():
+    """`recrl ablate rmtl`'s "test metrics" title under faithful swap_val_test (issue 17 item 6)."""
+    from recrl_cli.algorithms.rmtl.config import RMTLConfig
+    from recrl_cli.cli.ablate import study_split_note
+    from recrl_cli.config.loading import resolve_config
+
+    plain = resolve_config("rmtl", RMTLConfig)
+    assert study_split_note(plain, [("model.lam", ["0.3", "0.7"])]) == ""
+    assert "rows of the val split" in study_split_note(
+        resolve_config("rmtl", RMTLConfig, options={"model.faithful": True}), []
+    )
+    assert "variants" in study_split_note(plain, [("model.faithful", ["true", "false"])])

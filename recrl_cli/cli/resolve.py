@@ -250,6 +250,7 @@ def check_saved_models(cfg: RunConfig) -> None:
     model = cfg.model
     if family in ("rl", "rl-list", "mtf"):
         from recrl_cli.agents.algorithm import read_simulator
+        from recrl_cli.mtf.mtl_ranker import read_ranker
         from recrl_cli.mtf.ranker import BUILT_IN
 
         for name in catalog.MODEL_REFERENCES[family]:
@@ -258,7 +259,8 @@ def check_saved_models(cfg: RunConfig) -> None:
                 continue  # no saved ranker: the simulator's taste-free view, or the simulator itself
             if _is_run_id(ref) and not Path(ref).exists():
                 continue  # an MLflow run id: checked when it is downloaded (resolve_references)
-            read_simulator(ref, f"--{name}")
+            # A ranker may also be an MTL base / RMTL run trained on KuaiRand (mtf/mtl_ranker.py).
+            (read_ranker if name == "ranker" else read_simulator)(ref, f"--{name}")
     used = cfg.algo == "rmtl" and getattr(model, "uses_critics", False)  # UnifiedRL's critics is a count
     critics = str(getattr(model, "critics", "") or "") if used else ""
     if critics and Path(critics).exists():
@@ -295,6 +297,7 @@ def _download_simulators(cfg: RunConfig, tracker: Tracker, runs_dir: Path) -> Ru
             continue
         from recrl_cli.agents.algorithm import read_simulator
         from recrl_cli.algorithms.saved import download_saved_model
+        from recrl_cli.mtf.mtl_ranker import read_ranker
 
         target = Path(runs_dir) / "simulators" / ref / "model.pt"
         if not target.is_file():
@@ -302,7 +305,8 @@ def _download_simulators(cfg: RunConfig, tracker: Tracker, runs_dir: Path) -> Ru
                 downloaded = download_saved_model(tracker, ref, target.parent)  # TrackingError if unknown
                 if downloaded != target:
                     downloaded.replace(target)
-                read_simulator(str(target), f"--{name}")  # checked like any file before it is kept
+                check = read_ranker if name == "ranker" else read_simulator  # a ranker may be an MTL run
+                check(str(target), f"--{name}")  # checked like any file before it is kept
             except BaseException:
                 target.unlink(missing_ok=True)  # nothing half-downloaded or refused stays to be trusted later
                 raise

@@ -351,6 +351,12 @@ def _launch_data_parallel(
     family = get_algorithm(algo).family
     if family not in DATA_PARALLEL_FAMILIES:
         raise ConfigError(f"--nproc > 1 trains the MTL bases and rmtl, not {algo} ({family})")
+    if (
+        cfg.data.dataset == "kuairand"
+    ):  # the KuaiRand view is built whole in one process (data/kuairand_mtl.py)
+        raise ConfigError(
+            "--nproc > 1 trains on RetailRocket's prepared splits; train on KuaiRand in one process"
+        )
     if distributed.backend_for(cfg.train.device) == "nccl":
         import torch
 
@@ -433,7 +439,9 @@ def evaluate(
         trained_on = (saved.get("config") or {}).get("data", {}).get("dataset")
         default = DEFAULT_PREPARED.get(trained_on) or data_defaults(saved["algo"])["data.prepared_dir"]
         data = Path(default)
-        open_prepared(data, trained_on or family_of(saved["algo"]).dataset)  # a missing one's hint names the right `recrl prepare`
+        open_prepared(
+            data, trained_on or family_of(saved["algo"]).dataset
+        )  # a missing one's hint names the right `recrl prepare`
     metrics = evaluate_saved(saved, prepared_dir=data, split=split, device_name=device_name)
     console.print(metrics_table(metrics, f"{saved['algo']} on {data} [{split}]"))
     run_id, parent = log_evaluation(tracker(), saved, source, split=split, prepared_dir=data, metrics=metrics,

@@ -113,7 +113,9 @@ def mtl_fields(
 
 def mtl_manifest(manifest: dict[str, Any], users: Any, items: Any, history: int) -> dict[str, Any]:
     """The manifest as the MTL bases see it: the prepared one with ``tasks``, ``features`` and ``history``
-    replaced by the feature-row view (fingerprint and splits unchanged, ``view`` = ``mtl``)."""
+    replaced by the feature-row view (fingerprint and splits unchanged, ``view`` = ``mtl``). ``history.column`` is
+    what :attr:`PreparedData.history_length` looks for: the features carry the 2H history columns (here resolved
+    from the row table's windows, not from a stored column)."""
     cards = {f["name"]: int(f["cardinality"]) for f in manifest["features"]}
     fields = [
         {"name": "item", "table": "items", "kind": "id", "cardinality": cards["item"]},

@@ -32,7 +32,7 @@ import torch
 
 from recrl_cli.agents.algorithm import load_simulator
 from recrl_cli.config.schema import RunConfig
-from recrl_cli.errors import ConfigError
+from recrl_cli.errors import ConfigError, DataError
 from recrl_cli.evaluation.stats import mean_ci
 from recrl_cli.mtf.collect import Logs, collect, concat, to_store, write_logs
 from recrl_cli.mtf.env import FusionEnv
@@ -42,6 +42,7 @@ from recrl_cli.mtf.policies import CEM
 from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
 from recrl_cli.sim.config import EnvConfig
 from recrl_cli.sim.environment import WholeSessionEnv
+from recrl_cli.training.checkpoint import LOAD_ERRORS, error_detail
 from recrl_cli.training.trainer import Stage
 
 #: registry name -> offline learner (``recrl_cli.offline.registry``); None = ES only.
@@ -103,9 +104,19 @@ class MTFAlgorithm:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         else:
-            self.ranker, r_exp = load_simulator(m.ranker, device, option="--ranker")
-            if r_exp.get("dataset_fingerprint") != data.fingerprint:
+            from recrl_cli.mtf.mtl_ranker import load_mtl_ranker, read_ranker
+
+            saved = read_ranker(m.ranker)  # a simulator run, or an MTL base / RMTL run on KuaiRand
+            if saved.get("dataset_fingerprint") != data.fingerprint:
                 raise ConfigError(f"the ranker {m.ranker} was trained on other data than {data.directory}")
+            if saved["algo"] == "simulator":
+                self.ranker, _ = load_simulator(m.ranker, device, option="--ranker")
+            else:
+                try:
+                    self.ranker = load_mtl_ranker(saved, data, self.model.play_edges, device)
+                except LOAD_ERRORS as exc:
+                    raise DataError(f"--ranker {m.ranker}: the saved {saved['algo']} model cannot be rebuilt "
+                                    f"({error_detail(exc)})") from None  # fmt: skip
         self.name, self.cfg, self.m, self.data, self.device = name, cfg, m, data, device
         self.weights = tuple(m.weights)
         if m.weights_from == "data":

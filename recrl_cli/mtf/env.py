@@ -6,7 +6,8 @@ Per request (unifiedrl_hrlrec.md A6 step 4):
    product of the ranker's item encodings with the click-weighted mean encoding of the user's history) plus
    ``random`` distinct pool items not among them (so every candidate is distinct).
 2. **Ranker scores** [B, C, k]: the ranker (a trained response model with a play-time head, see
-   :mod:`recrl_cli.mtf.fusion`) gives the k = 5 fusion targets of every candidate.
+   :mod:`recrl_cli.mtf.fusion`, or an MTL base trained on KuaiRand, :mod:`recrl_cli.mtf.mtl_ranker`) gives the
+   k = 5 fusion targets of every candidate.
 3. **Fusion**: the action [B, A] in [−1, 1]^A becomes powers and biases (:class:`ActionMap`), the candidates are
    ranked by Σ power·log(pred + bias) and the top K form the slate (distinct by construction).
 4. **User**: the ground-truth simulator (:class:`WholeSessionEnv`: 7 behaviours, play seconds, temper leave
@@ -163,9 +164,12 @@ class FusionEnv:
                 cands = torch.cat([top, noise.topk(self.random, dim=1).indices], 1)
             else:
                 cands = top
-            c_enc = self.item_enc[cands + 1]
-            probs = self.ranker.probabilities(self.ranker.score(vectors, c_enc))
-            play = self.ranker.play_logits(self.ranker.play_vectors(r_state), c_enc)
+            if getattr(self.ranker, "scores_candidates", False):  # an MTL base (mtf/mtl_ranker.py): reads ids
+                probs, play = self.ranker.candidate_outputs(obs.user, items, fb, mask, cands)
+            else:
+                c_enc = self.item_enc[cands + 1]
+                probs = self.ranker.probabilities(self.ranker.score(vectors, c_enc))
+                play = self.ranker.play_logits(self.ranker.play_vectors(r_state), c_enc)
             preds = fusion_targets(probs, play, self.ranker.play_edges)
             self._request = Request(state=state, candidates=cands, preds=preds, user=obs.user, depth=depth)
         return self._request
