@@ -212,9 +212,8 @@ def train_run(
         if main:
             _write_state(run_dir, {"mlflow_run_id": run_id, "status": "running", "experiment": experiment})
         tracker.log_params(flatten_params(cfg.to_dict()))
-        if (
-            not resume
-        ):  # the runs table's Dataset column: the prepared data by name, fingerprint and directory
+        # The runs table's Dataset column: the prepared data by name, fingerprint and directory (once per run).
+        if not resume:
             tracker.log_dataset(dataset_record(data.manifest, Path(cfg.data.prepared_dir)), "training")
         history = trainer.fit()
         metrics: dict[str, float] = {}

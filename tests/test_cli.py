@@ -449,6 +449,7 @@ def _rest(server: str, endpoint: str, **query: str) -> dict:
 def test_train_against_a_real_mlflow_server_reads_back_over_rest(mlflow_server, cli, cli_dataset,
                                                                    tmp_path, monkeypatch):  # fmt: skip
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECRL_LOG_MODEL", "1")  # the logged model's files go through the server too
     out = ok(cli("train", "mmoe", "--epochs", 1, "--data", cli_dataset.prepared, "--tracking-uri",
                  mlflow_server, "--experiment", "cli/rest", *TINY))  # fmt: skip
     run_id = run_id_of(out)
@@ -466,6 +467,16 @@ def test_train_against_a_real_mlflow_server_reads_back_over_rest(mlflow_server, 
     experiment = _rest(mlflow_server, "experiments/get-by-name", experiment_name="cli/rest")["experiment"]
     assert experiment["experiment_id"] == run["info"]["experiment_id"]
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
+    # Dataset, source and the logged model over REST as well; the model loads from the server and predicts.
+    assert [d["dataset"]["name"] for d in run["inputs"]["dataset_inputs"]] == ["retailrocket"]
+    assert tags["mlflow.source.name"] == "recrl train mmoe"
+    (output,) = run["outputs"]["model_outputs"]
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    info = mlflow.models.get_model_info(f"models:/{output['model_id']}")
+    rows = torch.zeros(3, info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1], dtype=torch.long)
+    assert mlflow.pytorch.load_model(f"models:/{output['model_id']}")(rows).shape == (3, 2)
 
 
 # ---- ablate ---------------------------------------------------------------------------------------

@@ -176,7 +176,6 @@ def ablate(
         )
 
     pairs = parse_extra_options(ctx.args)
-    user_tags = parse_tags(tags)
     catalog.entry(algo)
     precheck_options(
         algo, pairs, sets or ()
