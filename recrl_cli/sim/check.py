@@ -58,7 +58,8 @@ from recrl_cli.sim.train import score_rows
 
 POLICIES = ("random", "popular", "oracle")
 HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
-FUSION_KEYS = (*HEADROOM_KEYS, "expected_reward")  # + the paired expected reward per request
+# + the paired expected reward per request; best_fusion also one action per user session (expected_headroom)
+FUSION_KEYS = (*HEADROOM_KEYS, "expected_reward", "expected_reward_per_session")
 POPULAR_LIMIT = 0.6  # the constant slate's (fixed fusion's) share of the gap above which a world is flagged
 # Least gain per request of the per-user best fusion over the better of random and fixed fusion: below it every
 # fusion policy is within a few per cent of every other, too little for a fusion comparison to show an effect.
@@ -260,7 +261,9 @@ def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvCo
     table = {name: calibration.run_calibration(env, serve, steps, seed) if realised else {}
              for name, serve in policies.items()}  # fmt: skip
     expected = calibration.expected_headroom(env, steps, seed, fixed, choices)
-    return {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
+    out = {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
+    out["best_fusion"]["expected_reward_per_session"] = expected["best_fusion_session"]
+    return out
 
 
 @torch.no_grad()
