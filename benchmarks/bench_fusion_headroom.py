@@ -96,6 +96,16 @@ def main() -> None:
                 line = "  ".join(f"{k} {m:.4f} ± {se:.4f}" for k in keys
                                  for m, se in [mean_se([t[policy][k] for t in per_seed])])  # fmt: skip
                 print(f"  {policy:12s} {line} per request")
+            session = [t["best_fusion"]["expected_reward_per_session"] for t in per_seed]
+            m, se = mean_se(session)
+            print(
+                f"  best fusion, one action per user session: expected_reward {m:.4f} ± {se:.4f} per request"
+            )
+            m, se = mean_se(
+                [v / t["fixed"]["expected_reward"] - 1 for v, t in zip(session, per_seed, strict=True)]
+            )
+            row["expected_reward/best_fusion_session_vs_fixed"] = (m, se)
+            print(f"  expected_reward: best_fusion_session vs fixed: {m:+.2%} ± {se:.2%} (paired over seeds)")
             for key in keys:
                 for top in ("best_fusion", "per_user"):
                     for base in ("fixed", "random"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from recrl_cli.config.loading import resolve_config
+from recrl_cli.mtf.ranker import built_in_ranker
 from recrl_cli.sim.check import check_world
 from recrl_cli.sim.config import SimulatorConfig
 from recrl_cli.sim.data import load_kuairand_data
@@ -127,7 +128,10 @@ def main() -> None:
     print(f"training: {out['train']['epochs']} epochs, {out['train']['wall_s']:.0f} s wall, "
           f"{out['train']['cpu_s']:.0f} CPU-s", flush=True)  # fmt: skip
     w0, c0 = time.perf_counter(), cpu_seconds()
-    check = check_world(algo.model, data, truth_dir=args.raw, steps=args.check_steps, seed=0)
+    # The fusion rows fuse what a fusion run without --ranker fuses, as `recrl train simulator`'s own check does.
+    ranker, ranker_name = built_in_ranker(algo.model, "")
+    check = check_world(algo.model, data, truth_dir=args.raw, steps=args.check_steps, seed=0,
+                        ranker=None if ranker is algo.model else ranker, ranker_name=ranker_name)  # fmt: skip
     out["check"] = {**check.as_dict(), "wall_s": time.perf_counter() - w0, "cpu_s": cpu_seconds() - c0}
     from recrl_cli.cli.check import render_check
 

@@ -97,7 +97,8 @@ def test_item_only_world_is_flagged_and_a_personalised_one_passes(world):
     assert all(v == v and abs(v) < float("inf") for row in personal.fusion.values() for v in row.values())
     assert all(row["sessions"] > 0 for row in personal.fusion.values())
     metrics = personal.metrics()
-    assert {f"world/fusion/{p}/{k}" for p in calibration.POLICIES for k in FUSION_KEYS} <= set(metrics)
+    assert {f"world/fusion/{p}/{k}" for p in calibration.POLICIES for k in FUSION_KEYS[:5]} <= set(metrics)
+    assert "world/fusion/best_fusion/expected_reward_per_session" in metrics
     assert metrics["world/fusion/ranker_is_simulator"] == 1.0
     again = WorldCheck.from_metrics(metrics)
     assert again.popular_gap == pytest.approx(personal.popular_gap) and again.warnings == personal.warnings
@@ -238,8 +239,10 @@ def test_fusion_verdict_warns_on_a_self_ranked_world_and_passes_one_with_room(wo
     room = fusion_headroom(sim, data, EnvConfig(), 12, ranker=item_only)
     assert fusion_verdict(room) == []
     e = {p: v["expected_reward"] for p, v in room.items()}
-    # best_fusion chooses among actions that include the fixed one, request by request: never below it.
+    # best_fusion chooses among actions that include the fixed one, request by request: never below it; one
+    # action per user session sits between the two (the same choices, chosen once per session).
     assert e["best_fusion"] >= e["fixed"] and e["best_fusion"] > 1.05 * max(e["random"], e["fixed"])
+    assert e["fixed"] - 1e-6 <= room["best_fusion"]["expected_reward_per_session"] <= e["best_fusion"] + 1e-6
     assert e["per_user"] > e["best_fusion"]  # the oracle slate is not limited to the ranker's targets
 
 

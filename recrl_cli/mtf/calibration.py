@@ -113,25 +113,28 @@ def per_user_best(env: FusionEnv) -> Tensor:
 
 
 @torch.no_grad()
-def best_fusion_slate(env: FusionEnv, actions: Tensor) -> Tensor:
-    """Slate positions [B, K]: per user, the slate of the action among ``actions`` [M, A] whose ranking of the
-    ranker's targets has the highest penalised expected reward under the simulator (ties: the first)."""
+def fusion_values(env: FusionEnv, actions: Tensor) -> Tensor:
+    """Penalised expected reward under the simulator (:func:`slate_value_penalised`) of the slate each of
+    ``actions`` [M, A] ranks from the ranker's targets, per user of the current request: [B, M]."""
     req = env.request()
     unit = env.sim.item_unit[req.candidates + 1]  # [B, C, d]
     values = env.expected_reward(req)  # [B, C]
     powers, biases = env.action_map(actions.to(env.device))  # [M, k] each
     rho = env.sim.cfg.item_correlation
     b = env.batch
-    best_value = torch.full((b,), float("-inf"), device=env.device)
-    best = torch.zeros(b, env.slate, dtype=torch.long, device=env.device)
+    out = []
     for p in range(actions.shape[0]):  # M small passes: [B, C, k] each, no [B, M, C, k] tensor
         score = fused_log_scores(req.preds, powers[p].expand(b, -1), biases[p].expand(b, -1))
-        slate = score.topk(env.slate, dim=1).indices
-        value = slate_value_penalised(values, unit, slate, rho)
-        better = value > best_value
-        best_value = torch.where(better, value, best_value)
-        best = torch.where(better[:, None], slate, best)
-    return best
+        out.append(slate_value_penalised(values, unit, score.topk(env.slate, dim=1).indices, rho))
+    return torch.stack(out, 1)
+
+
+@torch.no_grad()
+def best_fusion_slate(env: FusionEnv, actions: Tensor) -> Tensor:
+    """Slate positions [B, K]: per user, the slate of the action among ``actions`` [M, A] whose ranking of the
+    ranker's targets has the highest penalised expected reward under the simulator (ties: the first)."""
+    pick = fusion_values(env, actions).argmax(1)  # [B]
+    return env.rank(actions.to(env.device)[pick])
 
 
 def fusion_candidates(fixed: Tensor, seed: int, count: int | None = None) -> Tensor:
@@ -250,21 +253,40 @@ def expected_headroom(
     (:func:`slate_value_penalised`). No response draws and no diverging trajectories enter, so the differences
     between policies are paired request by request; a realised rollout of 100 requests × 32 users carries about
     ±1.5 % of sampling noise per policy, more than the gaps it is read for. ``fixed`` [A]; ``choices`` [M, A]
-    the actions ``best_fusion`` picks from. Returns {policy: mean expected reward per request}."""
+    the actions ``best_fusion`` picks from.
+
+    Returns {policy: mean expected reward per request} and ``best_fusion_session``: one action of ``choices``
+    per user *session* (the one with the highest total over the session's requests in the window), what a
+    fusion policy that reads only who the user is could reach; between ``fixed`` and ``best_fusion``."""
     reseed(env, seed)
     gen = torch.Generator(env.device).manual_seed(seed)
     rho = env.sim.cfg.item_correlation
     fixed_b = fixed.to(env.device)[None].expand(env.batch, -1)
     sums = dict.fromkeys(POLICIES, 0.0)
+    session = torch.zeros(env.batch, dtype=torch.long, device=env.device)  # sessions ended so far, per row
+    per_action, sessions = [], []
     for _ in range(steps):
         req = env.request()
         unit = env.sim.item_unit[req.candidates + 1]  # [B, C, d]
         values = env.expected_reward(req)  # [B, C]
         action = random_fusion(env, gen)
+        fused = fusion_values(env, choices)  # [B, M]
+        per_action.append(fused)
+        sessions.append(session.clone())
+        sums["best_fusion"] += float(fused.max(1).values.mean())
         slates = {"random": env.rank(action, req), "fixed": env.rank(fixed_b, req),
-                  "best_fusion": best_fusion_slate(env, choices),
                   "per_user": greedy_slate(values, unit, env.slate, rho)}  # fmt: skip
         for name, slate in slates.items():
             sums[name] += float(slate_value_penalised(values, unit, slate, rho).mean())
-        env.step(action)
-    return {name: total / max(1, steps) for name, total in sums.items()}
+        session += env.step(action).done.long()
+    out = {name: total / max(1, steps) for name, total in sums.items()}
+    if per_action:
+        fused = torch.stack(per_action)  # [T, B, M]
+        rows = torch.arange(env.batch, device=env.device)
+        key = torch.stack(sessions) * env.batch + rows  # [T, B]: one id per (row, session of that row)
+        _, ids = torch.unique(key, return_inverse=True)
+        totals = torch.zeros(int(ids.max()) + 1, fused.shape[-1], device=env.device, dtype=fused.dtype)
+        totals.index_add_(0, ids.flatten(), fused.flatten(0, 1))  # [sessions, M]
+        best = totals.argmax(1)[ids]  # [T, B]: each request's session's action
+        out["best_fusion_session"] = float(fused.gather(2, best[..., None]).mean())
+    return out

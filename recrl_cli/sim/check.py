@@ -10,18 +10,22 @@ response model on its prepared data:
   slates, ``popular`` (the best constant slate: the K items of highest mean expected reward over the states random
   visits) and ``oracle`` (per-user greedy top-K of the simulator's own expected reward); total reward per session,
   depth, reward per step, and the constant slate's share of the oracle − random gap;
-- **fusion headroom** in the fusion env (:mod:`recrl_cli.mtf.env`, the simulator as its own ranker, the fusion
-  runs' default candidates and train-fitted reward weights), the same users and draws for every policy:
-  ``random`` fusion, the best ``fixed`` fusion (one action for everyone, a small search) and the ``per_user``
-  best slate (:mod:`recrl_cli.mtf.calibration`); the same figures per request, and the fixed fusion's share of
-  the per-user − random gap in reward per request (a fusion acts per request, and the per-session total also
-  carries which sessions happen to finish in the window: on a small set it swung by more than the whole gap
-  between two seeds, the per-request share did not). Skipped, with a note, without a play-time head;
+- **fusion headroom** in the fusion env (:mod:`recrl_cli.mtf.env`, fusing the given ranker, or the simulator
+  itself when none is given; the fusion runs' default candidates and train-fitted reward weights), the same users
+  and draws for every policy: ``random`` fusion, the best ``fixed`` fusion (one action for everyone, a small
+  search), the ``best_fusion`` per request (the best of M actions of the ranker's targets) and the ``per_user``
+  best slate (:mod:`recrl_cli.mtf.calibration`); the realised figures per request, and the ``expected_reward``
+  per request of every policy on the same requests (:func:`recrl_cli.mtf.calibration.expected_headroom`:
+  paired, no sampling noise), which the verdict reads: the best fusion's gain over the better of random and
+  fixed fusion, and the fixed fusion's share of that gap. Per request, not per session: a fusion acts per
+  request, and the per-session total also carries which sessions happen to finish in the window (on a small set
+  it swung by more than the whole gap between two seeds). Skipped, with a note, without a play-time head;
 - **item diversity**: mean pairwise cosine of the item encodings (the env's correlation penalty reads them).
 
 :func:`verdict` turns that into warnings: a world whose constant slate reaches more than ``POPULAR_LIMIT`` of
-the gap cannot rank personalised policies against a popularity list, nor one whose fixed fusion reaches more
-than ``POPULAR_LIMIT`` of the fusion gap personalised fusion policies against a fixed fusion; rates off by more
+the gap cannot rank personalised policies against a popularity list, nor one whose best fusion per request is
+less than ``FUSION_MIN_GAIN`` above random and fixed fusion (or whose fixed fusion reaches more than
+``POPULAR_LIMIT`` of that gap) personalised fusion policies against a fixed fusion; rates off by more
 than ``RATE_LIMIT``× make every reward mix that weighs those behaviours invented.
 
 Shapes: B users in parallel, K slate, N items, J rewarded behaviours.
@@ -54,7 +58,8 @@ from recrl_cli.sim.train import score_rows
 
 POLICIES = ("random", "popular", "oracle")
 HEADROOM_KEYS = ("total_reward", "depth", "avg_reward", "sessions")
-FUSION_KEYS = (*HEADROOM_KEYS, "expected_reward")  # + the paired expected reward per request
+# + the paired expected reward per request; best_fusion also one action per user session (expected_headroom)
+FUSION_KEYS = (*HEADROOM_KEYS, "expected_reward", "expected_reward_per_session")
 POPULAR_LIMIT = 0.6  # the constant slate's (fixed fusion's) share of the gap above which a world is flagged
 # Least gain per request of the per-user best fusion over the better of random and fixed fusion: below it every
 # fusion policy is within a few per cent of every other, too little for a fusion comparison to show an effect.
@@ -256,7 +261,9 @@ def fusion_headroom(model: UserResponseModel, data: KuaiRandData, env_cfg: EnvCo
     table = {name: calibration.run_calibration(env, serve, steps, seed) if realised else {}
              for name, serve in policies.items()}  # fmt: skip
     expected = calibration.expected_headroom(env, steps, seed, fixed, choices)
-    return {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
+    out = {name: row | {"expected_reward": expected[name]} for name, row in table.items()}
+    out["best_fusion"]["expected_reward_per_session"] = expected["best_fusion_session"]
+    return out
 
 
 @torch.no_grad()
