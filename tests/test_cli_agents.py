@@ -160,3 +160,49 @@ def test_simulator_by_latest_or_by_mlflow_run_id(cli, simulator, tmp_path):
               "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "simulators" / run_id / "model.pt").is_file()
+
+    # By MLflow run name (issue 18): the one finished run of that name, downloaded by its id like a run id.
+    name = next(r.info.run_name for r in _runs(uri) if r.info.run_id == run_id)
+    res = cli("train", "hac", "--simulator", name, "--data", prepared, *TINY_AGENT, "--tracking-uri", uri,
+              "--runs-dir", tmp_path / "by-name", "--dry-run")  # fmt: skip
+    assert res.exit_code == 0 and name in res.output, res.output  # a dry run shows the name as given
+    res = cli("train", "hac", "--simulator", name, "--data", prepared, *TINY_AGENT, "--tracking-uri", uri,
+              "--runs-dir", tmp_path / "by-name", "--name", "hac-by-name")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "by-name" / "simulators" / run_id / "model.pt").is_file()
+    assert next(r for r in _runs(uri) if r.info.run_name == "hac-by-name").data.params[
+        "model.simulator"
+    ] == str(tmp_path / "by-name" / "simulators" / run_id / "model.pt")
+
+
+def _runs(uri: str) -> list:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_simulator_run_name_not_found_or_ambiguous_is_a_one_line_error(
+    cli, simulator, tmp_path, mlflow_sqlite_uri
+):
+    """A name no finished run has, and a name two finished runs share (the error lists both ids), fail before any
+    run starts; a failed run of that name does not count."""
+    prepared, _ = simulator
+    client = mlflow.tracking.MlflowClient(mlflow_sqlite_uri)
+    experiment = client.create_experiment("other")
+    ids = []
+    for status in ("FINISHED", "FINISHED", "FAILED"):
+        run = client.create_run(experiment, run_name="sim-twice")
+        client.set_terminated(run.info.run_id, status)
+        ids.append(run.info.run_id)
+    failed = client.create_run(experiment, run_name="sim-failed")
+    client.set_terminated(failed.info.run_id, "FAILED")
+    for ref, expected in (("sim-twice", ["2 finished MLflow runs are named 'sim-twice'", *ids[:2]]),
+                          ("sim-failed", ["no finished MLflow run named 'sim-failed'"]),
+                          ("no-such-run", ["no finished MLflow run named 'no-such-run'"])):  # fmt: skip
+        res = cli("train", "hac", "--simulator", ref, "--data", prepared, *TINY_AGENT,
+                  "--tracking-uri", mlflow_sqlite_uri, "--runs-dir", tmp_path / "runs")  # fmt: skip
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and all(e in errors[0] for e in expected), res.output
+        assert ids[2] not in errors[0]
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing downloaded
+    assert len(client.search_runs([experiment])) == 4

@@ -1,4 +1,4 @@
-"""`recrl train rmtl` as a user runs it: the base-vs-RMTL table and critic transfer by MLflow run id."""
+"""`recrl train rmtl` as a user runs it: the base-vs-RMTL table and critic transfer by MLflow run id or name."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_rmtl_prints_base_next_to_final_and_transfers_critics_by_run_id(
+def test_rmtl_prints_base_next_to_final_and_transfers_critics_by_run_name(
     cli, cli_dataset, mlflow_sqlite_uri, workdir
 ):
+    """Critic transfer by MLflow run name (issue 18): the name resolves to the run's id, whose model.pt is downloaded
+    as for ``--critics RUN_ID`` (an unknown run id: the next test)."""
     common = ["--data", cli_dataset.prepared, "--tracking-uri", mlflow_sqlite_uri]
     first = ok(cli("train", "rmtl", "--base", "mmoe", *RMTL_TINY, *common))
     rows = table_rows(first, "pretrained base vs final model [test]")
@@ -37,7 +39,9 @@ def test_rmtl_prints_base_next_to_final_and_transfers_critics_by_run_id(
     assert final == pytest.approx(logged["eval/test/mean/s_logloss"], abs=1e-4)
 
     runs_dir = workdir / "elsewhere"
-    second = ok(cli("train", "rmtl", "--base", "ple", "--critics", source, "--runs-dir", str(runs_dir),
+    name = MlflowClient(mlflow_sqlite_uri).get_run(source).info.run_name
+    assert name == "rmtl-mmoe-seed2022"
+    second = ok(cli("train", "rmtl", "--base", "ple", "--critics", name, "--runs-dir", str(runs_dir),
                     *RMTL_TINY, *common))  # fmt: skip
     transfer = MlflowClient(mlflow_sqlite_uri).get_run(run_id_of(second))
     critics_param = transfer.data.params["model.critics"]

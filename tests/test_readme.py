@@ -17,7 +17,7 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 # What a reader types for the README's placeholders.
 PLACEHOLDERS = [
-    (r"<MLflow run id \| runs/rmtl-<key> \| model\.pt>", "runs/rmtl-0123/model.pt"),
+    (r"<MLflow run id or name \| runs/rmtl-<key> \| model\.pt>", "runs/rmtl-0123/model.pt"),
     (r"<run id or runs/<key>>", "runs/mmoe-0123"),
     (r"<[a-z ]+>", "0123"),
     (r"\[NAME\]", "mmoe"),

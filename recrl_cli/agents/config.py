@@ -60,7 +60,9 @@ class AgentRunConfig:
     """The ``model`` section of ``recrl train hac|ddpg|td3|a2c``; each agent reads the fields it uses."""
 
     simulator: str = param(
-        "", help="Trained simulator: a `recrl train simulator` run directory or its model.pt."
+        "",
+        help="Trained simulator: a `recrl train simulator` run directory, its model.pt, an MLflow run id or "
+        "run name, or latest.",
     )
     # -- env (hac_kuaisim.md §4)
     batch_users: int = param(32, help="B: users simulated in parallel (leavers are replaced in place).")

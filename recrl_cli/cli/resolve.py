@@ -207,6 +207,55 @@ def _is_run_id(ref: str) -> bool:
     return bool(ref) and all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 16
 
 
+def is_run_name(ref: str) -> bool:
+    """Whether a model reference names an MLflow run (``simulator-seed0``) rather than a file, a run id or ``latest``:
+    no such file or directory, no path separator, no ``.pt`` ending."""
+    from recrl_cli.mtf.ranker import BUILT_IN
+
+    if not ref or ref in BUILT_IN or ref == "latest" or _is_run_id(ref) or Path(ref).exists():
+        return False
+    return "/" not in ref and "\\" not in ref and not ref.endswith(".pt")
+
+
+def _reference_fields(cfg: RunConfig) -> tuple[str, ...]:
+    """The model fields of ``cfg`` that name another run: ``simulator`` / ``ranker``, and RMTL's ``critics``."""
+    names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
+    return (*names, "critics") if cfg.algo == "rmtl" else names  # UnifiedRL's critics is a count
+
+
+def run_id_of_name(tracker: Tracker, name: str, option: str) -> str:
+    """The id of the one finished MLflow run named ``name``; a one-line ConfigError when none or several are."""
+    runs = [r for r in tracker.runs_named(name) if r.status == "FINISHED"]
+    if not runs:
+        raise ConfigError(
+            f"{option}: no file {name!r} and no finished MLflow run named {name!r} in {_redacted(tracker.uri)}; "
+            f"pass a run directory, its model.pt, an MLflow run id or name, or latest"
+        )
+    if len(runs) > 1:
+        listed = ", ".join(f"{r.run_id} ({r.experiment})" for r in runs[:10])
+        more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
+        raise ConfigError(
+            f"{option}: {len(runs)} finished MLflow runs are named {name!r}: {listed}{more}; pass one run id"
+        )
+    return runs[0].run_id
+
+
+def _redacted(uri: str) -> str:
+    from recrl_cli.tracking.server import redact
+
+    return redact(uri)
+
+
+def resolve_run_names(cfg: RunConfig, tracker: Tracker) -> RunConfig:
+    """``--simulator``, ``--ranker`` and ``--critics`` given as an MLflow run name become that run's id."""
+    updates = {}
+    for name in _reference_fields(cfg):
+        ref = str(getattr(cfg.model, name, "") or "")
+        if is_run_name(ref):
+            updates[name] = run_id_of_name(tracker, ref, f"--{name}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **updates)) if updates else cfg
+
+
 def resolve_local_references(
     cfg: RunConfig, runs_dir: Path = Path("runs"), *, required: bool = True
 ) -> RunConfig:
@@ -237,7 +286,7 @@ def resolve_local_references(
             raise ConfigError(
                 f"{cfg.algo} needs a trained simulator (--{name}): none trained on {cfg.data.prepared_dir} in "
                 f"{runs_dir}/; train one with `recrl train simulator --data {cfg.data.prepared_dir}` or pass "
-                f"--{name} RUN (a run directory, its model.pt, an MLflow run id, or latest)"
+                f"--{name} RUN (a run directory, its model.pt, an MLflow run id or name, or latest)"
             )
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **updates)) if updates else cfg
 
@@ -257,8 +306,8 @@ def check_saved_models(cfg: RunConfig) -> None:
             ref = str(getattr(model, name, "") or "")
             if name == "ranker" and ref in BUILT_IN:
                 continue  # no saved ranker: the simulator's taste-free view, or the simulator itself
-            if _is_run_id(ref) and not Path(ref).exists():
-                continue  # an MLflow run id: checked when it is downloaded (resolve_references)
+            if (_is_run_id(ref) and not Path(ref).exists()) or is_run_name(ref):
+                continue  # an MLflow run id or name: checked when it is downloaded (resolve_references)
             # A ranker may also be an MTL base / RMTL run trained on KuaiRand (mtf/mtl_ranker.py).
             (read_ranker if name == "ranker" else read_simulator)(ref, f"--{name}")
     used = cfg.algo == "rmtl" and getattr(model, "uses_critics", False)  # UnifiedRL's critics is a count
@@ -273,10 +322,11 @@ def resolve_references(cfg: RunConfig, tracker: Tracker, runs_dir: Path = Path("
     """Replace references to other runs in the model section by local files.
 
     RMTL's ``critics`` and the ``simulator`` / ``ranker`` of the agents, fusion and HRL-Rec (a model file, a run
-    directory or an MLflow run id): a run id is downloaded once to a fixed path under ``runs_dir/critics`` or
+    directory, an MLflow run id or run name): a run id is downloaded once to a fixed path under ``runs_dir/critics`` or
     ``runs_dir/simulators``, so the resolved config, and with it the run key that ``--resume`` looks up, is the
-    same on every call.
+    same on every call. A run name (``simulator-seed0``) is first looked up as the one finished run of that name.
     """
+    cfg = resolve_run_names(cfg, tracker)
     cfg = _download_simulators(cfg, tracker, runs_dir)
     ref = getattr(cfg.model, "critics", "") if cfg.algo == "rmtl" else ""  # UnifiedRL's critics is a count
     if not ref:

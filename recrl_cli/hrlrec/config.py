@@ -21,7 +21,9 @@ class HRLRecConfig:
     """HRL-Rec and its baselines in the KuaiRand simulator."""
 
     simulator: str = param(
-        "", help="Trained simulator: a `recrl train simulator` run directory or its model.pt."
+        "",
+        help="Trained simulator: a `recrl train simulator` run directory, its model.pt, an MLflow run id or "
+        "run name, or latest.",
     )
     variant: str = param("hrlrec", help="hrlrec (selector + recommender), flat-ddpg (no channel level), "
                          "quota (fixed channel quota + ranker), single-ranker (ranker, channels ignored).",

@@ -26,10 +26,12 @@ class MTFRunConfig:
     """Fusion env, behaviour policy, logged data, learner and evaluation of one fusion run."""
 
     simulator: str = param(
-        "", help="Ground-truth user simulator: a `recrl train simulator` run dir or model.pt."
+        "",
+        help="Ground-truth user simulator: a `recrl train simulator` run dir, model.pt, MLflow run id or "
+        "run name, or latest.",
     )
     ranker: str = param("", help="MTL ranker to fuse: another simulator run, or an MTL base / rmtl run trained on the "
-                        "same KuaiRand data (run dir, model.pt, run id or latest); empty or taste-free = the simulator "
+                        "same KuaiRand data (run dir, model.pt, run id or name, or latest); empty or taste-free = the simulator "
                         "without its users' taste rows (a stand-in ranker with per-user errors: +10 % of fusion room on "
                         "the 1,000-user set); self = the simulator itself (an oracle ranker: +0.3 %, no room; logged "
                         "as ranker_is_simulator=1).")  # fmt: skip

@@ -158,6 +158,7 @@ class Tracker(Protocol):
         step: int = 0,
     ) -> str | None: ...  # fmt: skip
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]: ...
+    def runs_named(self, name: str) -> list[RunInfo]: ...
     def get_run(self, run_id: str) -> RunInfo: ...
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path: ...
 
@@ -277,6 +278,9 @@ class NullTracker:
     log_params = log_metrics = set_tags = log_artifact = log_dict = log_dataset = log_model = _ignore
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunInfo]:
+        return []
+
+    def runs_named(self, name: str) -> list[RunInfo]:
         return []
 
     def get_run(self, run_id: str) -> RunInfo:
@@ -447,6 +451,10 @@ class RecordingTracker:
             if r.experiment == experiment and all(r.tags.get(k) == str(v) for k, v in tags.items())
         ]
         return [r.info() for r in reversed(hits)]
+
+    def runs_named(self, name: str) -> list[RunInfo]:
+        """Runs of any experiment whose MLflow run name is ``name``, newest first."""
+        return [r.info() for r in reversed(self.runs.values()) if r.name == name]
 
     def get_run(self, run_id: str) -> RunInfo:
         return self._run(run_id).info()

@@ -392,6 +392,29 @@ class MlflowTracker:
         hits = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
         return [self._info(r) for r in hits]
 
+    def runs_named(self, name: str) -> list[RunInfo]:
+        """Active runs of any experiment whose run name is ``name``, newest first (none without a store)."""
+        if self._client is None or set("'\"`\\") & set(name):  # no store yet; a quote never names a run here
+            return []
+        runs: list[Run] = []
+        with _mlflow_errors(f"search the runs named '{name}'"):
+            experiments = [e.experiment_id for e in self.client.search_experiments()]
+            for ids in _chunks(experiments, 100):
+                token = None
+                while True:
+                    page = self.client.search_runs(
+                        ids,
+                        f"attributes.run_name = '{name}'",
+                        order_by=["attributes.start_time DESC"],
+                        max_results=1000,
+                        page_token=token,
+                    )
+                    runs.extend(page)
+                    token = page.token
+                    if not token:
+                        break
+        return [self._info(r) for r in runs if r.info.run_name == name]
+
     def get_run(self, run_id: str) -> RunInfo:
         return self._info(self._fetch(run_id))
 

@@ -89,8 +89,8 @@ class RMTLConfig:
     )
     critics: str = param(
         "",
-        help="'' = fit critics here; else the model.pt (or run directory) of an earlier rmtl run whose critics "
-        "polish this base (transfer; the critic stage is skipped).",
+        help="'' = fit critics here; else the model.pt, run directory, MLflow run id or run name of an earlier "
+        "rmtl run whose critics polish this base (transfer; the critic stage is skipped).",
     )
     # -- stage 3: polish --------------------------------------------------------------------------------------
     polish_epochs: int = param(20, help="Polish epochs, upper bound; early stopping vs the pretrained model.")
