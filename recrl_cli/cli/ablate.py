@@ -146,6 +146,12 @@ def ablate(
             help="--backend ray: GPUs each run reserves (default 1 with --device cuda, else 0).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the shared resolved config and the runs the study would make, and exit."
+        ),
+    ] = False,
 ) -> None:
     """Run a study: every combination of `--<option> v1,v2,...` values × `--seeds N`.
 
@@ -190,10 +196,17 @@ def ablate(
         cfg = run_config_from_cli(
             algo, config=config, sets=sets, extra=fixed, seed=seed, device=device, data_dir=data
         )
-    cfg = resolve_local_references(
-        cfg, runs_dir
-    )  # --simulator latest (or none given): the newest on this data
-    plan_study(cfg, axes, seeds)  # every variant's config is valid ...
+    # --simulator latest (or none given): the newest on this data (a dry run leaves a missing one as given)
+    cfg = resolve_local_references(cfg, runs_dir, required=not dry_run)
+    variants, _ = plan_study(cfg, axes, seeds)  # every variant's config is valid ...
+    if dry_run:
+        from recrl_cli.cli.train import config_table
+
+        console.print(config_table(cfg))
+        runs = [(v.name, cfg.train.seed + s) for v in variants for s in range(seeds)]
+        for number, (variant, s) in enumerate(runs, 1):
+            console.print(f"run {number} of {len(runs)}: {escape(variant)} seed={s}")
+        return
     preflight(cfg)  # ... and device and data are there, before anything is tracked
     from recrl_cli.mtf.report import ranker_notice
 
