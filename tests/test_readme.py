@@ -247,7 +247,9 @@ def world(tmp_path_factory, new_mlflow_db) -> Iterator[World]:
     root = tmp_path_factory.mktemp("readme")
     before = Path.cwd()
     new_mlflow_db(root)
-    shutil.copytree(README.parent / "experiments", root / "experiments")  # `--config experiments/...` as in a checkout
+    shutil.copytree(
+        README.parent / "experiments", root / "experiments"
+    )  # `--config experiments/...` as in a checkout
     os.chdir(root)
     saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI",)}
     try:
