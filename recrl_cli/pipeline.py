@@ -34,6 +34,8 @@ from recrl_cli.tracking.base import (
     dataset_record,
     flatten_params,
     git_info,
+    is_run_id,
+    run_id_of_name,
     source_tags,
 )
 from recrl_cli.training import distributed
@@ -313,7 +315,7 @@ def _save_artifacts(
 
 
 def load_saved_model(source: str, tracker: Tracker | Callable[[], Tracker]) -> dict[str, Any]:
-    """Read and check ``model.pt`` from a file, a run directory, or an MLflow run id (see
+    """Read and check ``model.pt`` from a file, a run directory, an MLflow run id or run name (see
     :func:`recrl_cli.algorithms.saved.read_saved_model`).
 
     ``tracker`` may be a function that makes one: it is then called only for a run id, so that
@@ -329,6 +331,8 @@ def load_saved_model(source: str, tracker: Tracker | Callable[[], Tracker]) -> d
         raise DataError(f"no saved model at {source}")
     if not hasattr(tracker, "download_artifact"):
         tracker = tracker()
+    if not is_run_id(source):  # an MLflow run name: the one finished run of that name
+        source = run_id_of_name(tracker, source, "")
     with tempfile.TemporaryDirectory() as tmp:
         local = download_saved_model(tracker, source, Path(tmp))
         try:
@@ -400,9 +404,9 @@ def evaluate_saved(
 
 
 def evaluated_run(source: str, tracker: Tracker) -> RunInfo | None:
-    """The MLflow run whose model ``source`` names (a run id, a run directory or its ``model.pt``), when this
+    """The MLflow run whose model ``source`` names (a run id or name, a run directory or its ``model.pt``), when this
     tracker's store holds it; None otherwise (a model file from elsewhere, another store)."""
-    from recrl_cli.errors import TrackingError
+    from recrl_cli.errors import ConfigError, TrackingError
 
     path = Path(source)
     run_id = source
@@ -412,8 +416,10 @@ def evaluated_run(source: str, tracker: Tracker) -> RunInfo | None:
     if not run_id:
         return None
     try:
+        if not path.exists() and not is_run_id(run_id):  # a run name (load_saved_model found the one run)
+            run_id = run_id_of_name(tracker, run_id, "")
         return tracker.get_run(run_id)
-    except TrackingError:
+    except (TrackingError, ConfigError):
         return None
 
 

@@ -314,7 +314,7 @@ def test_the_run_has_a_logged_model_that_predicts_a_dataset_input_and_source_tag
     assert not [k for k in keys if k.startswith(("train/train/", "valid/train/", "time/train/"))]
 
 
-def test_evaluate_a_trained_run_by_id_and_by_directory(trained, cli, cli_dataset):
+def test_evaluate_a_trained_run_by_id_by_name_and_by_directory(trained, cli, cli_dataset):
     client = MlflowClient(trained["uri"])
     logged = eval_metrics(client, trained["run_id"])
     by_id = ok(cli("evaluate", trained["run_id"], "--data", cli_dataset.prepared,
@@ -328,6 +328,11 @@ def test_evaluate_a_trained_run_by_id_and_by_directory(trained, cli, cli_dataset
     assert "[val]" in by_dir
     for key, value in printed_metrics(by_dir, "mmoe on").items():
         assert value == pytest.approx(logged[f"val/{key}"], abs=5e-5)
+    # By MLflow run name (issue 18): the one finished run of that name, nested under it like a run id.
+    by_name = ok(cli("evaluate", "mmoe-seed7", "--data", cli_dataset.prepared, "--split", "val", "--device", "cpu",
+                     "--tracking-uri", trained["uri"]))  # fmt: skip
+    assert printed_metrics(by_name, "mmoe on") == printed_metrics(by_dir, "mmoe on")
+    assert f"nested under run {trained['run_id']}" in " ".join(by_name.split())
     # Each evaluation is an MLflow run nested under the run it scored, with the printed metrics.
     for out, split, scored in ((by_id, "test", scores), (by_dir, "val", printed_metrics(by_dir, "mmoe on"))):
         run = client.get_run(run_id_of(out))

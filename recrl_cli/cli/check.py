@@ -90,7 +90,9 @@ def render_check(check) -> None:
 
 
 def simulator(
-    run: Annotated[str, typer.Argument(help="A simulator's MLflow run id, run directory or model.pt.")],
+    run: Annotated[
+        str, typer.Argument(help="A simulator's MLflow run id or run name, run directory or model.pt.")
+    ],
     truth: Annotated[
         Path | None,
         typer.Option("--truth", help="Raw folder of `recrl synth kuairand` (its planted truth is compared)."),
@@ -105,7 +107,7 @@ def simulator(
         typer.Option(
             "--ranker",
             help="MTL ranker the fusion rows fuse, as `recrl train unifiedrl --ranker` takes it: another "
-            "simulator run (run id, run directory or model.pt) on the same data, taste-free (the default, "
+            "simulator run (run id or name, run directory or model.pt) on the same data, taste-free (the default, "
             "said on the console: the simulator without its users' taste rows) or self (the simulator "
             "itself: an oracle ranker, no room for fusion).",
         ),

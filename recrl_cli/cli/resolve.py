@@ -12,7 +12,7 @@ from recrl_cli.config.fields import field_choices
 from recrl_cli.config.loading import resolve_config
 from recrl_cli.config.schema import DataConfig, RunConfig, TrainConfig
 from recrl_cli.errors import ConfigError
-from recrl_cli.tracking.base import Tracker, resolve_tracking_uri
+from recrl_cli.tracking.base import Tracker, is_run_id, resolve_tracking_uri, run_id_of_name
 
 
 def section_of(name: str, model_cls: type) -> str:
@@ -204,7 +204,7 @@ def latest_run(runs_dir: Path, algo: str, prepared_dir: Path) -> Path | None:
 
 def _is_run_id(ref: str) -> bool:
     """An MLflow run id (hex, no path separators or suffix) rather than a path."""
-    return bool(ref) and all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 16
+    return is_run_id(ref)
 
 
 def is_run_name(ref: str) -> bool:
@@ -221,29 +221,6 @@ def _reference_fields(cfg: RunConfig) -> tuple[str, ...]:
     """The model fields of ``cfg`` that name another run: ``simulator`` / ``ranker``, and RMTL's ``critics``."""
     names = catalog.MODEL_REFERENCES.get(catalog.entry(cfg.algo).family, ())
     return (*names, "critics") if cfg.algo == "rmtl" else names  # UnifiedRL's critics is a count
-
-
-def run_id_of_name(tracker: Tracker, name: str, option: str) -> str:
-    """The id of the one finished MLflow run named ``name``; a one-line ConfigError when none or several are."""
-    runs = [r for r in tracker.runs_named(name) if r.status == "FINISHED"]
-    if not runs:
-        raise ConfigError(
-            f"{option}: no file {name!r} and no finished MLflow run named {name!r} in {_redacted(tracker.uri)}; "
-            f"pass a run directory, its model.pt, an MLflow run id or name, or latest"
-        )
-    if len(runs) > 1:
-        listed = ", ".join(f"{r.run_id} ({r.experiment})" for r in runs[:10])
-        more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
-        raise ConfigError(
-            f"{option}: {len(runs)} finished MLflow runs are named {name!r}: {listed}{more}; pass one run id"
-        )
-    return runs[0].run_id
-
-
-def _redacted(uri: str) -> str:
-    from recrl_cli.tracking.server import redact
-
-    return redact(uri)
 
 
 def resolve_run_names(cfg: RunConfig, tracker: Tracker) -> RunConfig:

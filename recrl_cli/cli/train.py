@@ -385,7 +385,9 @@ def _launch_data_parallel(
 
 
 def evaluate(
-    source: Annotated[str, typer.Argument(help="An MLflow run id, a run directory, or a model.pt file.")],
+    source: Annotated[
+        str, typer.Argument(help="An MLflow run id or run name, a run directory, or a model.pt file.")
+    ],
     split: Annotated[str, typer.Option("--split", help="Split to score: train, val or test.")] = "test",
     data: Annotated[
         Path | None,

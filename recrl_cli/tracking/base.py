@@ -163,6 +163,33 @@ class Tracker(Protocol):
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path: ...
 
 
+def is_run_id(ref: str) -> bool:
+    """An MLflow run id (hex, at least 16 digits, no path separators or suffix) rather than a path or a name."""
+    return bool(ref) and all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 16
+
+
+def run_id_of_name(tracker: Tracker, name: str, option: str) -> str:
+    """The id of the one finished run named ``name`` in any experiment of the tracker's store; a one-line
+    ConfigError naming ``option`` (when given) when no finished run has that name, or when several do (their ids listed)."""
+    from recrl_cli.errors import ConfigError
+    from recrl_cli.tracking.server import redact
+
+    runs = [r for r in tracker.runs_named(name) if r.status == "FINISHED"]
+    prefix = f"{option}: " if option else ""
+    if not runs:
+        raise ConfigError(
+            f"{prefix}no file {name!r} and no finished MLflow run named {name!r} in {redact(tracker.uri)}; "
+            f"pass a run directory, its model.pt, an MLflow run id or name, or latest"
+        )
+    if len(runs) > 1:
+        listed = ", ".join(f"{r.run_id} ({r.experiment})" for r in runs[:10])
+        more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
+        raise ConfigError(
+            f"{prefix}{len(runs)} finished MLflow runs are named {name!r}: {listed}{more}; pass one run id"
+        )
+    return runs[0].run_id
+
+
 def resolve_tracking_uri(cli_value: str | None) -> str:
     """--tracking-uri wins, then $MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db`.
 
