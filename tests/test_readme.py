@@ -322,8 +322,14 @@ def test_a_readme_command_runs_as_written(world, command, tmp_path):
     if how == "real":
         world.run(command, *_real(command))
     else:
+        before = existing_runs()
         result = world.run(command, "--dry-run")
         assert "model." in result.stdout or "train." in result.stdout, result.output  # the resolved config
+        assert existing_runs() == before  # nothing trained
+        if command.startswith("recrl ablate"):  # and a study's runs, one line each
+            assert re.search(r"^run 1 of \d+: ", result.stdout, re.M), result.output
+        if command == "recrl ablate mmoe --expert-num 4,8 --seeds 3 --dry-run":
+            assert "run 6 of 6: expert_num=8 seed=" in result.stdout, result.output
 
 
 def _tiny_for(command: str) -> list[str]:
