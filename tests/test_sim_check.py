@@ -9,6 +9,7 @@ flagged, and a model without a play-time head gets a note instead of the rows.""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,29 @@ def test_taste_free_view_drops_the_users_taste_and_nothing_else(world):
     assert built_in_ranker(plain, "")[0] is plain
     with pytest.raises(ValueError, match="no user taste"):
         taste_free_view(plain)
+
+
+def test_the_taste_free_ranker_reuses_the_simulators_pass_bit_for_bit(world):
+    """The fusion env with the taste-free view reads the simulator's user state (taste columns replaced) instead
+    of a second pass: the same requests (state, candidates, targets) as the same view without that link."""
+    _, prepared = world
+    data = load_kuairand_data(prepared)
+    sim_model = planted_model(prepared, True)
+    view = taste_free_view(sim_model)
+    detached = copy.deepcopy(view)
+    object.__delattr__(detached, "taste_free_of")
+    envs = []
+    for ranker in (view, detached):
+        sim = WholeSessionEnv.from_data(sim_model, data, EnvConfig(batch_users=8, seed=0))
+        envs.append(FusionEnv(sim, ranker, retrieved=20, random=10))
+    assert envs[0]._taste_free and not envs[1]._taste_free
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        a, b = envs[0].request(), envs[1].request()
+        assert torch.equal(a.state, b.state) and torch.equal(a.candidates, b.candidates)
+        assert torch.equal(a.preds, b.preds)
+        action = calibration.random_fusion(envs[0], gen)
+        envs[0].step(action), envs[1].step(action)
 
 
 def test_fusion_rows_are_skipped_without_a_play_time_head(world):
