@@ -228,16 +228,17 @@ def test_the_fusion_rows_fuse_the_given_ranker(world, monkeypatch):
 
 def test_fusion_verdict_warns_on_a_self_ranked_world_and_passes_one_with_room(world):
     """The planted personalised world ranked by itself: every fusion of the true targets is within a few per
-    cent of the best (measured +0.2 % at 30 requests), flagged with the hint to check a ranker. The same world
+    cent of the best (measured +0.2 % at 8 requests), flagged with the hint to check a ranker. The same world
     ranked by an item-only model (its targets know no user): the best fusion per request is far above every
-    fixed one (measured +19 %, the fixed fusion at 12 % of the gap), so a personalised fusion policy has room."""
+    fixed one (measured +17 %, the fixed fusion at 16 % of the gap; one action per session +15 %), so a
+    personalised fusion policy has room."""
     _, prepared = world
     data = load_kuairand_data(prepared)
     sim, item_only = planted_model(prepared, True), planted_model(prepared, False)
-    own = fusion_headroom(sim, data, EnvConfig(), 12)
+    own = fusion_headroom(sim, data, EnvConfig(), 8)
     warned = fusion_verdict(own, self_ranked=True)
     assert len(warned) == 1 and "cannot differ" in warned[0] and "--ranker" in warned[0]
-    room = fusion_headroom(sim, data, EnvConfig(), 12, ranker=item_only)
+    room = fusion_headroom(sim, data, EnvConfig(), 8, ranker=item_only)
     assert fusion_verdict(room) == []
     e = {p: v["expected_reward"] for p, v in room.items()}
     # best_fusion chooses among actions that include the fixed one, request by request: never below it; one
