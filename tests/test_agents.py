@@ -358,7 +358,7 @@ def test_policy_history_limits_the_state_to_the_most_recent_rows():
     env = make_env()
     obs = env.observation()
     narrow = make_agent("hac", env, small("hac", policy_history=4), seed=0)
-    whole = make_agent("hac", env, small("hac"), seed=0)
+    whole = make_agent("hac", env, small("hac", policy_history=0), seed=0)
     assert narrow.actor.encoder.window == 4 and whole.actor.encoder.window == URM["history_length"]
     narrow.actor.eval()
     changed = Observation(

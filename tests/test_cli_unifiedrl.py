@@ -244,6 +244,19 @@ def test_ablate_unifiedrl_over_bounds_runs_nested_variants(
     assert logs == ["unifiedrl-seed2022-uniform-b0.1", "unifiedrl-seed2022-uniform-b0.2"]
 
 
+def test_ranker_notice_says_what_a_fusion_run_fuses():
+    """No --ranker: the taste-free view, said; --ranker self: the oracle ranker, warned; a named ranker: silent."""
+    from recrl_cli.mtf.config import MTFRunConfig
+    from recrl_cli.mtf.report import ranker_notice
+
+    assert "no --ranker" in ranker_notice(MTFRunConfig()) and "taste-free view" in ranker_notice(
+        MTFRunConfig()
+    )
+    assert "oracle ranker" in ranker_notice(MTFRunConfig(ranker="self"))
+    assert ranker_notice(MTFRunConfig(ranker="taste-free")) is None
+    assert ranker_notice(MTFRunConfig(ranker="runs/simulator-x")) is None
+
+
 def test_study_rows_put_es_first_and_every_change_against_it():
     from recrl_cli.mtf.report import study_rows
 

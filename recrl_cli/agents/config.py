@@ -2,9 +2,10 @@
 (hac_kuaisim.md §4, §5.5, §5.6), read by the networks, the agents, the loop and the CLI alike.
 
 Defaults are recrl's *fixed* behaviour with KuaiSim's script values where those are not bugs (DDPG's script
-uses actor lr 1e-4: :class:`DDPGRunConfig`), except two chosen so that a default run learns within about 10
-CPU-minutes (issue 15, benchmarks/AGENTS_NOTES.md): ``behavior_lr`` 1e-3 (KuaiSim 1e-4) and ``iterations``
-1,000 (KuaiSim 2,000). Each faithful switch reproduces one quirk of KuaiSim's agent code
+uses actor lr 1e-4: :class:`DDPGRunConfig`), except three chosen so that a default run learns within about
+10 CPU-minutes (issue 15, benchmarks/AGENTS_NOTES.md): ``behavior_lr`` 1e-3 (KuaiSim 1e-4), ``policy_history``
+20 (the policy's transformer reads the last 20 of the env's 100 history rows: one update costs 0.19 CPU-s instead
+of 0.97) and ``iterations`` 3,000 (KuaiSim 2,000). Each faithful switch reproduces one quirk of KuaiSim's agent code
 (hac_kuaisim.md §8 numbering, §5.6 for the baselines "as configured"); ``faithful=True`` turns every switch
 below on, and the env's (``recrl_cli.sim.config``: dropout in simulation, correlation / d). This table is the
 one place the agent switches are documented:
@@ -76,7 +77,7 @@ class AgentRunConfig:
     # -- loop (§5.4)
     warmup_steps: int = param(100, help="Env steps with random hyper-actions filling the buffer first.")
     iterations: int = param(
-        1000, help="Training iterations: one env step + updates_per_step gradient steps (KuaiSim: 2,000)."
+        3000, help="Training iterations: one env step + updates_per_step gradient steps (KuaiSim: 2,000)."
     )
     updates_per_step: int = param(1, help="Gradient steps per env step.")
     eval_steps: int = param(
@@ -96,7 +97,9 @@ class AgentRunConfig:
     ff_dim: int = param(64, help="Feed-forward width of the policy's transformer.")
     n_layers: int = param(3, help="Transformer layers of the policy.")
     policy_history: int = param(
-        0, help="History rows the policy's transformer reads: the most recent N of the env's H (0 = all H)."
+        20,
+        help="History rows the policy's transformer reads: the most recent N of the env's H (0 = all H, as "
+        "KuaiSim; 5x the cost per update at H = 100).",
     )
     dropout: float = param(0.1, help="Dropout of the policy.")
     action_hidden: tuple[int, ...] = param((256, 64), help="Hidden widths of the hyper-action head.")

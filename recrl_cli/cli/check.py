@@ -49,19 +49,13 @@ def world_tables(check) -> list[Table]:
     from recrl_cli.sim.check import fusion_gap_fraction, fusion_reading
 
     _, ceiling = fusion_reading(check.fusion)
-    ranker = f"ranker {check.fusion_ranker}" if check.fusion_ranker else "simulator as ranker"
+    ranker = f"ranker {escape(check.fusion_ranker)}" if check.fusion_ranker else "simulator as ranker"
     fusion = Table(title=f"headroom, fusion env ({ranker}): {LABELS[ceiling]} {check.fusion_gain:+.1%} per request "
                          f"over the better of random and fixed fusion, best fixed fusion = {check.fusion_gap:.0%} of "
                          "the gap (expected reward on the same requests)")  # fmt: skip
     fusion.add_column("policy", style="cyan")
-    for name in (
-        "total reward",
-        "depth",
-        "reward / request",
-        "sessions",
-        "expected / request",
-        "gap fraction",
-    ):
+    columns = ("total reward", "depth", "reward / request", "sessions", "expected / request", "gap fraction")
+    for name in columns:
         fusion.add_column(name, justify="right")
     for policy, v in check.fusion.items():
         expected = v.get("expected_reward", float("nan"))
@@ -119,6 +113,7 @@ def simulator(
     and of random / best fixed / best per-request fusion / per-user best slate (fusion env, fusing ``--ranker``'s
     targets), item diversity; a one-line warning for each comparison the world cannot support."""
     from recrl_cli.errors import ConfigError
+    from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
     from recrl_cli.pipeline import load_saved_model
     from recrl_cli.sim.check import check_world
     from recrl_cli.sim.data import load_kuairand_data
@@ -133,9 +128,6 @@ def simulator(
     model = load_response_model(exported, dev)
     prepared = Path(data) if data is not None else Path(exported["prepared_dir"])
     kuairand = load_kuairand_data(prepared, dev)
-    from recrl_cli.mtf.ranker import BUILT_IN, built_in_ranker
-
-    ranker_name = ranker or ""
     if (ranker or "") in BUILT_IN:  # no saved ranker: what a fusion run without --ranker fuses, or self
         try:
             ranker_model, ranker_name = built_in_ranker(model, ranker or "")
@@ -153,7 +145,7 @@ def simulator(
             )
         if r_saved["exported"].get("dataset_fingerprint") != kuairand.fingerprint:
             raise ConfigError(f"--ranker {ranker} was trained on other data than {prepared}")
-        ranker_model = load_response_model(r_saved["exported"], dev)
+        ranker_model, ranker_name = load_response_model(r_saved["exported"], dev), ranker
         if ranker_model.num_items != model.num_items:
             raise ConfigError(
                 f"--ranker {ranker} has {ranker_model.num_items} items, the simulator {model.num_items}"

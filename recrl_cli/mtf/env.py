@@ -120,6 +120,11 @@ class FusionEnv:
         # Without --ranker the ranker is the simulator's model (in eval mode now, like the simulator): its user
         # state is the one the simulator computes for the step anyway (bit for bit: same inputs and weights).
         self._shared = ranker is sim.model and self.history == sim.history_length
+        # The taste-free view (recrl_cli.mtf.ranker) of the simulator: the same weights except the user taste rows,
+        # so its state is the simulator's with the last t columns (p_u) set to the mean row; no second pass either
+        # (not when the simulator runs with dropout, whose state the eval-mode view would not reproduce).
+        self._taste_free = (getattr(ranker, "taste_free_of", None) is sim.model and self.history == sim.history_length
+                            and not sim.switches["dropout_in_simulation"])  # fmt: skip
         self._request: Request | None = None
 
     @property
@@ -145,6 +150,12 @@ class FusionEnv:
             enc = self.item_enc[items]  # [B, H, d]
             if self._shared:  # the same model over the same history: the simulator's pass, not a second one
                 r_state, vectors = self.sim.user_vectors()
+            elif self._taste_free:
+                sim_state, _ = self.sim.user_vectors()
+                t = self.ranker.taste_dim
+                mean_taste = self.ranker.user_taste.weight[:1].expand(sim_state.shape[0], -1)
+                r_state = torch.cat([sim_state[:, :-t], mean_taste], -1)  # [B, 3d + t]
+                vectors = self.ranker.behaviour_vectors(r_state)
             else:
                 r_state = self.ranker.user_state(obs.user, enc, fb, mask)  # [B, 3d]
                 vectors = self.ranker.behaviour_vectors(r_state)

@@ -35,6 +35,9 @@ def taste_free_view(model: UserResponseModel) -> UserResponseModel:
     with torch.no_grad():
         rows = view.user_taste.weight
         rows.copy_(rows.mean(0, keepdim=True).expand_as(rows))
+    # Where it came from, so that the fusion env can reuse the simulator's user-state pass (the states differ only
+    # in the taste columns). object.__setattr__: as a module attribute it would become a registered submodule.
+    object.__setattr__(view, "taste_free_of", model)
     return view.requires_grad_(False)
 
 
