@@ -83,5 +83,13 @@ def test_faithful_tables_say_which_split_they_show():
     faithful = resolve_config("rmtl", RMTLConfig, options={"model.faithful": True})
     assert "rows of the val split" in swapped_note(faithful, "test")
     assert "rows of the test split" in swapped_note(faithful, "val")
+    # The README's default and --faithful runs of rmtl never share a run name (``--critics NAME`` stays unique).
+    from recrl_cli.cli.train import default_run_name
+
+    default = resolve_config("rmtl", RMTLConfig)
+    assert (default_run_name(default), default_run_name(faithful)) == (
+        "rmtl-mmoe-seed2022",
+        "rmtl-mmoe-faithful-seed2022",
+    )
     assert swapped_note(resolve_config("rmtl", RMTLConfig), "test") == ""
     assert swapped_note(resolve_config("mmoe", MTLConfig), "test") == ""  # a plain base: no RMTL switches

@@ -285,9 +285,12 @@ def train(
 
 
 def default_run_name(cfg: RunConfig) -> str:
-    """``mmoe-seed0``, ``rmtl-mmoe-seed0``: what the run is, readable in the MLflow UI (the key is a tag)."""
+    """``mmoe-seed0``, ``rmtl-mmoe-seed0``, ``rmtl-mmoe-faithful-seed0``: what the run is, readable in the MLflow
+    UI (the key is a tag). The faithful preset is named, so that the README's default and faithful runs of one
+    algorithm never share a name (``--critics NAME`` would be ambiguous)."""
     base = getattr(cfg.model, "base", "") if cfg.algo == "rmtl" else ""
-    return "-".join(p for p in (cfg.algo, base, f"seed{cfg.train.seed}") if p)
+    faithful = "faithful" if getattr(cfg.model, "faithful", False) else ""
+    return "-".join(p for p in (cfg.algo, base, faithful, f"seed{cfg.train.seed}") if p)
 
 
 def refuse_existing_run(cfg: RunConfig, runs_dir: Path) -> None:
