@@ -47,7 +47,7 @@ def test_train_hrlrec_offline_then_online_logs_list_metrics(cli, simulator, mlfl
               "--offline-epochs", 1, *TINY, "--tracking-uri", mlflow_sqlite_uri,
               "--runs-dir", tmp_path / "runs", env={"COLUMNS": "80"})  # fmt: skip
     assert res.exit_code == 0, res.output
-    # The 16-metric table of 7 policies fits an 80-column terminal (turned round: one row per metric, split
+    # The 15-metric table of 7 policies fits an 80-column terminal (turned round: one row per metric, split
     # into two tables), nothing cut to "…".
     assert max(len(line) for line in res.stdout.splitlines() if "│" in line) <= 80 and "…" not in res.stdout
     mlflow.set_tracking_uri(mlflow_sqlite_uri)

@@ -61,7 +61,7 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width
                   ) -> Table | Group:  # fmt: skip
     """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``.
 
-    A table wider than the terminal (``width``, default the console's: HRL-Rec's 16 list metrics of 7 policies)
+    A table wider than the terminal (``width``, default the console's: HRL-Rec's 15 list metrics of 7 policies)
     is turned round, one row per metric and one column per task or policy, so that no cell is cut to "…"; one
     still too wide is split into several turned tables of consecutive tasks (a Group)."""
     rows: dict[str, dict[str, float]] = {}
