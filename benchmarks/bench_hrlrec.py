@@ -106,7 +106,8 @@ def throughput(prepared: Path, sim: Path, args) -> None:
         return n / (time.perf_counter() - start)
 
     act = timed(lambda: algo.agent.act(obs, explore=True), args.repeats)
-    upd = timed(lambda: algo.agent.update(algo._sample()), args.repeats)
+    inter = algo.interaction  # one learner update on a batch sampled from the warmed-up replay buffer
+    upd = timed(lambda: algo.learn(inter.buffer.sample(inter.batch_size, inter.sampler)), args.repeats)
     it = timed(lambda: algo._interact(torch.zeros(1)), args.repeats)
     print(f"\n## Throughput (B = {m.batch_users} users, T = {m.list_length}, batch {m.batch_size} lists, "
           f"{algo.channels.num_channels} channels, pool {len(algo.channels.pool())} items)\n")  # fmt: skip
