@@ -9,7 +9,8 @@
 3. Comparison: every learning variant (HRL-Rec full, no-sup, no-sim, ddpg-only, click-only rewards, flat DDPG)
    x ``--seeds`` seeds, each trained online for ``--iterations`` env steps and evaluated on the same fresh users
    (``eval_seed``) for ``eval_days x day_steps`` env steps. The rule baselines (quota, single ranker, random)
-   are evaluated inside every run on the same users. Prints mean ± 95 % CI (Student t over seeds) and the
+   and the simulator references (popular, oracle) are evaluated inside every run on the same users; the
+   variants' gap fractions on the list reward are printed too. Prints mean ± 95 % CI (Student t over seeds) and the
    paired difference to HRL-Rec full.
 Everything printed is measured here; nothing is hard-coded.
 """
@@ -105,7 +106,8 @@ def throughput(prepared: Path, sim: Path, args) -> None:
         return n / (time.perf_counter() - start)
 
     act = timed(lambda: algo.agent.act(obs, explore=True), args.repeats)
-    upd = timed(lambda: algo.agent.update(algo._sample()), args.repeats)
+    inter = algo.interaction  # one learner update on a batch sampled from the warmed-up replay buffer
+    upd = timed(lambda: algo.learn(inter.buffer.sample(inter.batch_size, inter.sampler)), args.repeats)
     it = timed(lambda: algo._interact(torch.zeros(1)), args.repeats)
     print(f"\n## Throughput (B = {m.batch_users} users, T = {m.list_length}, batch {m.batch_size} lists, "
           f"{algo.channels.num_channels} channels, pool {len(algo.channels.pool())} items)\n")  # fmt: skip
@@ -126,13 +128,15 @@ def comparison(prepared: Path, sim: Path, args) -> None:
             # The rule baselines are the same policies in every run (same users): take them from hrlrec's runs.
             rows = {name: "agent"}
             if name == "hrlrec":
-                rows.update({b: b for b in ("quota", "single-ranker", "random")})
+                rows.update({b: b for b in ("quota", "single-ranker", "random", "popular", "oracle")})
             for label, who in rows.items():
                 # top_share: the most shown channel's share of the policy's impressions (1 = collapsed).
                 shares = [v for k, v in res.metrics.items() if k.startswith(f"shares/{who}/")]
                 res.metrics[f"test/{who}/top_share"] = max(shares)
                 for k in METRICS:
                     results.setdefault(label, {}).setdefault(k, []).append(res.metrics[f"test/{who}/{k}"])
+            for k in ("gap_fraction", "gap_vs_popular"):  # on the list reward (recrl_cli.hrlrec.online)
+                results.setdefault(name, {}).setdefault(k, []).append(res.metrics[f"test/agent/{k}"])
             for k in ("item_auc", "channel_acc"):
                 if f"test/offline/{k}" in res.metrics:
                     results.setdefault(name, {}).setdefault(k, []).append(res.metrics[f"test/offline/{k}"])
@@ -145,6 +149,17 @@ def comparison(prepared: Path, sim: Path, args) -> None:
     for label, cols in results.items():
         cells = [f"{mean_ci(cols[k])[0]:.4f} ± {mean_ci(cols[k])[1]:.4f}" for k in METRICS]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    print(
+        "\n## Gap fractions on the list reward ((agent − random or popular) / (oracle − that); mean ± 95 % CI)\n"
+    )
+    print("| variant | gap_fraction | gap_vs_popular |\n|---|---:|---:|")
+    for label, cols in results.items():
+        if "gap_fraction" in cols:
+            cells = [
+                f"{mean_ci(cols[k])[0]:.4f} ± {mean_ci(cols[k])[1]:.4f}"
+                for k in ("gap_fraction", "gap_vs_popular")
+            ]
+            print(f"| {label} | " + " | ".join(cells) + " |")
     ref = results["hrlrec"]
     print("\n## Paired difference to HRL-Rec full (same seeds; mean ± 95 % CI, p)\n")
     print(

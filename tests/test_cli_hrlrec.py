@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import mlflow
@@ -46,19 +47,30 @@ def test_train_hrlrec_offline_then_online_logs_list_metrics(cli, simulator, mlfl
               "--offline-epochs", 1, *TINY, "--tracking-uri", mlflow_sqlite_uri,
               "--runs-dir", tmp_path / "runs", env={"COLUMNS": "80"})  # fmt: skip
     assert res.exit_code == 0, res.output
-    # The 13-metric table fits an 80-column terminal (turned round: one row per metric), nothing cut to "…".
+    # The 15-metric table of 7 policies fits an 80-column terminal (turned round: one row per metric, split
+    # into two tables), nothing cut to "…".
     assert max(len(line) for line in res.stdout.splitlines() if "│" in line) <= 80 and "…" not in res.stdout
     mlflow.set_tracking_uri(mlflow_sqlite_uri)
     (run,) = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert "channel_shares.png" in artifacts  # every policy's channel mix as a picture
     m = run.data.metrics
-    for who in ("agent", "quota", "single-ranker", "random"):
-        for key in ("ctr", "clicks", "dwell", "ild", "novelty", "share_std", "share_kl"):
+    keys = ("ctr", "clicks", "dwell", "ild", "novelty", "reward", "reward_se", "share_std", "share_kl")
+    for who in ("agent", "quota", "single-ranker", "random", "popular", "oracle"):
+        for key in keys:
             assert f"eval/test/{who}/{key}" in m, (who, key)
         assert 0.0 <= m[f"eval/test/{who}/ctr"] <= 1.0
         shares = [v for k, v in m.items() if k.startswith(f"eval/shares/{who}/")]
         assert len(shares) >= 2 and abs(sum(shares) - 1.0) < 1e-6
+    # Gap fractions on the list reward (issue 14 item 3): finite, 0 when the ceiling does not beat the floor.
+    gaps = ("agent/gap_fraction", "agent/gap_vs_popular", "popular/gap_fraction")
+    assert all(math.isfinite(m[f"eval/test/{g}"]) for g in gaps)
+    rand, pop, orc = (m[f"eval/test/{p}/reward"] for p in ("random", "popular", "oracle"))
+    if orc <= rand:
+        assert m["eval/test/agent/gap_fraction"] == 0.0 and "oracle does not beat random" in res.stdout
+    if m["eval/test/agent/reward"] <= pop + 2 * math.hypot(m["eval/test/agent/reward_se"],
+                                                           m["eval/test/popular/reward_se"]):  # fmt: skip
+        assert "note: hrlrec does not beat popular: list reward" in " ".join(res.stdout.split())
     assert "eval/test/offline/item_auc" in m and "eval/test/offline/channel_acc" in m
     assert "train/offline/epoch_critic_low" in m and "train/interact/epoch_sim_high" in m
     assert "curve/ctr" in m and "curve/list_reward" in m and "curve/sim_high" in m  # the learning curve

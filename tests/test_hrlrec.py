@@ -17,11 +17,23 @@ from recrl_cli.hrlrec.config import HRLRecConfig
 from recrl_cli.hrlrec.logged import LoggedLists, list_starts
 from recrl_cli.hrlrec.losses import actor_loss, similarity_loss, supervised_loss, td_loss
 from recrl_cli.hrlrec.metrics import intra_list_diversity, share_stability
-from recrl_cli.hrlrec.online import ListScorer, quota_list, single_ranker_list
+from recrl_cli.hrlrec.online import (
+    ListScorer,
+    evaluate_lists,
+    evaluate_policy,
+    fixed_policy,
+    list_gap,
+    list_verdict,
+    quota_list,
+    random_policy,
+    single_ranker_list,
+)
 from recrl_cli.hrlrec.rewards import RewardWeights, channel_switch, list_rewards, multi_hot
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import WholeSessionEnv, response_weights
+from recrl_cli.sim.policies import oracle_greedy, popular_slate
 from recrl_cli.sim.response_model import UserResponseModel
+from recrl_cli.sim.rollout import rollout
 from recrl_cli.sim.synthetic import POSITIVE_RATE, synthetic_feature_tables, synthetic_row_table
 
 URM = dict(user_latent=4, item_latent=4, enc_dim=8, n_layers=1, n_heads=2, ff_dim=8, state_hidden=8,
@@ -283,6 +295,60 @@ def test_quota_list_follows_the_logged_shares(world):
     assert (counts - T * ch.logged_share).abs().max() < 1.0 + 1e-6  # largest remainder: within one slot
     top = single_ranker_list(ch, T)
     assert ch.score[top].min() >= ch.score[ch.pool()].sort(descending=True).values[T - 1]
+
+
+def test_popular_and_oracle_bracket_random_on_the_simulators_expected_reward(world):
+    """The references of the online evaluation, on a pool smaller than the items. On the states the random row
+    visits (where popular is chosen), by construction: oracle ≥ popular per state (per-state top T of the pool)
+    and popular ≥ random on average (random's expected value per state is T × the pool mean; popular is the top
+    T of the mean over states). The popular row is the list built from exactly those states."""
+    _, data, env = world
+    ch = build_channels(data, "upload_type", max_channels=6, per_channel=6)
+    scorer, pool = scorer_for(data, ch), ch.pool()
+    assert T <= len(pool) < env.num_items
+    steps, seed = 4, 11
+    res = evaluate_lists(env, {"quota": fixed_policy(quota_list(ch, T))}, scorer, steps, 2, seed)
+    assert list(res) == ["quota", "random", "popular", "oracle"]
+    draw, seen = random_policy(ch, T, torch.Generator().manual_seed(seed)), []
+
+    def spy(obs):
+        seen.append(env.expected_reward())  # [B, N]
+        return draw(obs)
+
+    rollout(env, spy, steps, seed)  # the random row again: same users, same draws
+    expected = torch.stack(seen)  # [S, B, N]
+    mean = torch.zeros(env.num_items)
+    for e in seen:
+        mean += e.mean(0)
+    popular = pool[popular_slate(mean[pool] / steps, T)]
+    assert res["popular"] == {**evaluate_policy(env, fixed_policy(popular), scorer, steps, 2, seed),
+                              "gap_fraction": res["popular"]["gap_fraction"]}  # fmt: skip
+    oracle = expected[..., pool].topk(T, dim=-1).values.sum(-1)  # [S, B]
+    pop = expected[..., popular].sum(-1)
+    rand = T * expected[..., pool].mean(-1)
+    assert (oracle >= pop - 1e-6).all() and pop.mean() >= rand.mean()
+    assert oracle.mean() > rand.mean()  # the simulator's users are not indifferent
+    env.reset()
+    picks = oracle_greedy(env, pool=pool)  # [B, T]: pool items only, the best T of them
+    assert torch.isin(picks, pool).all()
+    best = env.expected_reward()[:, pool].topk(T, dim=1).values.sum(1)
+    assert torch.allclose(env.expected_reward().gather(1, picks).sum(1), best)
+    assert math.isfinite(res["popular"]["gap_fraction"])
+
+
+def test_list_gap_and_verdict_say_what_the_policy_does_not_beat():
+    assert list_gap(1.5, 1.0, 2.0) == 0.5
+    assert list_gap(1.5, 2.0, 1.0) == 0.0 and list_gap(1.0, 1.0, 1.0) == 0.0  # ceiling ≤ floor
+    row = lambda r, se=0.01: {"reward": r, "reward_se": se}  # noqa: E731
+    results = {"agent": row(4.0), "random": row(4.2), "popular": {**row(4.5), "gap_fraction": 0.5},
+               "oracle": row(4.8)}  # fmt: skip
+    lines = list_verdict("hrlrec", results)
+    assert any(line.startswith("hrlrec does not beat popular: list reward 4.000 vs 4.500") for line in lines)
+    assert any("does not beat random" in line for line in lines)
+    results = {"agent": row(5.0), "random": row(4.2), "popular": {**row(4.5), "gap_fraction": 0.0},
+               "oracle": row(4.4)}  # fmt: skip
+    (line,) = list_verdict("hrlrec", results)  # the agent beats both; the oracle does not beat popular
+    assert "oracle" in line and "gap_vs_popular is reported as 0" in line
 
 
 def test_channel_epsilon_spreads_the_selector_over_channels(world):

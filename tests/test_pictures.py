@@ -90,6 +90,22 @@ def test_a_wide_table_is_turned_round_to_fit_80_columns_with_every_value_whole()
     assert re.search(r"2\.1234\s+│\s+3\.1234", rows["ctr"])  # single-ranker, random: whole values
 
 
+def test_a_turned_table_still_too_wide_is_split_into_consecutive_policies():
+    policies = ("agent", "quota", "single-ranker", "random", "popular", "oracle")
+    metrics = {
+        f"{who}/{m}": 10.1234 + i for i, who in enumerate(policies) for m in ("ctr", "reward", "reward_se")
+    }
+    metrics |= {"offline/item_auc": 0.48, "agent/gap_vs_popular": -0.25, "popular/gap_fraction": 0.4}
+    text = _render(metrics_table(metrics, "hrlrec: test metrics", width=80), 80)
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    headers = [
+        [c.strip() for c in line.strip("┃").split("┃")] for line in text.splitlines() if line.startswith("┃")
+    ]
+    assert len(headers) == 2 and all(h[0] == "metric" for h in headers)
+    assert [p for h in headers for p in h[1:]] == [*policies, "offline"]  # every policy once, in order
+    assert "hrlrec: test metrics (continued)" in text and "15.1234" in text and "-0.2500" in text
+
+
 def test_a_table_that_fits_keeps_one_row_per_task():
     metrics = {
         f"{t}/{m}": 0.5 for t in ("click", "pay", "mean") for m in ("auc", "gauc", "logloss", "s_logloss")

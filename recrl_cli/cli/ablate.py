@@ -67,8 +67,11 @@ _MTF_METRICS = (
     "policy/watch_minutes_change_pct,policy/mtf_gauc_by_request,policy/ncis/request_reward"
 )
 
-# List-building agents (hrlrec) report list metrics of the agent (baselines in the CSV).
-_LIST_METRICS = "agent/ctr,agent/clicks,agent/dwell,agent/ild,agent/novelty,agent/share_kl"
+# List-building agents (hrlrec) report list metrics of the agent and its gap fraction against popular on the list
+# reward (baselines in the CSV).
+_LIST_METRICS = (
+    "agent/ctr,agent/clicks,agent/dwell,agent/ild,agent/novelty,agent/share_kl,agent/gap_vs_popular"
+)
 
 
 def study_split_note(cfg: RunConfig, axes: list[tuple[str, list[str]]]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -56,11 +57,13 @@ def config_table(cfg: RunConfig) -> Table:
     return table
 
 
-def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width: int | None = None) -> Table:
+def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width: int | None = None
+                  ) -> Table | Group:  # fmt: skip
     """Rows = tasks, columns = metrics, from keys ``[<split>/]<task>/<metric>``.
 
-    A table wider than the terminal (``width``, default the console's: HRL-Rec's 13 list metrics of 5 policies)
-    is turned round, one row per metric and one column per task or policy, so that no cell is cut to "…"."""
+    A table wider than the terminal (``width``, default the console's: HRL-Rec's 15 list metrics of 7 policies)
+    is turned round, one row per metric and one column per task or policy, so that no cell is cut to "…"; one
+    still too wide is split into several turned tables of consecutive tasks (a Group)."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if prefix and not key.startswith(prefix):
@@ -76,22 +79,35 @@ def metrics_table(metrics: dict[str, float], title: str, prefix: str = "", width
     cells = {
         task: [f"{values[c]:.4f}" if c in values else "—" for c in columns] for task, values in rows.items()
     }
-    table = Table(title=escape(title))
-    if table_width(["task", *columns], [[task, *row] for task, row in cells.items()]) <= (
-        width or console.width
-    ):
+    limit = width or console.width
+    if table_width(["task", *columns], [[task, *row] for task, row in cells.items()]) <= limit:
+        table = Table(title=escape(title))
         table.add_column("task", style="cyan")
         for column in columns:
             table.add_column(column, justify="right")
         for task, row in cells.items():
             table.add_row(escape(task), *row)
         return table
-    table.add_column("metric", style="cyan")
+    # Turned round; tasks go into consecutive groups, each as many as fit beside the metric names (at least 1).
+    groups: list[list[str]] = [[]]
     for task in cells:
-        table.add_column(escape(task), justify="right")
-    for i, column in enumerate(columns):
-        table.add_row(escape(column), *(row[i] for row in cells.values()))
-    return table
+        trial = [*groups[-1], task]
+        header = ["metric", *trial]
+        body = [[c, *(cells[t][i] for t in trial)] for i, c in enumerate(columns)]
+        if groups[-1] and table_width(header, body) > limit:
+            groups.append([task])
+        else:
+            groups[-1] = trial
+    tables = []
+    for g, tasks in enumerate(groups):
+        table = Table(title=escape(title if g == 0 else f"{title} (continued)"))
+        table.add_column("metric", style="cyan")
+        for task in tasks:
+            table.add_column(escape(task), justify="right")
+        for i, column in enumerate(columns):
+            table.add_row(escape(column), *(cells[t][i] for t in tasks))
+        tables.append(table)
+    return tables[0] if len(tables) == 1 else Group(*tables)
 
 
 def table_width(header: list[str], rows: list[list[str]]) -> int:

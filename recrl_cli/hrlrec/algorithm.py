@@ -8,7 +8,10 @@ agents' :class:`~recrl_cli.agents.interaction.Interaction`, with this class as i
 ``quota`` and ``single-ranker`` have no stage: they do not learn.
 
 ``evaluate("test")``: ``eval_days × day_steps`` env steps from ``eval_seed`` (fresh users, the same ones for every
-policy) for the run's policy (``agent/<metric>``) and the baselines ``quota/``, ``single-ranker/``, ``random/``;
+policy) for the run's policy (``agent/<metric>``), the baselines ``quota/``, ``single-ranker/``, ``random/`` and the
+simulator references ``popular/`` and ``oracle/`` with ``agent/gap_fraction``, ``agent/gap_vs_popular`` and
+``popular/gap_fraction`` on the list reward (:mod:`recrl_cli.hrlrec.online`; :meth:`notes` says when the policy
+does not beat popular);
 for learning variants also ``offline/item_auc`` and ``offline/channel_acc`` on held-out logged lists. Metric
 definitions: :mod:`recrl_cli.hrlrec.metrics`; the channel shares are logged as ``eval/shares/<policy>/<channel>``. Resume restores the agent, not the buffer (unlike the RL agents).
 """
@@ -30,8 +33,9 @@ from recrl_cli.hrlrec.channels import build_channels
 from recrl_cli.hrlrec.logged import LoggedLists, list_starts, offline_evaluate
 from recrl_cli.hrlrec.online import (
     ListScorer,
-    evaluate_policy,
+    evaluate_lists,
     fixed_policy,
+    list_verdict,
     quota_list,
     random_policy,
     single_ranker_list,
@@ -79,6 +83,7 @@ class HRLRecAlgorithm:
                                        updates_per_step=m.updates_per_step, seed=cfg.train.seed)  # fmt: skip
         self.explorer = torch.Generator(device).manual_seed(cfg.train.seed + 1)  # the warm-up's random lists
         self._eval: dict[str, float] | None = None
+        self._results: dict[str, dict[str, float]] | None = None
         self.curve_rows: list[dict[str, float]] = []  # every interaction's list reward, CTR and losses
 
     # -- the Learner of the interaction -----------------------------------------------------------------------
@@ -137,31 +142,42 @@ class HRLRecAlgorithm:
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def policies(self) -> dict[str, Any]:
+        """The run's policy (``agent``) and the rule baselines; :func:`evaluate_lists` adds the references."""
         t = self.m.list_length
         quota = fixed_policy(quota_list(self.channels, t))
         single = fixed_policy(single_ranker_list(self.channels, t))
-        gen = torch.Generator(self.env.device).manual_seed(self.m.eval_seed)
         agent = {"quota": quota, "single-ranker": single}.get(self.m.variant)
         if agent is None:
             agent = lambda obs: self.agent.act(obs, explore=False)[0]  # noqa: E731
-        return {"agent": agent, "quota": quota, "single-ranker": single,
-                "random": random_policy(self.channels, t, gen)}  # fmt: skip
+        return {"agent": agent, "quota": quota, "single-ranker": single}
+
+    def results(self) -> dict[str, dict[str, float]]:
+        """{policy: list metrics} of the online evaluation (run once): agent, quota, single-ranker, random,
+        popular, oracle on the users of ``eval_seed`` (:func:`recrl_cli.hrlrec.online.evaluate_lists`)."""
+        if self._results is None:
+            m = self.m
+            self._results = evaluate_lists(self.env, self.policies(), self.scorer, m.eval_days * m.day_steps,
+                                           m.day_steps, m.eval_seed)  # fmt: skip
+            self.interaction.obs = None  # the env was reset by the evaluation
+        return self._results
+
+    def notes(self) -> list[str]:
+        """What the online evaluation does not support: a policy that does not beat popular or random on the
+        list reward, a world without headroom (:func:`recrl_cli.hrlrec.online.list_verdict`)."""
+        return list_verdict(self.m.variant, self.results())
 
     def evaluate(self, split: str) -> dict[str, float]:
         if split != "test":
             return {}
         if self._eval is None:
-            m, out = self.m, {}
-            for who, policy in self.policies().items():
-                res = evaluate_policy(self.env, policy, self.scorer, m.eval_days * m.day_steps, m.day_steps,
-                                      m.eval_seed)  # fmt: skip
+            out = {}
+            for who, res in self.results().items():
                 # Shares go to extra_metrics (one column per channel would swamp the printed table).
                 out.update({(f"shares/{who}/{k[6:]}" if k.startswith("share/") else f"{who}/{k}"): v
                             for k, v in res.items()})  # fmt: skip
             if self.learns:
                 off = offline_evaluate(self.agent, self.test_lists, self.scorer)
                 out.update({f"offline/{k}": v for k, v in off.items()})
-            self.interaction.obs = None  # the env was reset by the evaluation
             self._eval = out
         return {k: v for k, v in self._eval.items() if not k.startswith("shares/")}
 

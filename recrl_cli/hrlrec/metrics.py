@@ -6,6 +6,8 @@ Per env step (B lists of T items) :class:`ListMetrics` records, as device tensor
 - ild: intra-list diversity 1 − mean pairwise tag-Jaccard over the T(T−1) ordered pairs of a list;
 - tags: distinct tags per list; novelty: share of items sharing no tag with the user's recent history;
 - reward: Σ_t r^H_t per list; ch_entropy: entropy (nats) of the channel mix inside a list;
+- reward_se: the standard error of ``reward`` over the B env rows (each row's mean list reward over the steps;
+  rows are independent users and draws, the steps of one row are not), 0 for B = 1;
 - channel impressions [C] -> ``share/<channel>`` over the whole evaluation.
 
 A *simulated day* is ``day_steps`` consecutive env steps (B × day_steps lists). Channel shares p_d of each day
@@ -56,6 +58,7 @@ class ListMetrics:
     def __init__(self, channel_names: list[str], day_steps: int) -> None:
         self.names, self.day_steps = channel_names, day_steps
         self._rows: list[torch.Tensor] = []
+        self._row_reward: torch.Tensor | None = None  # [B] Σ over steps of each env row's list reward
 
     def update(self, channels: torch.Tensor, clicks: torch.Tensor, play: torch.Tensor, tag_sets: torch.Tensor,
                rewards: ListRewards) -> None:  # fmt: skip
@@ -69,6 +72,8 @@ class ListMetrics:
             intra_list_diversity(tag_sets).mean(), (tag_sets.amax(1) > 0).sum(-1).float().mean(),
             rewards.novelty.mean(), rewards.high.sum(1).mean(), channel_entropy(channels, c).mean(),
         ]), counts]))  # fmt: skip
+        per_row = rewards.high.sum(1).double()
+        self._row_reward = per_row if self._row_reward is None else self._row_reward + per_row
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -78,6 +83,9 @@ class ListMetrics:
             return {}
         m = torch.stack(self._rows).double().cpu()
         out = {k: float(m[:, j].mean()) for j, k in enumerate(SCALARS)}
+        row_mean = self._row_reward.cpu() / len(self._rows)  # [B]
+        b = len(row_mean)
+        out["reward_se"] = float(row_mean.std() / b**0.5) if b > 1 else 0.0
         counts = m[:, len(SCALARS) :]
         total = counts.sum(0)
         for name, v in zip(self.names, (total / total.sum().clamp(min=1.0)).tolist(), strict=True):

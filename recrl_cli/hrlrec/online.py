@@ -11,6 +11,24 @@ Baselines (non-learning, the same list for every user since their ranker is not 
   capped by its candidate count), filled with its top-ranked candidates and interleaved by slot spacing.
 - ``single-ranker``: the T best items of the pooled candidate lists by the same ranker score, channels ignored.
 - ``random``: T distinct pool items per user, uniformly (a calibration floor).
+
+Simulator references (issue 14 item 3; the same construction as :func:`recrl_cli.sim.evaluate.evaluate_policies`,
+restricted to the candidate pool P, the union of the channels' candidate lists, that every other row draws from):
+
+- ``popular``: the best constant list, the T pool items of highest mean expected reward
+  (:meth:`WholeSessionEnv.expected_reward`) over the user states the ``random`` row visits on these users
+  (:func:`recrl_cli.sim.policies.popular_slate`);
+- ``oracle``: per user and step the T pool items of highest immediate expected reward
+  (:func:`recrl_cli.sim.policies.oracle_greedy`).
+
+Both are *chosen* by the simulator's expected reward (Σ_b w_b P(b | i), the env's behaviour weights), but
+*scored*, like every row, by :class:`ListScorer` on HRL-Rec's own per-position list reward
+(:mod:`recrl_cli.hrlrec.rewards`: click + dwell + diversity + novelty). So ``oracle`` is the simulator's myopic
+ceiling, not necessarily the best list under HRL-Rec's reward (it ignores diversity and novelty), and it can
+score below ``popular`` or even ``random`` there: a gap whose ceiling does not beat its floor is reported as 0
+and :func:`list_verdict` says so. Gap fractions of the run's policy on ``reward`` (Σ r^H per list):
+``agent/gap_fraction`` = (agent − random) / (oracle − random), ``agent/gap_vs_popular`` =
+(agent − popular) / (oracle − popular), and ``popular/gap_fraction``.
 """
 
 from __future__ import annotations
@@ -23,6 +41,8 @@ from recrl_cli.hrlrec.channels import Channels
 from recrl_cli.hrlrec.metrics import ListMetrics
 from recrl_cli.hrlrec.rewards import ListRewards, RewardWeights, history_tag_union, list_rewards, multi_hot
 from recrl_cli.sim.environment import Observation, StepResult, WholeSessionEnv
+from recrl_cli.sim.evaluate import gap, verdict
+from recrl_cli.sim.policies import oracle_greedy, popular_slate
 from recrl_cli.sim.rollout import rollout
 
 Policy = Callable[[Observation], torch.Tensor]  # obs of B users -> items [B, T] (candidate indices)
@@ -108,3 +128,52 @@ def evaluate_policy(env: WholeSessionEnv, policy: Policy, scorer: ListScorer, st
 
     rollout(env, policy, steps, seed, observe)
     return metrics.summary()
+
+
+def list_gap(value: float, floor: float, ceiling: float) -> float:
+    """:func:`recrl_cli.sim.evaluate.gap`, and 0 when ``ceiling`` does not beat ``floor`` (on HRL-Rec's reward
+    the simulator's oracle need not beat random or popular; a negative denominator would flip the sign)."""
+    return gap(value, floor, ceiling) if ceiling > floor else 0.0
+
+
+def evaluate_lists(env: WholeSessionEnv, policies: dict[str, Policy], scorer: ListScorer, steps: int,
+                   day_steps: int, seed: int) -> dict[str, dict[str, float]]:  # fmt: skip
+    """{policy: :class:`ListMetrics` summary} for ``policies`` (obs of B users -> lists [B, T]; ``"agent"`` is
+    the run's policy) and the references ``random``, ``popular`` and ``oracle`` (module docstring), every one
+    rolled out for ``steps`` steps from ``seed`` (the same users), T = ``env.slate``. Adds ``gap_fraction`` and
+    ``gap_vs_popular`` on ``reward`` to ``agent`` (when given) and ``gap_fraction`` to ``popular``. Re-seeds and
+    resets ``env``."""
+    t, pool = env.slate, scorer.channels.pool()  # pool: [P] item indices
+    draw = random_policy(scorer.channels, t, torch.Generator(env.device).manual_seed(seed))
+    expected = torch.zeros(env.num_items, device=env.device)  # [N] Σ over steps of the mean over rows
+
+    def random_visiting(obs: Observation) -> torch.Tensor:
+        expected.add_(env.expected_reward().mean(0))  # popular's average user: the states random visits
+        return draw(obs)
+
+    def run(policy: Policy) -> dict[str, float]:
+        return evaluate_policy(env, policy, scorer, steps, day_steps, seed)
+
+    out = {who: run(policy) for who, policy in policies.items()}
+    out["random"] = run(random_visiting)
+    popular = pool[popular_slate(expected[pool] / steps, t)]  # [T]
+    out["popular"] = run(fixed_policy(popular))
+    out["oracle"] = run(lambda obs: oracle_greedy(env, pool=pool))
+    rand, pop, orc = (out[p]["reward"] for p in ("random", "popular", "oracle"))
+    out["popular"]["gap_fraction"] = list_gap(pop, rand, orc)
+    if "agent" in out:
+        out["agent"]["gap_fraction"] = list_gap(out["agent"]["reward"], rand, orc)
+        out["agent"]["gap_vs_popular"] = list_gap(out["agent"]["reward"], pop, orc)
+    return out
+
+
+def list_verdict(name: str, results: dict[str, dict[str, float]]) -> list[str]:
+    """:func:`recrl_cli.sim.evaluate.verdict` on HRL-Rec's list reward (``reward`` ± ``reward_se``): the
+    references the run's policy does not beat, a world without headroom; and an oracle that does not beat
+    popular on this reward (``gap_vs_popular`` then 0)."""
+    lines = verdict(name, results, key="reward", label="list reward")
+    rand, pop, orc = (results[p]["reward"] for p in ("random", "popular", "oracle"))
+    if rand < orc <= pop:
+        lines.append("the oracle (greedy by the simulator's expected reward) does not beat popular on the list "
+                     "reward: gap_vs_popular is reported as 0")  # fmt: skip
+    return lines

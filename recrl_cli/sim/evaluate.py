@@ -141,11 +141,14 @@ def evaluate_policies(env: WholeSessionEnv, agent: Policy | None, steps: int, se
     return {p: out[p] for p in POLICIES if p in out}
 
 
-def verdict(name: str, results: dict[str, dict[str, float]]) -> list[str]:
-    """Lines to print under an agent's evaluation: what it does not beat, and a world without headroom."""
+def verdict(name: str, results: dict[str, dict[str, float]], key: str = "total_reward",
+            label: str = "total reward") -> list[str]:  # fmt: skip
+    """Lines to print under an agent's evaluation: what it does not beat, and a world without headroom. The
+    policies are compared on ``results[p][key]`` (± ``results[p][key + "_se"]``), called ``label`` in the lines
+    (HRL-Rec: ``reward``, its own list reward)."""
     lines = []
-    total = {p: r["total_reward"] for p, r in results.items()}
-    se = {p: r.get("total_reward_se", 0.0) for p, r in results.items()}
+    total = {p: r[key] for p, r in results.items()}
+    se = {p: r.get(f"{key}_se", 0.0) for p, r in results.items()}
     if total["oracle"] - total["random"] <= 0:
         lines.append("the oracle does not beat random in this world: gap fractions are reported as 0")
     elif results["popular"]["gap_fraction"] > 0.6:
@@ -155,6 +158,6 @@ def verdict(name: str, results: dict[str, dict[str, float]]) -> list[str]:
         for ref in ("popular", "random"):
             margin = 2 * math.hypot(se["agent"], se[ref])  # ≈ 95 % of the difference of two independent means
             if total["agent"] <= total[ref] + margin:
-                lines.append(f"{name} does not beat {ref}: total reward {total['agent']:.3f} vs "
+                lines.append(f"{name} does not beat {ref}: {label} {total['agent']:.3f} vs "
                              f"{total[ref]:.3f} (± {margin:.3f})")  # fmt: skip
     return lines

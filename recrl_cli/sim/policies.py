@@ -18,10 +18,15 @@ def random_slate(env: WholeSessionEnv, generator: torch.Generator | None = None)
     return keys.topk(env.slate, dim=1).indices
 
 
-def oracle_greedy(env: WholeSessionEnv, generator: torch.Generator | None = None) -> torch.Tensor:
+def oracle_greedy(env: WholeSessionEnv, generator: torch.Generator | None = None, pool: torch.Tensor | None = None
+                  ) -> torch.Tensor:  # fmt: skip
     """The K items of highest immediate expected reward under the env's own response model (the URM oracle:
-    top-K by σσ(click logit) in faithful mode). ``generator`` is unused; it keeps the policies interchangeable."""
-    return env.expected_reward().topk(env.slate, dim=1).indices
+    top-K by σσ(click logit) in faithful mode). ``generator`` is unused; it keeps the policies interchangeable.
+    ``pool`` (LongTensor [P], P ≥ K, item indices): choose among these items only (HRL-Rec's candidate pool)."""
+    expected = env.expected_reward()  # [B, N]
+    if pool is None:
+        return expected.topk(env.slate, dim=1).indices
+    return pool[expected[:, pool].topk(env.slate, dim=1).indices]
 
 
 def popular_slate(mean_expected: torch.Tensor, k: int) -> torch.Tensor:
