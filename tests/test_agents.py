@@ -351,6 +351,7 @@ def test_gap_fraction_is_never_nan():
     assert gap(3.0, 1.0, 5.0) == 0.5
     assert gap(1.0, 2.0, 2.0) == 0.0  # no gap: 0, and verdict() says why
     assert gap(1.0, 2.0, float("nan")) == 0.0
+    assert gap(1.5, 2.0, 1.0) == 0.0  # a ceiling below the floor: 0, not a sign-flipped fraction
 
 
 def test_policy_history_limits_the_state_to_the_most_recent_rows():

@@ -22,7 +22,6 @@ from recrl_cli.hrlrec.online import (
     evaluate_lists,
     evaluate_policy,
     fixed_policy,
-    list_gap,
     list_verdict,
     quota_list,
     random_policy,
@@ -31,6 +30,7 @@ from recrl_cli.hrlrec.online import (
 from recrl_cli.hrlrec.rewards import RewardWeights, channel_switch, list_rewards, multi_hot
 from recrl_cli.sim.config import EnvConfig, SimulatorConfig
 from recrl_cli.sim.environment import WholeSessionEnv, response_weights
+from recrl_cli.sim.evaluate import gap
 from recrl_cli.sim.policies import oracle_greedy, popular_slate
 from recrl_cli.sim.response_model import UserResponseModel
 from recrl_cli.sim.rollout import rollout
@@ -337,8 +337,8 @@ def test_popular_and_oracle_bracket_random_on_the_simulators_expected_reward(wor
 
 
 def test_list_gap_and_verdict_say_what_the_policy_does_not_beat():
-    assert list_gap(1.5, 1.0, 2.0) == 0.5
-    assert list_gap(1.5, 2.0, 1.0) == 0.0 and list_gap(1.0, 1.0, 1.0) == 0.0  # ceiling ≤ floor
+    assert gap(1.5, 1.0, 2.0) == 0.5
+    assert gap(1.5, 2.0, 1.0) == 0.0 and gap(1.0, 1.0, 1.0) == 0.0  # ceiling ≤ floor
     row = lambda r, se=0.01: {"reward": r, "reward_se": se}  # noqa: E731
     results = {"agent": row(4.0), "random": row(4.2), "popular": {**row(4.5), "gap_fraction": 0.5},
                "oracle": row(4.8)}  # fmt: skip

@@ -130,12 +130,6 @@ def evaluate_policy(env: WholeSessionEnv, policy: Policy, scorer: ListScorer, st
     return metrics.summary()
 
 
-def list_gap(value: float, floor: float, ceiling: float) -> float:
-    """:func:`recrl_cli.sim.evaluate.gap`, and 0 when ``ceiling`` does not beat ``floor`` (on HRL-Rec's reward
-    the simulator's oracle need not beat random or popular; a negative denominator would flip the sign)."""
-    return gap(value, floor, ceiling) if ceiling > floor else 0.0
-
-
 def evaluate_lists(env: WholeSessionEnv, policies: dict[str, Policy], scorer: ListScorer, steps: int,
                    day_steps: int, seed: int) -> dict[str, dict[str, float]]:  # fmt: skip
     """{policy: :class:`ListMetrics` summary} for ``policies`` (obs of B users -> lists [B, T]; ``"agent"`` is
@@ -160,10 +154,10 @@ def evaluate_lists(env: WholeSessionEnv, policies: dict[str, Policy], scorer: Li
     out["popular"] = run(fixed_policy(popular))
     out["oracle"] = run(lambda obs: oracle_greedy(env, pool=pool))
     rand, pop, orc = (out[p]["reward"] for p in ("random", "popular", "oracle"))
-    out["popular"]["gap_fraction"] = list_gap(pop, rand, orc)
+    out["popular"]["gap_fraction"] = gap(pop, rand, orc)
     if "agent" in out:
-        out["agent"]["gap_fraction"] = list_gap(out["agent"]["reward"], rand, orc)
-        out["agent"]["gap_vs_popular"] = list_gap(out["agent"]["reward"], pop, orc)
+        out["agent"]["gap_fraction"] = gap(out["agent"]["reward"], rand, orc)
+        out["agent"]["gap_vs_popular"] = gap(out["agent"]["reward"], pop, orc)
     return out
 
 

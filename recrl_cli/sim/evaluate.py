@@ -102,9 +102,10 @@ class SessionTally:
 
 
 def gap(value: float, floor: float, ceiling: float) -> float:
-    """(value − floor) / (ceiling − floor); 0 when the gap is 0 or not finite (:func:`verdict` says so)."""
+    """(value − floor) / (ceiling − floor); 0 when the ceiling does not beat the floor or the gap is not finite
+    (:func:`verdict` says so): a negative width would flip the fraction's sign."""
     width = ceiling - floor
-    return (value - floor) / width if width != 0 and math.isfinite(width) else 0.0
+    return (value - floor) / width if width > 0 and math.isfinite(width) else 0.0
 
 
 def session_metrics(env: WholeSessionEnv, policy: Policy, steps: int, seed: int,
