@@ -374,23 +374,23 @@ class MlflowTracker:
         # Push simple equality filters down to the store; values with quotes are matched here
         # only, which sidesteps MLflow's filter-string escaping rules.
         clauses = [f"tags.`{k}` = '{v}'" for k, v in wanted.items() if not set("'\"`\\") & set(k + v)]
-        runs: list[Run] = []
-        token = None
         with _mlflow_errors(f"search runs of experiment '{experiment}'"):
-            while True:
-                page = self.client.search_runs(
-                    [experiment_id],
-                    " and ".join(clauses),
-                    order_by=["attributes.start_time DESC"],
-                    max_results=1000,
-                    page_token=token,
-                )
-                runs.extend(page)
-                token = page.token
-                if not token:
-                    break
+            runs = self._search_all([experiment_id], " and ".join(clauses))
         hits = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
         return [self._info(r) for r in hits]
+
+    def _search_all(self, experiment_ids: list[str], filter_string: str) -> list[Run]:
+        """Every run of ``experiment_ids`` matching ``filter_string``, newest first, all pages (MLflow returns at
+        most 1,000 per request)."""
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(experiment_ids, filter_string, order_by=["attributes.start_time DESC"],
+                                           max_results=1000, page_token=token)  # fmt: skip
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
 
     def runs_named(self, name: str) -> list[RunInfo]:
         """Active runs of any experiment whose run name is ``name``, newest first (none without a store)."""
@@ -400,19 +400,7 @@ class MlflowTracker:
         with _mlflow_errors(f"search the runs named '{name}'"):
             experiments = [e.experiment_id for e in self.client.search_experiments()]
             for ids in _chunks(experiments, 100):
-                token = None
-                while True:
-                    page = self.client.search_runs(
-                        ids,
-                        f"attributes.run_name = '{name}'",
-                        order_by=["attributes.start_time DESC"],
-                        max_results=1000,
-                        page_token=token,
-                    )
-                    runs.extend(page)
-                    token = page.token
-                    if not token:
-                        break
+                runs.extend(self._search_all(ids, f"attributes.run_name = '{name}'"))
         return [self._info(r) for r in runs if r.info.run_name == name]
 
     def get_run(self, run_id: str) -> RunInfo:
