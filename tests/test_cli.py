@@ -190,6 +190,8 @@ def test_synth_summary_shows_files_event_mix_and_oracle_auc(cli_dataset):
     assert mix["view"] > 90 and 0 < mix["transaction"] < mix["addtocart"] < 10
     for task in ("click", "pay"):
         assert 0.5 < float(rows[f"oracle AUC: {task}"]) <= 1
+        for label in ("item + position ceiling AUC", "history oracle AUC"):  # 4 decimals, not 17 digits
+            assert re.fullmatch(r"0\.\d{4}", rows[f"{label}: {task}"])
     assert {p.name for p in cli_dataset.raw.iterdir()} >= {
         "events.csv", "item_properties_part1.csv", "item_properties_part2.csv", "category_tree.csv",
         "ground_truth.csv",

@@ -111,6 +111,8 @@ _NESTED = {
     "rows": ("rows of {}", lambda v: f"{v:,}"),
     "event_mix": ("event mix: {}", lambda v: f"{100 * v:.2f} %"),
     "oracle_auc": ("oracle AUC: {}", lambda v: f"{v:.4f}"),
+    "item_position_auc": ("item + position ceiling AUC: {}", lambda v: f"{v:.4f}"),
+    "history_oracle_auc": ("history oracle AUC: {}", lambda v: f"{v:.4f}"),
     "positive_rate": ("positive rate: {}", lambda v: f"{v:.4f}"),
     "true_rate": ("true rate: {}", lambda v: f"{v:.4f}"),
 }
@@ -126,11 +128,14 @@ def synth_table(summary: dict, title: str) -> Table:
         if key == "out_dir":
             continue  # already in the title
         if isinstance(value, dict):
-            label, fmt = _NESTED.get(key, (f"{key}: {{}}", str))
+            # An unlisted nested entry: a float still reads as 4 decimals, not Python's 17 digits.
+            label, fmt = _NESTED.get(
+                key, (f"{key}: {{}}", lambda v: f"{v:.4f}" if isinstance(v, float) else str(v))
+            )
             for name, item in value.items():
                 table.add_row(escape(label.format(name)), escape(fmt(item)))
         elif isinstance(value, float):
-            table.add_row(escape(key), f"{value:.4f}")
+            table.add_row(escape(key.replace("_", " ")), f"{value:.4f}")
         elif isinstance(value, int):
             table.add_row(escape(key.replace("_", " ")), f"{value:,}")
         else:
