@@ -262,7 +262,8 @@ def expected_headroom(
     gen = torch.Generator(env.device).manual_seed(seed)
     rho = env.sim.cfg.item_correlation
     fixed_b = fixed.to(env.device)[None].expand(env.batch, -1)
-    sums = dict.fromkeys(POLICIES, 0.0)
+    # Sums stay on the device (no host sync per request) until the end, as in run_calibration.
+    sums = {name: torch.zeros((), device=env.device, dtype=torch.float64) for name in POLICIES}
     session = torch.zeros(env.batch, dtype=torch.long, device=env.device)  # sessions ended so far, per row
     per_action, sessions = [], []
     for _ in range(steps):
@@ -273,13 +274,13 @@ def expected_headroom(
         fused = fusion_values(env, choices)  # [B, M]
         per_action.append(fused)
         sessions.append(session.clone())
-        sums["best_fusion"] += float(fused.max(1).values.mean())
+        sums["best_fusion"] += fused.max(1).values.mean()
         slates = {"random": env.rank(action, req), "fixed": env.rank(fixed_b, req),
                   "per_user": greedy_slate(values, unit, env.slate, rho)}  # fmt: skip
         for name, slate in slates.items():
-            sums[name] += float(slate_value_penalised(values, unit, slate, rho).mean())
+            sums[name] += slate_value_penalised(values, unit, slate, rho).mean()
         session += env.step(action).done.long()
-    out = {name: total / max(1, steps) for name, total in sums.items()}
+    out = {name: float(total) / max(1, steps) for name, total in sums.items()}
     if per_action:
         fused = torch.stack(per_action)  # [T, B, M]
         rows = torch.arange(env.batch, device=env.device)
