@@ -65,7 +65,7 @@ OTHER_STYLES = (("#8172B3", "--"), ("#937860", ":"), ("#DA8BC3", "-."))
 # Curves drawn as outcome panels (with the evaluation's reference lines); every other curve is a loss.
 OUTCOMES = {"avg_reward": "reward per user and step", "depth": "session depth (users who left)",
             "total_reward": "session total reward (users who left)", "ctr": "click-through rate of the lists",
-            "list_reward": "reward per list"}  # fmt: skip
+            "list_reward": "reward per list", "request_reward": "fusion: reward per request"}  # fmt: skip
 
 
 def bin_curve(rows: Sequence[Mapping[str, float]], points: int = 200) -> dict[str, list[tuple[int, float]]]:

@@ -174,6 +174,23 @@ def test_ptm_guard_keeps_a_rounds_policy_only_if_not_worse_than_the_centre(world
     torch.testing.assert_close(alg.centre_policy()(alg.env.request().state), marks[2])
 
 
+def test_es_learning_curve_follows_the_cem_generations(world, tmp_path):
+    from recrl_cli.mtf.algorithm import MTFAlgorithm
+    from recrl_cli.reporting import plot_rl_curves
+
+    alg = _algorithm(world, tmp_path)
+    es = MTFAlgorithm("mtf-es", alg.cfg, alg.data, torch.device("cpu"))
+    assert es.curves() == {}  # nothing has run yet
+    for _ in range(3):
+        es.cem_step(torch.zeros(1))
+    curves = es.curves()
+    assert [step for step, _ in curves["request_reward"]] == [1, 2, 3]  # one point per CEM generation
+    assert {"cem_score_best", "cem_std"} <= set(curves)
+    metrics = {"test/es/request_reward": 0.5, "test/fixed/request_reward": 0.4}
+    # the reward panel (curve + the two reference lines) and the two CEM logs in the other panel
+    assert plot_rl_curves(curves, metrics, tmp_path / "curve.png", "mtf-es") == 5
+
+
 def test_without_the_guard_or_ptm_every_round_is_kept(world, tmp_path):
     assert not _algorithm(world, tmp_path, ("rounds", "3"), ("ptm_guard", "false")).guard
     assert not _algorithm(world, tmp_path, ("ptm", "false")).guard  # one round: nothing to guard
@@ -203,6 +220,16 @@ def test_train_fusion_through_the_cli_logs_ab_offline_metrics_and_parquet(cli, w
         assert 0.0 <= metrics["eval/test/ptm/rounds_kept"] <= 5.0 and "eval/test/ptm/round4/kept" in metrics
     # Default: fitted on the data (1 per watch minute); --weights-from config: the given fallback vector (0.5).
     assert metrics["eval/test/reward_weight/watch_minute"] == (0.5 if own else 1.0)
+    # The learning curve (issue 15): each round's logged reward per request at the update it was collected,
+    # the learner's losses over its 10 updates, and the A/B's reward per request as the reference lines.
+    client = mlflow.tracking.MlflowClient()
+    rounds = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "curve/request_reward")]
+    assert [step for step, _ in rounds] == ([0, 2, 4, 6, 8] if algo == "unifiedrl" else [0])
+    assert all(value == value for _, value in rounds)
+    losses = [k for k in metrics if k.startswith("curve/") and k != "curve/request_reward"]
+    assert losses and all(metrics[k] == metrics[k] for k in losses)
+    for who in ("es", "policy", "fixed"):
+        assert metrics[f"eval/test/{who}/request_reward"] > 0.0
     files = sorted(p.name for p in (tmp_path / "logs").rglob("*.parquet"))
     rounds = 5 if algo == "unifiedrl" else 1
     assert files == sorted([f"round{r}.parquet" for r in range(rounds)] + ["test.parquet", "ncis.parquet"])

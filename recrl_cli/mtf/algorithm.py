@@ -148,6 +148,12 @@ class MTFAlgorithm:
         self.guard_log: list[dict[str, float]] = []  # per round: the validation A/B and the decision
         self.run_dir = Path("runs") / "mtf"  # replaced by bind_run_dir (the pipeline's run directory)
         self._eval: dict[str, float] | None = None
+        # The learning curve of the iterations run in this process (a resumed run's curve starts at the resume):
+        # CEM's generations, the learner's per-update logs, and each round's logged reward per request at the
+        # learner update where the round was collected.
+        self.cem_rows: list[dict[str, float]] = []
+        self.update_rows: list[dict[str, float]] = []
+        self.round_rewards: list[tuple[int, float]] = []
 
     # -- env ---------------------------------------------------------------------------------------------------
     def make_env(self, seed: int, batch: int = 0) -> FusionEnv:
@@ -173,6 +179,7 @@ class MTFAlgorithm:
     def cem_step(self, idx: torch.Tensor) -> dict[str, float]:
         out = self.cem.iterate()
         self.mu_bp0 = self.cem.policy()
+        self.cem_rows.append(out)
         return out
 
     def collect_step(self, r: int) -> dict[str, float]:
@@ -183,11 +190,32 @@ class MTFAlgorithm:
         write_logs(logs, self.log_path(f"round{r}"), self.noise)
         self.logs.append(logs)
         self.store = to_store(concat(self.logs))
-        return {"reward": float(logs.reward.sum(1).mean()), "rows": float(len(logs))}
+        reward = float(logs.reward.sum(1).mean())  # per logged request, exploration on
+        self.round_rewards.append((len(self.update_rows), reward))
+        return {"reward": reward, "rows": float(len(logs))}
 
     def train_step(self, idx: torch.Tensor) -> dict[str, float]:
         assert self.learner is not None and self.store is not None
-        return self.learner.update(self.store.sample(self.m.batch_size, self.generator))
+        out = self.learner.update(self.store.sample(self.m.batch_size, self.generator))
+        self.update_rows.append(out)
+        return out
+
+    def curves(self) -> dict[str, list[tuple[int, float]]]:
+        """The learning curve, drawn beside the A/B's ``test/<policy>/request_reward`` lines (ES, the learned
+        policy, the fixed fusion). With a learner, over its updates: ``request_reward`` = each round's logged
+        reward per request (exploration on, at the update where the round was collected) and the learner's own
+        logs (losses, mean Q, …) in bins. ``mtf-es``, over CEM generations: ``request_reward`` = the population's
+        mean reward per request, and the CEM's best score and σ."""
+        from recrl_cli.reporting import bin_curve
+
+        if self.learner is None:
+            rows = [{"request_reward": r["score_mean"], "cem_score_best": r["score_best"], "cem_std": r["std"]}
+                    for r in self.cem_rows]  # fmt: skip
+            return bin_curve(rows)
+        out = bin_curve(self.update_rows)
+        if self.round_rewards:
+            out["request_reward"] = list(self.round_rewards)
+        return out
 
     def centre_policy(self) -> Any:
         """What the next round explores around and what the run reports as its policy: the last kept round's
@@ -293,6 +321,10 @@ class MTFAlgorithm:
             for k in AB_METRICS:
                 mean, ci = mean_ci(ab[who][k].cpu().numpy())
                 out[f"{who}/{k}"], out[f"{who}/{k}_ci"] = mean, ci
+            # The learning curve's unit: reward per request over all of the policy's A/B requests.
+            out[f"{who}/request_reward"] = float(
+                ab[who]["reward"].sum() / ab[who]["depth"].sum().clamp(min=1)
+            )
             if who == "fixed":  # the reference row of the A/B only: no offline metrics
                 continue
             out[f"{who}/mtf_gauc"] = log_mtf_gauc(test, pol, self.env.action_map, self.env.weights)
