@@ -98,12 +98,13 @@ def variant_label(algo: str, model: dict) -> str:
     return " ".join([algo, *diff])
 
 
-def runs_table(roots: list[Path]) -> None:
+def runs_table(roots: list[Path], reference: str = "hac") -> None:
     """The table from finished run directories (any mix of `recrl ablate` and `recrl train` runs), one row per
     agent and variant (the options that differ from the agent's defaults) and protocol: mean ± 95 % t-CI over
     seeds of the agent's total reward and gap fractions, the references (their seed means), and the paired
-    difference in gap fraction to the first row's variant on the seeds both have."""
-    from recrl_cli.evaluation.stats import mean_ci
+    difference in gap fraction to the ``reference`` variant of the same protocol (iterations, evaluation) on the
+    seeds both have, with its two-sided p (paired t); the reference rows come first."""
+    from recrl_cli.evaluation.stats import mean_ci, paired_difference
 
     groups: dict[tuple, dict[int, dict]] = {}
     for metrics_file in (p for root in roots for p in sorted(root.glob("*/metrics.json"))):  # roots in order
@@ -113,20 +114,25 @@ def runs_table(roots: list[Path]) -> None:
         m = cfg["model"]
         key = (variant_label(cfg["algo"], m), m["iterations"], m["eval_steps"], m.get("eval_users", 32))
         groups.setdefault(key, {})[cfg["train"]["seed"]] = json.loads(metrics_file.read_text())
-    print("| variant | iterations | seeds | total_reward | gap_fraction | gap_vs_popular | paired Δ gap vs first "
-          "| random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
-    first = None
-    for (label, iters, _, _), runs in groups.items():
-        first = first or runs
+    print(f"| variant | iterations | seeds | total_reward | gap_fraction | gap_vs_popular | paired Δ gap vs {reference} "
+          "(p) | random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    refs_by_protocol = {key[1:]: runs for key, runs in groups.items() if key[0] == reference}
+    order = sorted(groups, key=lambda key: (key[0] != reference, -key[1], key[0]))
+    for key in order:
+        (label, iters, _, _), runs = key, groups[key]
+        first = refs_by_protocol.get(key[1:], {})
         cells = []
         for k in ("total_reward", "gap_fraction", "gap_vs_popular"):
             values = [r[f"test/agent/{k}"] for r in runs.values() if f"test/agent/{k}" in r]
             mean, ci = mean_ci(values) if values else (float("nan"), float("nan"))
             cells.append(f"{mean:.3f} ± {ci:.3f}")
         common = sorted(set(runs) & set(first))
-        diff = [runs[s]["test/agent/gap_fraction"] - first[s]["test/agent/gap_fraction"] for s in common]
-        mean, ci = mean_ci(diff) if runs is not first and len(diff) > 1 else (float("nan"), float("nan"))
-        cells.append("—" if runs is first else f"{mean:+.3f} ± {ci:.3f}")
+        gaps = [[r[s]["test/agent/gap_fraction"] for s in common] for r in (runs, first)]
+        if runs is first or len(common) < 2:
+            cells.append("—")
+        else:
+            mean, ci, p_value = paired_difference(*gaps)
+            cells.append(f"{mean:+.3f} ± {ci:.3f} ({p_value:.3f}, n = {len(common)})")
         refs = [sum(r.get(f"test/{p}/total_reward", float("nan")) for r in runs.values()) / len(runs)
                 for p in ("random", "popular", "oracle")]  # fmt: skip
         print(f"| {label} | {iters} | {len(runs)} | " + " | ".join(cells) + " | "
@@ -146,9 +152,12 @@ def main() -> None:
     p.add_argument("--parallel", action="store_true", help="run the agents' studies at the same time")
     p.add_argument("--tables", help="agent=study.csv pairs, comma-separated: print their table, run nothing")
     p.add_argument("--runs", help="comma-separated runs directories: the table of their finished agent runs")
+    p.add_argument(
+        "--reference", default="hac", help="--runs: the variant the paired differences are against"
+    )
     args = p.parse_args()
     if args.runs:
-        runs_table([Path(r) for r in args.runs.split(",")])
+        runs_table([Path(r) for r in args.runs.split(",")], args.reference)
         return
     if args.tables:
         tables = [(a, Path(t)) for a, t in (pair.split("=", 1) for pair in args.tables.split(","))]
