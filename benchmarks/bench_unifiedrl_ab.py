@@ -34,13 +34,18 @@ def world_dirs(root: Path) -> tuple[Path, Path, Path]:
     return root / "prepared", runs[0], runs[1]
 
 
-def train(algo: str, prepared: Path, sim: Path, ranker: Path, logs: Path, seed: int, extra) -> MTFAlgorithm:
+def train(algo: str, prepared: Path, sim: Path, ranker: Path, logs: Path, seed: int, extra,
+          until: str | None = None) -> MTFAlgorithm:  # fmt: skip
+    """Run the stages of ``recrl train <algo>`` in process; ``until``: stop before the stage of that name
+    (``"train0"``: CEM μ_bp and the first round's logs only, the learner untouched)."""
     pairs = [("simulator", str(sim)), ("ranker", str(ranker)), ("logs_dir", str(logs)), *extra]
     cfg = run_config_from_cli(
         algo, config=None, sets=None, extra=pairs, seed=seed, device="cpu", data_dir=prepared
     )
     alg = MTFAlgorithm(algo, cfg, load_kuairand_data(prepared), torch.device("cpu"))
     for stage in alg.stages():
+        if stage.name == until:
+            break
         for i in range(stage.num_rows):
             stage.update(torch.tensor([i]))
         if stage.on_end is not None:
