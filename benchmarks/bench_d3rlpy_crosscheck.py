@@ -53,7 +53,8 @@ LABELS = {("recrl", "iql"): "recrl IQL", ("d3rlpy", "iql"): "d3rlpy IQL",
           ("recrl", "td3bc"): "recrl TD3+BC", ("d3rlpy", "td3bc"): "d3rlpy TD3+BC"}  # fmt: skip
 #: What cannot be matched between the two implementations (printed with the table and in the notes).
 UNMATCHED = (
-    "IQL policy σ: recrl a free log σ (init 0, clamped to [−5, 2]); d3rlpy −5 + 7·sigmoid(p) (init −1.5)",
+    "IQL policy σ: recrl a free log σ (init 0, clamped to [−5, 2]); d3rlpy −5 + 7·sigmoid(p) (init −1.5, and "
+    "Adam steps p, not log σ)",
     "IQL AWR weight: recrl uses V(s) from before the update's value step, d3rlpy the V just updated",
     "TD3+BC delay: d3rlpy updates the actor at steps 0, 2, 4, …; recrl at 2, 4, … (the same count)",
     "initial weights and the target-smoothing noise: same distributions, different random draws",
