@@ -13,7 +13,8 @@ gets, rather than ``fit(MDPDataset)``: the same minibatches take sampling noise 
 logs hold the true next state of every row. d3rlpy's actions are tanh outputs in (−1, 1), recrl's normalised
 action range, so no action scaler is set (asserted on every prediction). Needs the ``crosscheck`` extra.
 
-    python benchmarks/bench_d3rlpy_crosscheck.py --world WORLD --seeds 3 --out xcheck.json
+    python benchmarks/bench_d3rlpy_crosscheck.py --world WORLD --seeds 5 --out xcheck.json
+    python benchmarks/bench_d3rlpy_crosscheck.py --world WORLD --seeds 5 --init shared   # only the algorithms differ
     python benchmarks/bench_d3rlpy_crosscheck.py --from-json xcheck.json
     (WORLD: a folder from ``bench_unifiedrl_ab.py --build-world``; key=value arguments override the run config)
 """
