@@ -115,7 +115,7 @@ def runs_table(roots: list[Path], reference: str = "hac") -> None:
         key = (variant_label(cfg["algo"], m), m["iterations"], m["eval_steps"], m.get("eval_users", 32))
         groups.setdefault(key, {})[cfg["train"]["seed"]] = json.loads(metrics_file.read_text())
     print(f"| variant | iterations | seeds | total_reward | gap_fraction | gap_vs_popular | paired Δ gap vs {reference} "
-          "(p) | random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+          "(p) | distinct items | random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     refs_by_protocol = {key[1:]: runs for key, runs in groups.items() if key[0] == reference}
     order = sorted(groups, key=lambda key: (key[0] != reference, -key[1], key[0]))
     for key in order:
@@ -133,6 +133,8 @@ def runs_table(roots: list[Path], reference: str = "hac") -> None:
         else:
             mean, ci, p_value = paired_difference(*gaps)
             cells.append(f"{mean:+.3f} ± {ci:.3f} ({p_value:.3f}, n = {len(common)})")
+        items = [r["test/agent/coverage"] for r in runs.values() if "test/agent/coverage" in r]
+        cells.append(f"{sum(items) / len(items):.1f}" if items else "—")  # shown to the evaluation users
         refs = [sum(r.get(f"test/{p}/total_reward", float("nan")) for r in runs.values()) / len(runs)
                 for p in ("random", "popular", "oracle")]  # fmt: skip
         print(f"| {label} | {iters} | {len(runs)} | " + " | ".join(cells) + " | "
