@@ -224,8 +224,11 @@ def weight_diagnostics(algo: RMTL) -> dict[str, float]:
     return out
 
 
-def polish(algo: RMTL, pretrained: dict, critics: dict, overrides: dict, seed: int) -> dict[str, float]:
-    """Run the polish stage of ``algo`` from the pretrained weights with ``overrides``; test metrics."""
+def polish(
+    algo: RMTL, pretrained: dict, critics: dict, overrides: dict, seed: int, history: list
+) -> dict[str, float]:
+    """Run the polish stage of ``algo`` from the pretrained weights with ``overrides``; test metrics. The
+    trainer's per-epoch records (validation metrics) are appended to ``history``."""
     algo.m = dataclasses.replace(algo.m, **overrides)
     algo.base.load_state_dict(pretrained)
     algo.critics.load_state_dict(critics)
@@ -234,7 +237,7 @@ def polish(algo: RMTL, pretrained: dict, critics: dict, overrides: dict, seed: i
     )
     algo.mean_weight, algo.polish_improved = None, False
     stage = algo.stages()[-1]
-    Trainer(algo, [stage], device=algo.device, seed=seed).fit()
+    history.extend(Trainer(algo, [stage], device=algo.device, seed=seed).fit())
     return algo.evaluate("test")
 
 
@@ -280,8 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data(prepared, torch.device("cpu"), "rmtl")
     references = reference_rows(args, raw, prepared)
     names = args.variant_names
-    results: dict[str, list[dict[str, float]]] = {"pretrained": [], **{n: [] for n in names}, "weights": [],
-                                                  "cpu_s": []}  # fmt: skip
+    # Per seed: test metrics per variant ("pretrained" = the base), weight diagnostics, CPU s, trainer records.
+    results: dict[str, list] = {
+        "pretrained": [],
+        **{n: [] for n in names},
+        "weights": [],
+        "cpu_s": [],
+        "history": [],
+    }
     wall, cpu = time.perf_counter(), cpu_seconds()
     for s in range(args.seeds):
         cfg = rmtl_config(args, prepared, s)
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         algo = RMTL(cfg, data, torch.device("cpu"))
         stages = algo.stages()
         start = cpu_seconds()
-        Trainer(algo, stages[:-1], device=algo.device, seed=s).fit()  # pretrain + critics
+        # pretrain + critics; the per-epoch records say whether early stopping or the epoch cap ended the pretrain
+        history = {"pretrain+critics": Trainer(algo, stages[:-1], device=algo.device, seed=s).fit()}
         cost = {"pretrain+critics": cpu_seconds() - start}
         pretrained = copy.deepcopy(algo.pretrained["weights"])
         critics = copy.deepcopy(algo.critics.state_dict())
@@ -297,11 +307,14 @@ def main(argv: list[str] | None = None) -> None:
         results["weights"].append(weight_diagnostics(algo))
         for name in names:
             start = cpu_seconds()
-            results[name].append(polish(algo, pretrained, critics, VARIANTS[name], s))
+            history[name] = []
+            results[name].append(polish(algo, pretrained, critics, VARIANTS[name], s, history[name]))
             cost[name] = cpu_seconds() - start
         results["cpu_s"].append(cost)
-        print(f"seed {s} done ({time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} cpu s):",
-              {k: round(v) for k, v in cost.items()}, flush=True)  # fmt: skip
+        results["history"].append(history)
+        epochs = sum(r["stage"] == "pretrain" for r in history["pretrain+critics"])
+        print(f"seed {s} done ({time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} cpu s, "
+              f"{epochs} pretrain epochs):", {k: round(v) for k, v in cost.items()}, flush=True)  # fmt: skip
         if args.json:
             args.json.write_text(json.dumps({"args": sys.argv[1:], "references": references, **results},
                                             indent=2) + "\n")  # fmt: skip
