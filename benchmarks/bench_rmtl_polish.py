@@ -225,11 +225,13 @@ def weight_diagnostics(algo: RMTL) -> dict[str, float]:
 
 
 def polish(
-    algo: RMTL, pretrained: dict, critics: dict, overrides: dict, seed: int, history: list
+    algo: RMTL, model: RMTLConfig, pretrained: dict, critics: dict, overrides: dict, seed: int, history: list
 ) -> dict[str, float]:
-    """Run the polish stage of ``algo`` from the pretrained weights with ``overrides``; test metrics. The
-    trainer's per-epoch records (validation metrics) are appended to ``history``."""
-    algo.m = dataclasses.replace(algo.m, **overrides)
+    """Run the polish stage of ``algo`` from the pretrained weights with ``overrides`` of the run's model config
+    ``model``; test metrics. The trainer's per-epoch records (validation metrics) are appended to ``history``."""
+    # From the run's config, not algo.m: overrides applied to the previous variant's config would accumulate
+    # (after bce-continue, "rmtl-lam5" would keep w = 1).
+    algo.m = dataclasses.replace(model, **overrides)
     algo.base.load_state_dict(pretrained)
     algo.critics.load_state_dict(critics)
     algo.polish_optimizer = torch.optim.Adam(
@@ -308,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             start = cpu_seconds()
             history[name] = []
-            results[name].append(polish(algo, pretrained, critics, VARIANTS[name], s, history[name]))
+            results[name].append(
+                polish(algo, cfg.model, pretrained, critics, VARIANTS[name], s, history[name])
+            )
             cost[name] = cpu_seconds() - start
         results["cpu_s"].append(cost)
         results["history"].append(history)
