@@ -97,8 +97,9 @@ def fit_picker(states: Tensor, values: Tensor, hidden: int, iters: int, seed: in
     scale = target.std().clamp(min=1e-9)
     torch.manual_seed(seed)
     width = states.shape[1]
-    net = (torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, values.shape[1]))
-           if hidden else torch.nn.Linear(width, values.shape[1]))  # fmt: skip
+    out = values.shape[1]
+    net = (torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out))
+           if hidden else torch.nn.Linear(width, out))  # fmt: skip
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
     x = (states - mu) / sd
     with torch.enable_grad():
