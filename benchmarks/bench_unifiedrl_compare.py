@@ -11,8 +11,9 @@ by ``--set``-style ``key=value`` arguments. The same seed gives every method the
 evaluation users (common random numbers), so the "Δ % vs ES" columns are paired within a seed; the table shows
 their mean ± 95 % CI over seeds.
 
-    python benchmarks/bench_unifiedrl_compare.py --seeds 5 --users 200 --items 300 --impressions 20000 \
-        --ranker taste-free --out compare.json
+    python benchmarks/bench_unifiedrl_compare.py --users 400 --items 400 --impressions 40000 --sim-epochs 3 \
+        --build-world WORLD
+    python benchmarks/bench_unifiedrl_compare.py --world WORLD --seeds 5 --ranker taste-free --out compare.json
     python benchmarks/bench_unifiedrl_compare.py --from-json compare.json     # re-print the tables
 """
 
@@ -133,13 +134,24 @@ def main() -> None:
         "--world",
         type=Path,
         default=None,
-        help="Reuse a world built by bench_unifiedrl_ab.py "
-        "--build-world (same sizes as the defaults here) instead of building one.",
+        help="Reuse a world built by --build-world here (or by bench_unifiedrl_ab.py --build-world) "
+        "instead of building one.",
+    )
+    p.add_argument(
+        "--build-world",
+        type=Path,
+        default=None,
+        help="Build the world (data and simulator, plus the ranker with --ranker trained) at the sizes given "
+        "here into this folder and stop; reuse it with --world (bench_fusion_headroom.py and "
+        "bench_unifiedrl_room.py read it too).",
     )
     p.add_argument("overrides", nargs="*", help="key=value model options shared by every method.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=220)
+    if args.build_world:
+        console.print(simulators(args.build_world, args, ranker=args.ranker == TRAINED))
+        return
     if args.from_json:
         summarise(json.loads(args.from_json.read_text()), console)
         return
