@@ -34,10 +34,11 @@ def world_dirs(root: Path) -> tuple[Path, Path, Path]:
     return root / "prepared", runs[0], runs[1]
 
 
-def train(algo: str, prepared: Path, sim: Path, ranker: Path, logs: Path, seed: int, extra,
+def train(algo: str, prepared: Path, sim: Path, ranker: Path | str, logs: Path, seed: int, extra,
           until: str | None = None) -> MTFAlgorithm:  # fmt: skip
-    """Run the stages of ``recrl train <algo>`` in process; ``until``: stop before the stage of that name
-    (``"train0"``: CEM μ_bp and the first round's logs only, the learner untouched)."""
+    """Run the stages of ``recrl train <algo>`` in process; ``ranker`` a ranker run or a built-in name
+    (taste-free, self); ``until``: stop before the stage of that name (``"train0"``: CEM μ_bp and the first
+    round's logs only, the learner untouched)."""
     pairs = [("simulator", str(sim)), ("ranker", str(ranker)), ("logs_dir", str(logs)), *extra]
     cfg = run_config_from_cli(
         algo, config=None, sets=None, extra=pairs, seed=seed, device="cpu", data_dir=prepared
