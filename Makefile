@@ -19,11 +19,8 @@ demo:
 	recrl train mmoe --epochs 3 --experiment recrl/demo --force  # --force: a second `make demo` trains again
 	@echo "Browse the run with: make ui"
 
-# Two workers, each test file on one of them (module-scoped worlds are built once): ~half the wall time on 2 cores.
-TEST_WORKERS ?= 2
-
 test:
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTHON) -m pytest
 
 test-slow:
 	$(PYTHON) -m pytest -m slow
