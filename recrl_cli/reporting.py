@@ -104,6 +104,9 @@ def plot_rl_curves(curves: Mapping[str, Sequence[tuple[int, float]]], metrics: M
             tag = "agent (eval)" if parts[1] == "agent" else parts[1]
             ax.axhline(value, color=color, linestyle=style, label=f"{tag} {value:.3g}")
         ax.set(title=OUTCOMES[name], xlabel="iteration")
+    # A family with fewer outcomes (fusion: one) leaves no empty frames.
+    for ax in list(axes.flat)[len(shown) : 3]:
+        ax.set_visible(False)
     loss_ax = axes.flat[3]
     for name, points in curves.items():
         if name not in OUTCOMES and points:
