@@ -116,6 +116,11 @@ def runs_table(roots: list[Path], reference: str = "hac") -> None:
         groups.setdefault(key, {})[cfg["train"]["seed"]] = json.loads(metrics_file.read_text())
     print(f"| variant | iterations | seeds | total_reward | gap_fraction | gap_vs_popular | paired Δ gap vs {reference} "
           "(p) | distinct items | random | popular | oracle |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    if not groups:
+        raise SystemExit(f"error: no finished agent runs under {', '.join(map(str, roots))}")
+    if not any(key[0] == reference for key in groups):
+        labels = ", ".join(sorted({key[0] for key in groups}))
+        raise SystemExit(f"error: --reference {reference!r} is not a variant of these runs ({labels})")
     refs_by_protocol = {key[1:]: runs for key, runs in groups.items() if key[0] == reference}
     order = sorted(groups, key=lambda key: (key[0] != reference, -key[1], key[0]))
     for key in order:

@@ -203,6 +203,7 @@ def train_all(
 def run_seed(args: argparse.Namespace, seed: int, tmp: Path) -> dict[str, dict[str, float]]:
     """One seed: logs, the four learners, the paired A/B vs ES and the box statistics; label -> metrics."""
     prepared, sim, ranker = world_dirs(args.world)
+    ranker = ranker or "taste-free"  # a world without a second simulator: the CLI's default ranker
     extra = [tuple(o.split("=", 1)) for o in args.overrides]
     t = time.process_time()
     # mtf-iql's protocol up to its logs: CEM μ_bp⁰ and one round of Gaussian D1 logs (mtf-td3bc logs the same).

@@ -20,18 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_unifiedrl_compare import simulators
+from bench_unifiedrl_compare import simulators, world_dirs
 
 from recrl_cli.cli.resolve import run_config_from_cli
 from recrl_cli.mtf.algorithm import MTFAlgorithm
 from recrl_cli.mtf.evaluate import ab_sessions
 from recrl_cli.mtf.metrics import paired_pct_change, unpaired_pct_change
 from recrl_cli.sim.data import load_kuairand_data
-
-
-def world_dirs(root: Path) -> tuple[Path, Path, Path]:
-    runs = sorted((root / "runs").glob("simulator-*"), key=lambda p: p.stat().st_mtime)
-    return root / "prepared", runs[0], runs[1]
 
 
 def train(algo: str, prepared: Path, sim: Path, ranker: Path | str, logs: Path, seed: int, extra,

@@ -67,6 +67,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     prepared, sim, ranker = world_dirs(args.world)
+    ranker = ranker or "taste-free"  # a world without a second simulator: the CLI's default ranker
     shared = [tuple(o.split("=", 1)) for o in args.overrides]
     print(
         "| variant | seed | Q(s, μ(s)) vs Q(s, a_logged) % | ensemble std | reward Δ % vs ES ± CI | dims in box | CPU s |"

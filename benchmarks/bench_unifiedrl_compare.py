@@ -51,6 +51,17 @@ TRAINED = "trained"  # --ranker trained: a second, smaller simulator trained her
 RANKERS = (TASTE_FREE, TRAINED, SELF)
 
 
+def world_dirs(root: Path) -> tuple[Path, Path, Path | None]:
+    """(prepared data, ground-truth simulator, second simulator or None) of a world built by ``--build-world``;
+    a folder that holds no such world is a one-line error."""
+    runs = sorted((root / "runs").glob("simulator-*"), key=lambda p: p.stat().st_mtime)
+    if not runs or not (root / "prepared").is_dir():
+        raise SystemExit(
+            f"error: {root} holds no benchmark world (prepared/ and runs/simulator-*); build one with --build-world"
+        )
+    return root / "prepared", runs[0], runs[1] if len(runs) > 1 else None
+
+
 def simulators(root: Path, args: argparse.Namespace, ranker: bool = True) -> tuple[Path, Path, Path | None]:
     """(prepared data, ground-truth simulator run, ranker run) built under ``root``; the ranker (seed 1, half the
     width) only when ``ranker``, else None (the taste-free view and ``self`` need no second training)."""
@@ -153,6 +164,8 @@ def main() -> None:
         console.print(simulators(args.build_world, args, ranker=args.ranker == TRAINED))
         return
     if args.from_json:
+        if not args.from_json.is_file():
+            p.error(f"--from-json: no such file {args.from_json}")
         summarise(json.loads(args.from_json.read_text()), console)
         return
     console.print(f"threads={args.threads}, load average {os.getloadavg()[0]:.2f} at start")
@@ -163,16 +176,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.world is not None:
-            runs = sorted((args.world / "runs").glob("simulator-*"), key=lambda p: p.stat().st_mtime)
-            if args.ranker == TRAINED and len(runs) < 2:
+            prepared, sim_dir, ranker_dir = world_dirs(args.world)
+            if args.ranker == TRAINED and ranker_dir is None:
                 p.error(
                     f"--ranker trained: {args.world} holds no second simulator run (build it with a ranker)"
                 )
-            prepared, sim_dir, ranker_dir = (
-                args.world / "prepared",
-                runs[0],
-                runs[1] if len(runs) > 1 else None,
-            )
         else:
             prepared, sim_dir, ranker_dir = simulators(root, args, ranker=args.ranker == TRAINED)
         # The taste-free view and "self" are built by each run from the simulator, as the CLI does.
