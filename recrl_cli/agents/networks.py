@@ -58,8 +58,8 @@ class StateEncoder(nn.Module):
         )
         # The policy reads the last ``policy_history`` rows of the env's H-row history (0 = all H): the
         # transformer's cost grows with the window, and most of what identifies a user's taste is recent.
-        window = getattr(cfg, "policy_history", 0) or model.cfg.history_length  # HRL-Rec: all H
-        self.window = min(window, model.cfg.history_length)
+        # HRL-Rec builds its encoder from an agent config too, so it reads the same default window.
+        self.window = min(cfg.policy_history or model.cfg.history_length, model.cfg.history_length)
         self.history = HistoryEncoder(d, self.window, cfg.n_heads, cfg.ff_dim, cfg.n_layers, cfg.dropout,
                                       NUM_BEHAVIOURS)  # fmt: skip
         self.state_dim = 3 * d
