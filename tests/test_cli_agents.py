@@ -206,3 +206,38 @@ def test_simulator_run_name_not_found_or_ambiguous_is_a_one_line_error(
         assert ids[2] not in errors[0]
     assert not (tmp_path / "runs").exists()  # nothing started, nothing downloaded
     assert len(client.search_runs([experiment])) == 4
+
+
+def test_an_ablate_variant_is_the_train_run_with_that_option_and_seed(cli, simulator, tmp_path):
+    """AGENTS_NOTES runs each study as separate ``recrl train <agent> --seed S`` processes and calls them the
+    ``recrl ablate`` study: that holds only if a study variant is exactly the train run with its option and seed."""
+    prepared, sim_dir = simulator
+    common = ["--simulator", sim_dir, "--data", prepared, *TINY_AGENT, "--seed", 3]
+
+    def agent_reward(uri: str, **tags: str) -> float:
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(experiment_names=["recrl/kuairand"], output_format="list")
+        done = [r for r in runs if "eval/test/agent/total_reward" in r.data.metrics]
+        (run,) = [r for r in done if r.data.params.get("model.noise_std") == tags["noise_std"]]
+        return run.data.metrics["eval/test/agent/total_reward"]
+
+    study_uri, train_uri = f"sqlite:///{tmp_path / 'study.db'}", f"sqlite:///{tmp_path / 'train.db'}"
+    res = cli("ablate", "hac", "--noise-std", "0.01,0.3", "--seeds", 1, *common,
+              "--tracking-uri", study_uri, "--runs-dir", tmp_path / "study")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = cli(
+        "train",
+        "hac",
+        "--noise-std",
+        "0.3",
+        *common,
+        "--tracking-uri",
+        train_uri,
+        "--runs-dir",
+        tmp_path / "train",
+    )
+    assert res.exit_code == 0, res.output
+    assert agent_reward(study_uri, noise_std="0.3") == agent_reward(train_uri, noise_std="0.3")
+    assert agent_reward(study_uri, noise_std="0.01") != agent_reward(
+        study_uri, noise_std="0.3"
+    )  # the option reached it
