@@ -160,6 +160,11 @@ TRAIN_CASES = [
     (["mmoe", "--no-such-option", "3"], r"unknown option --no-such-option; see `recrl algos"),
     (["mmoe", "stray"], r"unexpected argument 'stray'"),
     (["mmoe", "--device", "tpu"], r"train\.device must be one of auto, cpu, cuda, got 'tpu'"),
+    (
+        ["mmoe", "--monitor", "mean/aucc"],
+        r"train\.monitor must be <task or mean>/<auc\|gauc\|logloss\|s_logloss>",
+    ),
+    (["rmtl", "--monitor", "auc"], r"train\.monitor must be <task or mean>/"),
     (["mmoe", "--data", "no/such/dir"], r"no prepared dataset at no/such/dir .*recrl prepare"),
     (["mmoe", "--config", "missing.toml"], r"config file not found: missing\.toml"),
     (["mmoe", "--tag", "team"], r"--tag needs KEY=VALUE, got 'team'"),
@@ -233,6 +238,21 @@ def test_damaged_prepared_data_fails_before_any_run_is_logged(cli, cli_dataset, 
     (data / "manifest.json").write_text("{not json")
     line = one_line_error(cli("train", "mmoe", "--data", data, "--tracking-uri", mlflow_sqlite_uri))
     assert re.search(r"manifest\.json is not valid JSON", line), line
+    assert all_runs(mlflow_sqlite_uri) == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_monitor_naming_no_task_of_the_data_fails_before_any_run_is_logged(
+    cli, cli_dataset, tmp_path, monkeypatch, mlflow_sqlite_uri
+):
+    monkeypatch.chdir(tmp_path)
+    for algo in ("mmoe", "rmtl"):
+        line = one_line_error(cli("train", algo, "--data", cli_dataset.prepared, "--monitor", "cart/auc",
+                                  "--tracking-uri", mlflow_sqlite_uri))  # fmt: skip
+        assert (
+            "train.monitor: 'cart/auc' is not a validation metric of this run; name one of click, pay, mean"
+            in line
+        )
     assert all_runs(mlflow_sqlite_uri) == []
     assert not (tmp_path / "runs").exists()
 

@@ -27,7 +27,7 @@ from recrl_cli.errors import ConfigError
 
 # A non-default value for every [train] field (what an option sets, and what the built algorithm must show).
 VALUES: dict[str, Any] = {"epochs": 3, "max_steps": 7, "batch_size": 96, "eval_batch_size": 1234, "lr": 0.0123,
-                          "weight_decay": 0.0042, "patience": 5, "monitor": "click/auc", "calibration_guard": False, "shuffle": False,
+                          "weight_decay": 0.0042, "patience": 5, "monitor": "mean/logloss", "calibration_guard": False, "shuffle": False,
                           "checkpoint_every": 17, "seed": 99, "device": "cpu", "threads": 1}  # fmt: skip
 # The Stage attribute each loop field configures.
 STAGE_ATTR = {"epochs": "max_epochs", "max_steps": "max_steps", "batch_size": "batch_size", "shuffle": "shuffle",

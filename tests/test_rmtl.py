@@ -386,6 +386,28 @@ def test_polish_keeps_the_pretrained_model_unless_an_epoch_beats_it(prepared, da
     assert algo._validate_polish()["improved/mean/auc"] > 0 and algo.polish_improved
 
 
+def test_a_logloss_monitor_makes_the_polish_keep_epochs_that_lower_it(prepared, data):
+    options = {**TINY, "data.prepared_dir": str(prepared), "train.monitor": "mean/s_logloss"}
+    torch.manual_seed(0)
+    algo = RMTL(resolve_config("rmtl", RMTLConfig, options=options), data, CPU)
+    algo.guard.enabled = False
+    algo._after_pretrain()
+    pretrained = algo.pretrained["metrics"]["val"]["mean/s_logloss"]
+    assert algo.polish_best == -pretrained  # a score: higher is better, so the logloss is negated
+    algo.polish_best = -(
+        pretrained - 1.0
+    )  # as if an epoch had reached a logloss 1.0 lower: the same weights do not
+    assert math.isnan(algo._validate_polish()["improved/mean/s_logloss"]) and not algo.polish_improved
+    algo.polish_best = -(pretrained + 1.0)  # a logloss 1.0 higher: the same weights beat it
+    assert algo._validate_polish()["improved/mean/s_logloss"] == pytest.approx(pretrained)
+    assert algo.polish_improved
+    stages = {s.name: s for s in algo.stages()}
+    assert (
+        stages["pretrain"].monitor == "mean/s_logloss"
+        and stages["polish"].monitor == "improved/mean/s_logloss"
+    )
+
+
 def test_swapped_splits_evaluate_the_other_split(prepared, data):
     algo = build(prepared, data, swap_val_test=True)
     direct = evaluate_split(algo.predict, data.splits["test"], data.tasks)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from recrl_cli.errors import ConfigError
 from recrl_cli.training.trainer import Stage, StopSignal, Trainer, TrainingInterrupted
 
 
@@ -102,6 +103,33 @@ def test_early_stopping_restores_best_epoch(tmp_path):
     history = make_trainer(algo, tmp_path, stages=[stage]).fit()
     assert [h["valid/fit/auc"] for h in history] == [0.5, 0.9, 0.7, 0.6]  # stopped after 2 bad epochs
     assert torch.equal(weights(algo), snapshots[-1])  # best (epoch 2) weights restored
+
+
+def test_a_logloss_monitor_is_minimised_not_maximised(tmp_path):
+    algo = ToyAlgorithm()
+    losses = iter([0.30, 0.20, 0.25, 0.28])
+    kept: list[torch.Tensor] = []
+
+    def snapshot() -> dict:
+        kept.append(weights(algo).clone())
+        return copy.deepcopy(algo.model.state_dict())
+
+    stage = algo.stage(
+        max_epochs=4, validate=lambda: {"mean/logloss": next(losses)}, monitor="mean/logloss", patience=2,
+        snapshot=snapshot, restore=algo.model.load_state_dict,
+    )  # fmt: skip
+    history = make_trainer(algo, tmp_path, stages=[stage]).fit()
+    assert len(history) == 4 and len(kept) == 2  # epochs 1 and 2 improved (0.30, then 0.20); 3 and 4 did not
+    assert torch.equal(weights(algo), kept[-1])  # the lowest-logloss epoch is restored
+
+
+def test_a_monitor_the_validation_lacks_is_a_config_error(tmp_path):
+    algo = ToyAlgorithm()
+    stage = algo.stage(max_epochs=2, validate=lambda: {"click/auc": 0.6, "mean/auc": 0.6}, monitor="cart/auc")
+    with pytest.raises(
+        ConfigError, match="'cart/auc' is not a validation metric of this run; it has click/auc, mean/auc"
+    ):
+        make_trainer(algo, tmp_path, stages=[stage]).fit()
 
 
 def test_stages_run_in_order(tmp_path):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from recrl_cli.config.monitor import missing_monitor
 from recrl_cli.nets.mtl.calibration import constant_logloss, task_rates
 from recrl_cli.training import distributed
 
@@ -50,7 +51,7 @@ class CalibrationGuard:
         self._const: list[float] | None = None
 
     def monitor_key(self, monitor: str) -> str:
-        """The key early stopping should maximise."""
+        """The key early stopping selects on (the monitor itself, or its guarded copy)."""
         return GUARD_PREFIX + monitor if self.enabled else monitor
 
     def const_logloss(self, val_labels: torch.Tensor) -> list[float]:
@@ -69,6 +70,8 @@ class CalibrationGuard:
             ll = metrics.get(f"{task}/logloss", math.nan)
             ok = ok and not math.isnan(ll) and ll <= c
         metrics["calibrated"] = float(ok)
+        if monitor not in metrics:
+            raise missing_monitor(monitor, metrics)
         if self.enabled:
             metrics[self.monitor_key(monitor)] = metrics.get(monitor, math.nan) if ok else math.nan
         return metrics

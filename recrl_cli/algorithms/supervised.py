@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from recrl_cli.algorithms.calibration import CalibrationGuard, guarded_validate
+from recrl_cli.config.monitor import check_monitor_names
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split
@@ -45,6 +46,7 @@ class SupervisedMTL:
         self.cfg = cfg
         self.data = data
         self.tasks = data.tasks
+        check_monitor_names(cfg.train.monitor, self.tasks)
         self.model = build_base(base, data.cardinalities, len(self.tasks), cfg.model).to(device)
         train_labels = data.splits["train"].labels
         # Output bias at the training log-odds (model.bias_init): the model starts as the constant predictor.

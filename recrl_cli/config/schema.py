@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from recrl_cli.config.fields import param
+from recrl_cli.config.monitor import check_monitor
 from recrl_cli.errors import ConfigError
 
 
@@ -38,7 +39,11 @@ class TrainConfig:
     lr: float = param(1e-3, help="Adam learning rate.")
     weight_decay: float = param(1e-6, help="Adam weight decay (L2).")
     patience: int = param(2, help="Early stopping: epochs without validation improvement (0 = never stop).")
-    monitor: str = param("mean/auc", help="Validation metric to early-stop on (higher is better).")
+    monitor: str = param(
+        "mean/auc",
+        help="Validation metric to early-stop on: <task or mean>/<auc|gauc|logloss|s_logloss> (AUCs are "
+        "maximised, loglosses minimised).",
+    )
     calibration_guard: bool = param(
         True,
         help="Early stopping never keeps an epoch whose validation logloss is worse than the constant "
@@ -55,6 +60,7 @@ class TrainConfig:
     threads: int = param(0, help="CPU threads for torch (0 = torch's default).")
 
     def __post_init__(self) -> None:
+        check_monitor(self.monitor)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from recrl_cli.config.monitor import check_monitor_names
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.kuairand_tensors import FeatureTable, RowTable, load_row_table, load_split_rows
 from recrl_cli.data.prepare.kuairand import BEHAVIOURS
@@ -50,6 +51,7 @@ class SimulatorAlgorithm:
 
     def __init__(self, cfg: RunConfig, data: KuaiRandData, device: torch.device) -> None:
         self.cfg, self.mcfg, self.data = cfg, cfg.model, data
+        check_monitor_names(cfg.train.monitor, BEHAVIOURS, ("auc", "logloss"))  # behaviour_metrics' keys
         self.model = UserResponseModel(cfg.model, data.users, data.items).to(device)
         self.train_rows = data.splits["train"]
         rate = data.positive_rate("train")

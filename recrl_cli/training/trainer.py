@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
+from recrl_cli.config.monitor import missing_monitor, monitor_score
 from recrl_cli.data.tensors import batch_indices, num_batches
 from recrl_cli.errors import DataError
 from recrl_cli.training.checkpoint import LOAD_ERRORS, RETRAIN, error_detail, load_checkpoint, save_checkpoint
@@ -81,7 +82,8 @@ class Stage:
         max_steps: stop after this many steps in the stage (0 = no limit).
         shuffle: draw a fresh permutation every epoch (else rows in stored order).
         validate: scores the validation split at each epoch end; returns metrics.
-        monitor: key of ``validate``'s output to maximise for early stopping.
+        monitor: key of ``validate``'s output early stopping selects on (maximised, or minimised for a logloss:
+            :func:`~recrl_cli.config.monitor.monitor_score`); a key ``validate`` does not return is a ConfigError.
         patience: epochs without improvement before stopping (0 = never).
         snapshot / restore: copy out / put back the weights early stopping keeps (the best epoch).
         on_epoch_start: hook run before every epoch (and again when resuming mid-epoch).
@@ -312,7 +314,9 @@ class Trainer:
             record.update(shown)
             self.log_metrics(shown, st.global_step)
             if stage.monitor is not None:
-                value = val.get(stage.monitor, math.nan)
+                if stage.monitor not in val:
+                    raise missing_monitor(stage.monitor, val)
+                value = monitor_score(stage.monitor, val[stage.monitor])
                 if value > st.best_value:  # NaN never improves
                     st.best_value, st.bad_epochs = value, 0
                     if stage.snapshot is not None:

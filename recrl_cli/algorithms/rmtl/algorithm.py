@@ -36,6 +36,7 @@ from recrl_cli.algorithms.rmtl.mdp import (
 from recrl_cli.algorithms.rmtl.polish import mean_rmtl_weight, normalized, polish_weights, weighted_bce
 from recrl_cli.algorithms.rmtl.transfer import export_critics, load_critics
 from recrl_cli.algorithms.supervised import multitask_bce
+from recrl_cli.config.monitor import check_monitor_names, monitor_score
 from recrl_cli.config.schema import RunConfig
 from recrl_cli.data.tensors import PreparedData
 from recrl_cli.evaluation.evaluator import evaluate_split, predict_in_batches
@@ -60,6 +61,7 @@ class RMTL:
         self.m: RMTLConfig = cfg.model
         self.switches = effective_switches(self.m)
         self.tasks = data.tasks
+        check_monitor_names(cfg.train.monitor, self.tasks)
         self.train_split = data.splits["train"]
         base = build_base(self.m.base, data.cardinalities, len(self.tasks), self.m.mtl_config())
         self.base = base.to(device)
@@ -191,7 +193,9 @@ class RMTL:
         self.pretrained = {"weights": copy.deepcopy(self.base.state_dict()), "metrics": metrics}
         guarded = self.guard.annotate(dict(metrics["val"]), self.data.splits[self._split("val")].labels,
                                       self.cfg.train.monitor)  # fmt: skip
-        best = guarded.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
+        best = monitor_score(
+            self.cfg.train.monitor, guarded.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
+        )
         self.polish_best = best if not math.isnan(best) else -math.inf  # an undefined score is beaten by any
 
     # -- critics
@@ -326,8 +330,9 @@ class RMTL:
         (the pretrained model included), else NaN, which the trainer never counts as an improvement."""
         metrics = self._validate_pretrain()  # the guard applies to polished epochs too
         value = metrics.get(self.guard.monitor_key(self.cfg.train.monitor), math.nan)
-        if value > self.polish_best:
-            self.polish_best, self.polish_improved = value, True
+        score = monitor_score(self.cfg.train.monitor, value)  # higher is better, a logloss negated
+        if score > self.polish_best:
+            self.polish_best, self.polish_improved = score, True
             metrics[self._improved_key] = value
         else:
             metrics[self._improved_key] = math.nan
