@@ -87,19 +87,26 @@ def test_max_steps_stops_mid_epoch(tmp_path):
     assert len(algo.seen) == 10
 
 
-def test_early_stopping_restores_best_epoch(tmp_path):
-    algo = ToyAlgorithm()
-    scores = iter([0.5, 0.9, 0.7, 0.6, 0.95])
-    snapshots: list[torch.Tensor] = []
+def early_stopping_stage(
+    algo: ToyAlgorithm, monitor: str, values: list[float]
+) -> tuple[Stage, list[torch.Tensor]]:
+    """A patience-2 stage validating ``{monitor: values[epoch]}``, and the weights each kept snapshot held."""
+    scores, kept = iter(values), []
 
     def snapshot() -> dict:
-        snapshots.append(weights(algo).clone())
+        kept.append(weights(algo).clone())
         return copy.deepcopy(algo.model.state_dict())
 
     stage = algo.stage(
-        max_epochs=5, validate=lambda: {"auc": next(scores)}, monitor="auc", patience=2,
+        max_epochs=len(values), validate=lambda: {monitor: next(scores)}, monitor=monitor, patience=2,
         snapshot=snapshot, restore=algo.model.load_state_dict,
     )  # fmt: skip
+    return stage, kept
+
+
+def test_early_stopping_restores_best_epoch(tmp_path):
+    algo = ToyAlgorithm()
+    stage, snapshots = early_stopping_stage(algo, "auc", [0.5, 0.9, 0.7, 0.6, 0.95])
     history = make_trainer(algo, tmp_path, stages=[stage]).fit()
     assert [h["valid/fit/auc"] for h in history] == [0.5, 0.9, 0.7, 0.6]  # stopped after 2 bad epochs
     assert torch.equal(weights(algo), snapshots[-1])  # best (epoch 2) weights restored
@@ -107,17 +114,7 @@ def test_early_stopping_restores_best_epoch(tmp_path):
 
 def test_a_logloss_monitor_is_minimised_not_maximised(tmp_path):
     algo = ToyAlgorithm()
-    losses = iter([0.30, 0.20, 0.25, 0.28])
-    kept: list[torch.Tensor] = []
-
-    def snapshot() -> dict:
-        kept.append(weights(algo).clone())
-        return copy.deepcopy(algo.model.state_dict())
-
-    stage = algo.stage(
-        max_epochs=4, validate=lambda: {"mean/logloss": next(losses)}, monitor="mean/logloss", patience=2,
-        snapshot=snapshot, restore=algo.model.load_state_dict,
-    )  # fmt: skip
+    stage, kept = early_stopping_stage(algo, "mean/logloss", [0.30, 0.20, 0.25, 0.28])
     history = make_trainer(algo, tmp_path, stages=[stage]).fit()
     assert len(history) == 4 and len(kept) == 2  # epochs 1 and 2 improved (0.30, then 0.20); 3 and 4 did not
     assert torch.equal(weights(algo), kept[-1])  # the lowest-logloss epoch is restored
